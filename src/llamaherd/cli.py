@@ -1,0 +1,433 @@
+"""The `herd` command: a thin click layer over the library (control, daemon, build, doctor).
+
+Exit codes: 0 ok, 1 failure, 2 bad usage or bad config. Errors are one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from llamaherd import __version__, build, control, daemon, doctor
+from llamaherd.config import Config, load_config
+from llamaherd.errors import HerdError, UsageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
+    except HerdError as error:
+        err_console.print(f"[red]herd:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _config(ctx: click.Context) -> Config:
+    return load_config(ctx.obj["config"])
+
+
+def _emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="herd.toml to use (default: $HERD_CONFIG, ./herd.toml, user config dir).",
+)
+@click.version_option(__version__, prog_name="herd")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """llamaherd: run local LLMs with llama.cpp, one command to start or switch a model."""
+    ctx.obj = {"config": config_path}
+
+
+# -- profiles ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the model profiles, with their state when the daemon runs."""
+    config = _config(ctx)
+    states = _live_states(config)
+    rows = [
+        {
+            "id": p.id,
+            "name": p.name,
+            "ctx": p.ctx,
+            "best_for": p.best_for,
+            "aliases": p.aliases,
+            "state": states.get(p.id, "stopped"),
+            "speed_tps": None,
+        }
+        for p in config.models.values()
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("id", "name", "speed", "ctx", "best for", "state")
+    for row in rows:
+        speed = f"{row['speed_tps']:.0f} t/s" if row["speed_tps"] else "—"
+        ctx_text = f"{row['ctx'] // 1024}K" if row["ctx"] else "model"
+        table.add_row(row["id"], row["name"], speed, ctx_text, row["best_for"], row["state"])
+    console.print(table)
+
+
+def _live_states(config: Config) -> dict[str, str]:
+    client = control.connect(config)
+    if not client.alive():
+        return {}
+    return {m["id"]: m["state"] for m in client.models()}
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option(
+    "--no-dashboard",
+    is_flag=True,
+    help="Return once the model is ready (the dashboard arrives in a later release).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def up(ctx: click.Context, model: str | None, no_dashboard: bool, as_json: bool) -> None:
+    """Start MODEL (id or alias), starting the daemon in the background if needed.
+
+    Returns once the model is ready (exit 0) or has failed (exit 1); the daemon keeps
+    running. With no MODEL, a terminal gets a menu of profiles.
+    """
+    config = _config(ctx)
+    model = model or _pick_model(config)
+    _report_switch(control.up(config, model), as_json, control.connect(config))
+
+
+def _pick_model(config: Config) -> str:
+    ids = list(config.models)
+    if not sys.stdin.isatty():
+        if config.default_model:
+            return config.default_model
+        raise UsageError(f"which model? give an id: {', '.join(ids)}")
+    table = Table("#", "id", "name", "speed", "ctx", "best for")
+    for number, profile in enumerate(config.models.values(), 1):
+        ctx_text = f"{profile.ctx // 1024}K" if profile.ctx else "model"
+        table.add_row(str(number), profile.id, profile.name, "—", ctx_text, profile.best_for)
+    console.print(table)
+    default = ids.index(config.default_model) + 1 if config.default_model in ids else 1
+    choice = click.prompt("model", type=click.IntRange(1, len(ids)), default=default)
+    return ids[choice - 1]
+
+
+def _report_switch(answer: dict, as_json: bool, client: control.DaemonClient) -> None:
+    if as_json:
+        _emit_json(answer)
+    elif answer.get("ok"):
+        _print_status(client.status())
+    else:
+        err_console.print(
+            f"[red]herd:[/red] {answer['model']} failed: {answer['error']}", highlight=False
+        )
+        for line in answer.get("log_tail", [])[-15:]:
+            err_console.print(f"  | {line}", highlight=False, markup=False)
+        if answer.get("restored"):
+            err_console.print(f"restored the previous model: {answer['restored']}")
+    if not answer.get("ok"):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def switch(ctx: click.Context, model: str, as_json: bool) -> None:
+    """Switch the running daemon to MODEL; on failure the previous model is restored."""
+    client = control.connect(_optional_config(ctx))
+    _report_switch(client.switch(model), as_json, client)
+
+
+@cli.command()
+@click.option("--all", "stop_daemon", is_flag=True, help="Stop the daemon too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def down(ctx: click.Context, stop_daemon: bool, as_json: bool) -> None:
+    """Stop the running model (and with --all, the daemon)."""
+    client = control.connect(_optional_config(ctx))
+    if not client.alive():
+        if as_json:
+            _emit_json({"stopped": None, "daemon_running": False})
+        else:
+            console.print("no herd daemon is running")
+        return
+    answer = control.down(client, stop_daemon=stop_daemon)
+    if as_json:
+        _emit_json(answer)
+        return
+    console.print(f"stopped {answer['stopped']}" if answer["stopped"] else "no model was running")
+    if stop_daemon:
+        console.print("daemon stopped")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the daemon, the running model and where it is served."""
+    client = control.connect(_optional_config(ctx))
+    if not client.alive():
+        if as_json:
+            _emit_json({"daemon": None})
+        else:
+            console.print(f"no herd daemon at {client.url}; start one with `herd up`")
+        sys.exit(1)
+    answer = client.status()
+    _emit_json(answer) if as_json else _print_status(answer)
+
+
+def _print_status(status: dict) -> None:
+    d = status["daemon"]
+    console.print(
+        f"daemon   running (pid {d['pid']}, up {_ago(d['uptime_s'])}), config {d['config']}"
+    )
+    if status["model"]:
+        line = f"model    [bold]{status['model']}[/bold]  {status['state']}"
+        if status["pid"]:
+            line += f"  (llama-server pid {status['pid']}, up {_ago(status['uptime_s'])})"
+        console.print(line, highlight=False)
+    else:
+        console.print("model    none running")
+    if status["url"]:
+        console.print(
+            f"serving  {status['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, "
+            "web UI at /)",
+            highlight=False,
+        )
+    error = status.get("last_error")
+    if error:
+        console.print(f"last error  {error['model']}: {error['reason']}", highlight=False)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@cli.command()
+@click.option("-n", "lines", default=50, show_default=True, help="Lines from the end.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.pass_context
+def logs(ctx: click.Context, lines: int, follow: bool) -> None:
+    """Print the running model's llama-server log."""
+    client = control.connect(_optional_config(ctx))
+    answer = client.logs(lines)
+    for line in answer["lines"]:
+        click.echo(line)
+    seen = answer["total"] or 0
+    while follow:
+        time.sleep(0.5)
+        answer = client.logs(10_000, since=seen)
+        for line in answer["lines"]:
+            click.echo(line)
+        seen = answer["total"] or seen
+
+
+def _optional_config(ctx: click.Context) -> Config | None:
+    """Commands that talk to a running daemon need the config only to find its port."""
+    try:
+        return _config(ctx)
+    except UsageError:
+        if ctx.obj["config"]:
+            raise
+        return None
+
+
+@cli.command()
+@click.option("--model", help="Model to start once the API is up (default: none).")
+@click.pass_context
+def serve(ctx: click.Context, model: str | None) -> None:
+    """Run the daemon in the foreground (Ctrl-C stops it and its models)."""
+    config = _config(ctx)
+    if model:
+        config.resolve(model)
+    err_console.print(f"herd daemon: management API on {daemon.api_url(config)}")
+    daemon.serve(config, model=model)
+
+
+@cli.command()
+@click.option(
+    "--no-dashboard",
+    is_flag=True,
+    help="Return once the demo is ready (the dashboard arrives in a later release).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def demo(no_dashboard: bool, as_json: bool) -> None:
+    """Create two tiny demo models and serve one, then show it answering a chat request."""
+    config = control.prepare_demo()
+    answer = control.up(config, "demo-dense")
+    if not answer.get("ok"):
+        _report_switch(answer, as_json, control.connect(config))
+    reply = control.chat(answer["url"], "Say hello to the herd!")
+    if as_json:
+        _emit_json({"status": answer, "chat": reply})
+        return
+    _print_status(control.connect(config).status())
+    text = reply["choices"][0]["message"].get("content", "")
+    console.print(
+        f"\nchat     POST {answer['url']}/v1/chat/completions → "
+        f"{reply['usage']['completion_tokens']} tokens (random weights, so gibberish):"
+    )
+    console.print(f"         {text!r}", highlight=False, markup=False)
+    console.print(
+        f"\nconfig {config.path}\nnext: `herd switch demo-moe`, `herd status`, "
+        "`herd logs`, `herd down --all`"
+    )
+
+
+# -- provisioning ------------------------------------------------------------------------
+
+
+@cli.command("build")
+@click.option(
+    "--source",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build from this llama.cpp checkout instead of the pinned release.",
+)
+@click.option("--backend", default="cpu", show_default=True, help="cpu (cuda arrives later).")
+@click.option("-j", "--jobs", type=int, help="Parallel compile jobs (default: all cores).")
+@click.option("--force", is_flag=True, help="Build even if the cached build is up to date.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def build_command(
+    source: Path | None, backend: str, jobs: int | None, force: bool, as_json: bool
+) -> None:
+    """Build llama-server (and llama-bench, rpc-server) into herd's cache."""
+    with _BuildProgress(enabled=not as_json) as progress:
+        result = build.build(source, backend, jobs=jobs, force=force, progress=progress)
+    if as_json:
+        _emit_json(build.describe(result))
+    elif result.built:
+        console.print(f"built llama.cpp {result.version} ({result.backend}) into {result.bin_dir}")
+    else:
+        console.print(
+            f"llama.cpp {result.version} ({result.backend}) is already built "
+            f"and up to date: {result.bin_dir}"
+        )
+
+
+class _BuildProgress:
+    """Rich bars in a terminal; a line every 10% elsewhere (CI logs, make)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Progress | None = None
+        self.tasks: dict[str, int] = {}
+        self.last_decile: dict[str, int] = {}
+
+    def __enter__(self) -> _BuildProgress:
+        if self.enabled and err_console.is_terminal:
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+            )
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar:
+            if phase not in self.tasks:
+                label = "downloading llama.cpp" if phase == "download" else "compiling"
+                self.tasks[phase] = self.bar.add_task(label, total=total or None)
+            self.bar.update(self.tasks[phase], completed=done, total=total or None)
+            return
+        decile = done * 10 // total if total else 0
+        if decile != self.last_decile.get(phase):
+            self.last_decile[phase] = decile
+            err_console.print(f"{phase}: {decile * 10}% ({done}/{total})", highlight=False)
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def doctor_command(ctx: click.Context, as_json: bool) -> None:
+    """Check the llama-server, GPUs, ports and config herd would use."""
+    result = doctor.report(ctx.obj["config"])
+    if as_json:
+        _emit_json(result)
+    else:
+        _print_doctor(result)
+    if not doctor.healthy(result):
+        sys.exit(1)
+
+
+def _print_doctor(result: dict) -> None:
+    mark = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]"}
+    cfg = result["config"]
+    console.print(
+        f"{mark[cfg['ok']]} config        "
+        + (f"{cfg['path']} ({cfg['profiles']} profiles)" if cfg["ok"] else cfg["error"]),
+        highlight=False,
+    )
+    server = result["llama_server"]
+    if server["ok"]:
+        features = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in server["features"].items())
+        console.print(
+            f"{mark[True]} llama-server  {server['path']} (from {server['origin']}), "
+            f"{server['version']}; {features}",
+            highlight=False,
+        )
+        for other in server["candidates"][1:]:
+            console.print(
+                f"               also: {other['path']} ({other['origin']})", highlight=False
+            )
+    else:
+        console.print(f"{mark[False]} llama-server  {server['error']}", highlight=False)
+    gpus = result["gpus"]
+    gpu_text = ", ".join(f"{g['index']}: {g['name']} {g['memory']}" for g in gpus["gpus"])
+    console.print(
+        f"{mark[gpus['ok']]} gpus          "
+        + (gpu_text or gpus.get("note") or gpus.get("error", "")),
+        highlight=False,
+    )
+    ports = result["ports"]
+    port_text = ", ".join(
+        f"{name} {entry['port']} {'free' if entry['free'] else 'in use (' + entry['note'] + ')'}"
+        for name, entry in ports.items()
+        if isinstance(entry, dict)
+    )
+    console.print(
+        f"{mark[ports['ok']]} ports         {ports['host']}: {port_text}", highlight=False
+    )

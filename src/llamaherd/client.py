@@ -1,0 +1,58 @@
+"""A small synchronous client for the management API, used by the CLI (and by scripts)."""
+
+from __future__ import annotations
+
+import httpx
+
+from llamaherd.errors import HerdError, UsageError
+
+
+class DaemonClient:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=10.0)
+
+    def alive(self) -> bool:
+        try:
+            return self._http.get("/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _request(self, method: str, path: str, *, timeout: float = 10.0, **kwargs) -> dict:
+        try:
+            response = self._http.request(method, path, timeout=timeout, **kwargs)
+        except httpx.ConnectError:
+            raise HerdError(
+                f"no herd daemon answers at {self.url}; start one with `herd up` or `herd serve`"
+            ) from None
+        except httpx.HTTPError as error:
+            raise HerdError(f"{method} {self.url}{path} failed: {error}") from None
+        body = response.json() if response.content else {}
+        if response.status_code == 404:
+            raise UsageError(body.get("error", f"{path}: not found"))
+        if response.status_code == 401:
+            raise UsageError(f"{self.url}: wrong or missing API key (set HERD_API_KEY)")
+        if response.status_code >= 400 and not (path == "/switch" and response.status_code == 502):
+            raise HerdError(f"{method} {path}: HTTP {response.status_code}: {body}")
+        return body
+
+    def status(self) -> dict:
+        return self._request("GET", "/status")
+
+    def models(self) -> list[dict]:
+        return self._request("GET", "/models")["models"]
+
+    def switch(self, model: str, *, timeout: float = 600.0) -> dict:
+        """Returns the API's answer; `ok` is False (with `error`, `restored`) on failure."""
+        return self._request("POST", "/switch", json={"model": model}, timeout=timeout)
+
+    def stop(self) -> dict:
+        return self._request("POST", "/stop", timeout=120.0)
+
+    def logs(self, tail: int = 100, since: int | None = None) -> dict:
+        params = {"tail": tail} if since is None else {"tail": tail, "since": since}
+        return self._request("GET", "/logs", params=params)
+
+    def shutdown(self) -> dict:
+        return self._request("POST", "/shutdown", timeout=120.0)

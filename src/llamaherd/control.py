@@ -1,0 +1,69 @@
+"""What the CLI's commands do, as plain functions that tests and scripts can call too."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+
+from llamaherd import daemon, demo, paths
+from llamaherd.client import DaemonClient
+from llamaherd.config import Config, load_config
+from llamaherd.errors import HerdError
+
+
+def connect(config: Config | None = None, url: str | None = None) -> DaemonClient:
+    """A client for the daemon: --url/$HERD_URL, else the running daemon's record, else config."""
+    key = os.environ.get("HERD_API_KEY") or (config.server.api_key if config else None)
+    url = url or os.environ.get("HERD_URL")
+    if not url:
+        record = daemon.running_record()
+        if record:
+            url = record["api_url"]
+        elif config:
+            url = daemon.api_url(config)
+        else:
+            url = "http://127.0.0.1:8081"
+    return DaemonClient(url, key)
+
+
+def up(config: Config, model: str) -> dict:
+    """Start the daemon if needed and make `model` the running one.
+
+    Returns the API's /switch answer: `ok` False means the model failed to start (the
+    answer then says why, and which model was restored).
+    """
+    profile = config.resolve(model)  # unknown ids fail here, before a daemon starts
+    client = daemon.start_background(config)
+    return client.switch(profile.id, timeout=config.server.start_timeout * 2 + 60)
+
+
+def down(client: DaemonClient, *, stop_daemon: bool = False, timeout: float = 30.0) -> dict:
+    """Stop the running model; with stop_daemon, the daemon too (waits until it is gone)."""
+    if not stop_daemon:
+        return client.stop()
+    answer = client.stop()
+    client.shutdown()
+    deadline = time.monotonic() + timeout
+    while client.alive():
+        if time.monotonic() > deadline:
+            raise HerdError(f"the daemon at {client.url} did not stop within {timeout:g}s")
+        time.sleep(0.1)
+    return {**answer, "daemon_stopped": True}
+
+
+def prepare_demo() -> Config:
+    """Write the demo models and their herd.toml into the state dir; return that config."""
+    return load_config(demo.write_demo(paths.state_dir() / "demo"))
+
+
+def chat(url: str, prompt: str, *, max_tokens: int = 32, timeout: float = 120.0) -> dict:
+    """One chat completion against a served model (what `herd demo` shows)."""
+    response = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens},
+        timeout=timeout,
+    )
+    response.raise_for_status()
+    return response.json()

@@ -1,0 +1,380 @@
+"""Two tiny random-weight GGUF models, so herd can be tried without downloading anything.
+
+`herd demo` writes a dense model and a mixture-of-experts model (both llama.cpp's "llama"
+architecture, well under 1 MB each) plus a herd.toml with a profile for each. The weights
+are random, so the models talk nonsense, but llama-server loads them, tokenizes, applies
+the chat template and generates exactly as it would with a real model, which is all that
+trying herd out (switching, placement, the management API) needs.
+
+What llama.cpp requires of such a file, and what this module therefore writes:
+
+* the hyperparameters llama.cpp's llama loader reads (src/models/llama.cpp and
+  llama_model_base::load_hparams): context length, embedding length, block count,
+  feed-forward length, head counts, the RMS-norm epsilon and, for the MoE, the expert
+  counts;
+* one tensor per name the loader asks for, with exactly the shape it asks for; a file
+  with an extra or a missing tensor is refused;
+* a byte-level BPE tokenizer ("gpt2"): llama-vocab.cpp wants the merges list and a
+  pre-tokenizer name it knows, and maps every byte through GPT-2's bytes_to_unicode
+  table, so all 256 byte tokens must exist for any text to tokenize;
+* ChatML control tokens and template, so /v1/chat/completions works.
+
+The files are deterministic (fixed seeds), so rewriting one yields identical bytes and
+`write_demo` can leave an up-to-date file alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+DENSE_ID = "demo-dense"
+MOE_ID = "demo-moe"
+
+# What llama.cpp reports as the trained context (n_ctx_train); the profiles ask for less.
+CONTEXT_LENGTH = 65536
+
+# Qwen's minimal ChatML template. llama-server renders it with its Jinja engine.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+
+# Whole words the tokenizer knows beyond single bytes ("Ġ" is GPT-2's mark for a leading
+# space). Each is built up by a chain of merges, so "Hello world" is two tokens, and they
+# make the nonsense the models write look like words.
+WORDS = (
+    "Hello", "Ġworld", "Ġhello", "Ġthe", "Ġherd", "Ġllama", "Ġllamas", "Ġdemo", "Ġmodel",
+    "Ġexpert", "Ġrandom", "Ġweights", "Ġa", "Ġis", "Ġof", "Ġand", "Ġto", "Ġin", "Ġit",
+    "Ġyou", "ĠI", "Ġgraze", "Ġgrass", "Ġhill", "Ġwool", "Ġsoft", "Ġquiet", "Ġsun",
+    "user", "assistant", "system",
+)  # fmt: skip
+
+DEMO_TOML = """\
+# Demo profiles written by `herd demo`: two tiny random-weight models, for trying herd out.
+models_dir = "models"
+
+[models.demo-dense]
+name = "Demo dense (random weights)"
+file = "demo-dense.gguf"
+ctx = 32768
+best_for = "Trying herd out"
+aliases = ["dense"]
+
+[models.demo-dense.sampling]
+temperature = 0.8
+top_k = 40
+
+[models.demo-moe]
+name = "Demo MoE (random weights)"
+file = "demo-moe.gguf"
+ctx = 32768
+best_for = "Trying a mixture-of-experts profile"
+aliases = ["moe"]
+
+[models.demo-moe.placement]
+n_cpu_moe = 1
+"""
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The shape of a demo model; n_expert == 0 means a dense feed-forward block."""
+
+    name: str
+    seed: int
+    n_embd: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 128
+    n_expert: int = 0
+    n_expert_used: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+DENSE = Dims(name="llamaherd demo dense", seed=1)
+MOE = Dims(name="llamaherd demo moe", seed=2, n_ff=96, n_expert=4, n_expert_used=2)
+
+
+# --- tokenizer -------------------------------------------------------------------------
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which byte-level BPE vocabularies use.
+
+    llama.cpp maps every input byte through this table before looking tokens up, so a
+    byte token must be spelled with it to be found.
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _word_merges(words: tuple[str, ...]) -> list[str]:
+    """Merges that build each word left to right ("H e", "He l", ...), first ones first."""
+    merges: list[str] = []
+    for word in words:
+        for end in range(1, len(word)):
+            merge = f"{word[:end]} {word[end]}"
+            if merge not in merges:
+                merges.append(merge)
+    return merges
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token strings and types in id order, the merges, and the special token ids."""
+
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    endoftext_id: int
+    im_start_id: int
+    im_end_id: int
+
+
+def build_vocab() -> Vocab:
+    """256 byte tokens (id == byte value), the merged words, then the ChatML specials."""
+    byte_table = bytes_to_unicode()
+    tokens = [byte_table[b] for b in range(256)]
+    merges = _word_merges(WORDS)
+    for merge in merges:
+        merged = merge.replace(" ", "")
+        if merged not in tokens:
+            tokens.append(merged)
+    types = [gguf.TokenType.NORMAL] * len(tokens)
+    specials = (ENDOFTEXT, IM_START, IM_END)
+    tokens.extend(specials)
+    types.extend([gguf.TokenType.CONTROL] * len(specials))
+    return Vocab(
+        tokens=tokens,
+        types=[int(t) for t in types],
+        merges=merges,
+        endoftext_id=tokens.index(ENDOFTEXT),
+        im_start_id=tokens.index(IM_START),
+        im_end_id=tokens.index(IM_END),
+    )
+
+
+def _output_bias(vocab: Vocab) -> np.ndarray:
+    """A logit offset per token, so the nonsense is readable and replies come to an end.
+
+    Pure random weights spread probability evenly over the vocabulary: replies would be
+    mostly stray bytes (invalid UTF-8) and would run until the context is full, since
+    <|im_end|> would be as rare as any token. Favouring words, holding back bytes that are
+    not printable ASCII, and giving <|im_end|> a few percent makes replies short lines of
+    words. See _bias_channel for how the offset reaches the logits.
+    """
+    bias = np.full(len(vocab.tokens), -12.0, dtype=np.float32)  # bytes, <|im_start|>, ...
+    bias[0x20:0x7F] = -1.0  # printable ASCII: allowed, but words read better
+    bias[256 : vocab.endoftext_id] = -1.0  # merged pieces ("He", "Hel", "user")
+    for word in WORDS:
+        if word.startswith("Ġ"):
+            bias[vocab.tokens.index(word)] = 3.0
+    bias[vocab.im_end_id] = 5.0
+    return bias
+
+
+# --- weights ---------------------------------------------------------------------------
+
+
+def _bias_channel(rng: np.random.Generator, dims: Dims, vocab: Vocab) -> dict[str, np.ndarray]:
+    """Embedding, output head and final norm, with channel 0 carrying a constant.
+
+    Every token embedding has 1.0 in channel 0 and small noise elsewhere, so channel 0
+    dominates the residual stream and, after the final RMS norm, is close to
+    sqrt(n_embd). Scaling that channel's norm weight by 1/sqrt(n_embd) makes it about
+    1.0, and the output head's column 0 then adds _output_bias to every logit, like the
+    bias term llama's lm_head lacks.
+    """
+    n_vocab = len(vocab.tokens)
+    embd = rng.normal(0.0, 0.05, (n_vocab, dims.n_embd)).astype(np.float32)
+    embd[:, 0] = 1.0
+    output = rng.normal(0.0, 0.5, (n_vocab, dims.n_embd)).astype(np.float32)
+    output[:, 0] = _output_bias(vocab)
+    output_norm = np.ones(dims.n_embd, dtype=np.float32)
+    output_norm[0] = 1.0 / np.sqrt(dims.n_embd)
+    return {"token_embd.weight": embd, "output.weight": output, "output_norm.weight": output_norm}
+
+
+def _normal(rng: np.random.Generator, *shape: int, std: float = 0.02) -> np.ndarray:
+    return rng.normal(0.0, std, shape).astype(np.float32)
+
+
+def _layer_tensors(
+    rng: np.random.Generator, dims: Dims, i: int
+) -> Iterator[tuple[str, np.ndarray]]:
+    """One transformer block's tensors, named and shaped as llama.cpp's llama loader asks.
+
+    numpy shapes are ggml's dims reversed: ggml {n_embd, n_ff} is numpy (n_ff, n_embd).
+    """
+    e, f, hd = dims.n_embd, dims.n_ff, dims.head_dim
+    p = f"blk.{i}"
+    yield f"{p}.attn_norm.weight", np.ones(e, dtype=np.float32)
+    yield f"{p}.attn_q.weight", _normal(rng, dims.n_head * hd, e)
+    yield f"{p}.attn_k.weight", _normal(rng, dims.n_head_kv * hd, e)
+    yield f"{p}.attn_v.weight", _normal(rng, dims.n_head_kv * hd, e)
+    yield f"{p}.attn_output.weight", _normal(rng, e, dims.n_head * hd)
+    yield f"{p}.ffn_norm.weight", np.ones(e, dtype=np.float32)
+    if dims.n_expert == 0:
+        yield f"{p}.ffn_gate.weight", _normal(rng, f, e)
+        yield f"{p}.ffn_up.weight", _normal(rng, f, e)
+        yield f"{p}.ffn_down.weight", _normal(rng, e, f)
+    else:
+        n = dims.n_expert
+        # A wider router than the rest, so different tokens pick different experts.
+        yield f"{p}.ffn_gate_inp.weight", _normal(rng, n, e, std=0.5)
+        yield f"{p}.ffn_gate_exps.weight", _normal(rng, n, f, e)
+        yield f"{p}.ffn_up_exps.weight", _normal(rng, n, f, e)
+        yield f"{p}.ffn_down_exps.weight", _normal(rng, n, e, f)
+
+
+def _tensors(dims: Dims, vocab: Vocab) -> Iterator[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(dims.seed)
+    head = _bias_channel(rng, dims, vocab)
+    yield "token_embd.weight", head["token_embd.weight"]
+    for i in range(dims.n_layer):
+        yield from _layer_tensors(rng, dims, i)
+    yield "output_norm.weight", head["output_norm.weight"]
+    yield "output.weight", head["output.weight"]
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def _add_metadata(writer: gguf.GGUFWriter, dims: Dims, vocab: Vocab) -> None:
+    writer.add_name(dims.name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_context_length(CONTEXT_LENGTH)
+    writer.add_embedding_length(dims.n_embd)
+    writer.add_block_count(dims.n_layer)
+    writer.add_feed_forward_length(dims.n_ff)
+    writer.add_head_count(dims.n_head)
+    writer.add_head_count_kv(dims.n_head_kv)
+    writer.add_rope_dimension_count(dims.head_dim)  # llama insists it equals the head size
+    writer.add_rope_freq_base(1_000_000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_vocab_size(len(vocab.tokens))
+    if dims.n_expert:
+        writer.add_expert_count(dims.n_expert)
+        writer.add_expert_used_count(dims.n_expert_used)
+
+    writer.add_tokenizer_model("gpt2")
+    # qwen2's pre-tokenizer: a GPT-2 style split that, unlike "default", leaves spaces
+    # before punctuation alone when decoding, so text round-trips exactly.
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    writer.add_bos_token_id(vocab.endoftext_id)
+    writer.add_eos_token_id(vocab.im_end_id)
+    writer.add_eot_token_id(vocab.im_end_id)
+    writer.add_pad_token_id(vocab.endoftext_id)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+
+def _write_model(path: Path, dims: Dims) -> Path:
+    """Write one model to path (atomically: a reader never sees half a file)."""
+    vocab = build_vocab()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_beside(path) as tmp:
+        writer = gguf.GGUFWriter(tmp, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        _add_metadata(writer, dims, vocab)
+        for name, data in _tensors(dims, vocab):
+            writer.add_tensor(name, data)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    """A temporary file name in path's directory (so os.replace is atomic), cleaned up."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_dense_model(path: Path) -> Path:
+    """Write the dense demo model (64-wide, 2 layers, 4 heads / 2 KV heads) to path."""
+    return _write_model(Path(path), DENSE)
+
+
+def write_moe_model(path: Path) -> Path:
+    """Write the MoE demo model (4 experts, 2 used per token) to path."""
+    return _write_model(Path(path), MOE)
+
+
+def _refresh(path: Path, write: Callable[[Path], Path]) -> None:
+    """Write a model to path unless path already holds exactly those bytes.
+
+    Generating is cheap (milliseconds), comparing is cheaper than a surprise: a truncated
+    or stale file is replaced, an identical one keeps its mtime, so a running server that
+    has it open is not disturbed for nothing.
+    """
+    if not path.exists():
+        write(path)
+        return
+    with _temp_beside(path) as tmp:
+        write(tmp)
+        if not filecmp.cmp(tmp, path, shallow=False):
+            os.replace(tmp, path)
+
+
+def _write_text_if_changed(path: Path, text: str) -> None:
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_beside(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def write_demo(directory: Path) -> Path:
+    """Write models/demo-dense.gguf, models/demo-moe.gguf and herd.toml under directory.
+
+    Files that are already up to date are left alone. Returns the herd.toml path.
+    """
+    directory = Path(directory)
+    models = directory / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    _refresh(models / f"{DENSE_ID}.gguf", write_dense_model)
+    _refresh(models / f"{MOE_ID}.gguf", write_moe_model)
+    toml_path = directory / "herd.toml"
+    _write_text_if_changed(toml_path, DEMO_TOML)
+    return toml_path

@@ -1,0 +1,103 @@
+"""`herd doctor`: what herd would use, and whether it can work, in one report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from llamaherd import binaries, build, daemon, runtime
+from llamaherd.config import Config, load_config
+from llamaherd.errors import ConfigError
+
+
+def report(config_path: str | Path | None = None) -> dict:
+    """Each section has `ok` (bool) and the facts behind it."""
+    config, config_section = _config(config_path)
+    return {
+        "config": config_section,
+        "llama_server": _llama_server(config),
+        "build_cache": {
+            "ok": True,
+            "pinned": str(build.pinned_build_dir()),
+            "built": (build.pinned_build_dir() / "bin" / "llama-server").exists(),
+        },
+        "gpus": _gpus(),
+        "ports": _ports(config),
+    }
+
+
+def healthy(result: dict) -> bool:
+    return all(section.get("ok", True) for section in result.values())
+
+
+def _config(path: str | Path | None) -> tuple[Config | None, dict]:
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        return None, {"ok": False, "error": str(error)}
+    return config, {"ok": True, "path": str(config.path), "profiles": len(config.models)}
+
+
+def _llama_server(config: Config | None) -> dict:
+    found = binaries.candidates(config.llama_server if config else None)
+    if not found:
+        return {"ok": False, "error": "no llama-server found; run `herd build`", "candidates": []}
+    chosen = found[0]
+    return {
+        "ok": True,
+        "path": str(chosen.path),
+        "origin": chosen.origin,
+        "version": binaries.version(chosen.path),
+        "features": binaries.features(chosen.path),
+        "candidates": [{"path": str(c.path), "origin": c.origin} for c in found],
+    }
+
+
+def _gpus() -> dict:
+    """GPUs through nvidia-smi (the NVML sampler arrives with the dashboard)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return {"ok": True, "gpus": [], "note": "no NVIDIA driver (nvidia-smi) found: CPU only"}
+    query = "--query-gpu=index,name,memory.total,compute_cap"
+    result = subprocess.run(
+        [smi, query, "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        return {"ok": False, "gpus": [], "error": result.stderr.strip() or "nvidia-smi failed"}
+    gpus = [
+        dict(
+            zip(
+                ("index", "name", "memory", "compute_cap"),
+                (part.strip() for part in line.split(",")),
+                strict=False,
+            )
+        )
+        for line in result.stdout.strip().splitlines()
+    ]
+    return {"ok": True, "gpus": gpus}
+
+
+def _ports(config: Config | None) -> dict:
+    host = config.server.host if config else "127.0.0.1"
+    ports = {
+        "public": config.server.port if config else 8080,
+        "api": config.server.api_port if config else 8081,
+    }
+    herd_running = daemon.running_record() is not None
+    status = {}
+    for name, port in ports.items():
+        free = runtime.port_free(host, port)
+        status[name] = {
+            "port": port,
+            "free": free,
+            "note": ""
+            if free
+            else ("herd daemon" if herd_running and name == "api" else "in use by another program"),
+        }
+    ok = all(entry["free"] or entry["note"] == "herd daemon" for entry in status.values())
+    return {"ok": ok, "host": host, **status}

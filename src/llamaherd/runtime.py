@@ -1,0 +1,210 @@
+"""Run one llama-server process: start it, capture its log, wait for readiness, stop it.
+
+The native runtime is a child process of the daemon. It is started in its own process
+group (so stopping it reaches everything it spawned) and with PR_SET_PDEATHSIG (so it
+dies with the daemon even when the daemon is SIGKILLed). Each start is recorded in the
+state dir, so a daemon that was killed can find and stop servers left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import psutil
+
+LOG_TAIL_LINES = 2000
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now, for llama-server's internal listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child before exec: ask the kernel to SIGKILL us when the daemon dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the daemon died before prctl took effect
+        os._exit(1)
+
+
+class ServerProcess:
+    """One running llama-server and its log."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        *,
+        argv: list[str],
+        port: int,
+        log_path: Path,
+        record_path: Path,
+    ) -> None:
+        self.process = process
+        self.argv = argv
+        self.port = port
+        self.log_path = log_path
+        self.record_path = record_path
+        self.started_at = time.time()
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self.line_count = 0  # lines captured since start; lets `herd logs -f` ask for news
+        self._reader = asyncio.create_task(self._capture())
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def _capture(self) -> None:
+        """Copy stdout+stderr to the per-run log file and the in-memory tail."""
+        assert self.process.stdout is not None
+        with self.log_path.open("a", encoding="utf-8", errors="replace") as log:
+            async for raw in self.process.stdout:
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                self.tail.append(line)
+                self.line_count += 1
+                log.write(line + "\n")
+                log.flush()
+
+    def log_tail(self, lines: int = 20, since: int | None = None) -> list[str]:
+        """The last `lines` lines; with `since`, only lines numbered after it (1-based)."""
+        if since is not None:
+            lines = min(lines, max(0, self.line_count - since))
+        return list(self.tail)[-lines:] if lines > 0 else []
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Poll /health until it answers 200 (llama-server says 503 while loading).
+
+        Raises RuntimeError with the reason when the process exits or time runs out.
+        """
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if self.returncode is not None:
+                    await self._drain()
+                    raise RuntimeError(f"llama-server exited with code {self.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/health")).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"llama-server not ready after {timeout:g}s")
+                await asyncio.sleep(0.1)
+
+    async def _drain(self) -> None:
+        """Let the log reader catch up with what the process printed before it ended."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
+
+    async def stop(self, grace: float) -> int | None:
+        """SIGTERM the process group, SIGKILL it after `grace` seconds; return the exit code."""
+        if self.returncode is None:
+            _signal_group(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                _signal_group(self.pid, signal.SIGKILL)
+                await self.process.wait()
+        else:
+            # The leader is gone; make sure nothing it spawned lingers in its group.
+            _signal_group(self.pid, signal.SIGKILL)
+        await self._drain()
+        self.record_path.unlink(missing_ok=True)
+        return self.returncode
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def start(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    port: int,
+    run_dir: Path,
+    name: str,
+) -> ServerProcess:
+    """Start llama-server; its log goes to run_dir/logs/<name>-<time>.log."""
+    logs = run_dir / "logs"
+    records = run_dir / "servers"
+    logs.mkdir(parents=True, exist_ok=True)
+    records.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path.write_text("$ " + " ".join(argv) + "\n")
+    daemon_pid = os.getpid()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=lambda: _die_with_parent(daemon_pid),
+    )
+    record_path = records / f"{process.pid}.json"
+    record_path.write_text(
+        json.dumps(
+            {
+                "pid": process.pid,
+                "create_time": psutil.Process(process.pid).create_time(),
+                "profile": name,
+                "port": port,
+                "daemon_pid": daemon_pid,
+            }
+        )
+    )
+    return ServerProcess(process, argv=argv, port=port, log_path=log_path, record_path=record_path)
+
+
+def reap_stale(run_dir: Path) -> list[int]:
+    """Kill llama-servers a previous daemon recorded but did not stop; return their pids.
+
+    A record is only acted on when the pid still belongs to the same process (same
+    creation time), so a recycled pid is never killed.
+    """
+    killed = []
+    for record_path in sorted((run_dir / "servers").glob("*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+            process = psutil.Process(record["pid"])
+            if abs(process.create_time() - record["create_time"]) < 1.0:
+                _signal_group(record["pid"], signal.SIGKILL)
+                process.kill()
+                killed.append(record["pid"])
+        except (OSError, ValueError, KeyError, psutil.Error):
+            pass
+        record_path.unlink(missing_ok=True)
+    return killed

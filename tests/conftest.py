@@ -1,0 +1,92 @@
+"""Shared fixtures: a private state dir, free ports, the real llama-server, generated models.
+
+Tests never touch a daemon the user runs: every test gets its own HERD_STATE_DIR and
+config dir, and daemons listen on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llamaherd import build, demo, runtime
+
+
+def llama_server_binary() -> Path | None:
+    """The llama-server the tests run: $HERD_TEST_LLAMA_SERVER, herd's own build, or PATH."""
+    explicit = os.environ.get("HERD_TEST_LLAMA_SERVER")
+    if explicit:
+        return Path(explicit)
+    cached = build.pinned_build_dir() / "bin" / "llama-server"
+    if cached.exists():
+        return cached
+    on_path = shutil.which("llama-server")
+    return Path(on_path) if on_path else None
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Path:
+    binary = llama_server_binary()
+    if binary is None:
+        message = "no llama-server: run `make llama-server` (herd build) first"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)  # CI must never skip the real-server tests silently
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test gets its own state and config dir; $HERD_CONFIG/$HERD_URL are cleared."""
+    base = tmp_path_factory.mktemp("herd")
+    monkeypatch.setenv("HERD_STATE_DIR", str(base / "state"))
+    monkeypatch.setenv("HERD_CONFIG_DIR", str(base / "config"))
+    for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return base
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir with the two demo models and a file that is not a GGUF at all."""
+    models = tmp_path_factory.mktemp("models")
+    demo.write_dense_model(models / "dense.gguf")
+    demo.write_moe_model(models / "moe.gguf")
+    (models / "broken.gguf").write_bytes(b"this is not a gguf file\n" * 100)
+    return models
+
+
+def write_config(directory: Path, models_dir: Path, llama_server: Path, **server: object) -> Path:
+    """A herd.toml with three profiles (dense, moe, broken) on free ports."""
+    settings = {
+        "api_port": runtime.free_port(),
+        "port": runtime.free_port(),
+        "start_timeout": 60,
+        "stop_timeout": 5,
+        **server,
+    }
+    lines = [f'models_dir = "{models_dir}"', f'llama_server = "{llama_server}"', "", "[server]"]
+    lines += [f"{key} = {value!r}".replace("'", '"') for key, value in settings.items()]
+    lines += [
+        "",
+        "[models.dense]",
+        'name = "Tiny dense"',
+        'file = "dense.gguf"',
+        "ctx = 2048",
+        'aliases = ["d"]',
+        "",
+        "[models.moe]",
+        'name = "Tiny MoE"',
+        'file = "moe.gguf"',
+        "ctx = 2048",
+        "",
+        "[models.broken]",
+        'file = "broken.gguf"',
+        "ctx = 2048",
+    ]
+    path = directory / "herd.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,49 @@
+"""herd build: the cmake flags per backend, and the cached build is reused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from llamaherd import build
+from llamaherd.errors import UsageError
+
+
+def test_cpu_flags_build_static_rpc_capable_programs_without_downloads() -> None:
+    args = build.cmake_args("cpu", build_number=11434, ccache=None)
+    assert "-DGGML_RPC=ON" in args
+    assert "-DBUILD_SHARED_LIBS=OFF" in args
+    assert "-DLLAMA_USE_PREBUILT_UI=OFF" in args  # no web-UI download at build time
+    assert "-DGGML_NATIVE=ON" in args
+    assert "-DLLAMA_BUILD_NUMBER=11434" in args
+    assert not any("LAUNCHER" in a for a in args)
+
+
+def test_ccache_is_used_when_present() -> None:
+    args = build.cmake_args("cpu", build_number=None, ccache="/usr/bin/ccache")
+    assert "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache" in args
+    assert not any(a.startswith("-DLLAMA_BUILD_NUMBER") for a in args)
+
+
+def test_unknown_backend_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown backend 'rocm'"):
+        build.cmake_args("rocm", build_number=None, ccache=None)
+
+
+def test_source_without_cmakelists_is_rejected(tmp_path) -> None:
+    with pytest.raises(UsageError, match="no CMakeLists.txt"):
+        build.build(source=tmp_path)
+
+
+def test_second_build_does_nothing_and_says_so(llama_server) -> None:
+    if llama_server != build.pinned_build_dir() / "bin" / "llama-server":
+        pytest.skip("tests use a llama-server from outside herd's cache")
+    before = llama_server.stat().st_mtime
+    result = subprocess.run(
+        [sys.executable, "-m", "llamaherd", "build"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "already built and up to date" in result.stdout
+    assert llama_server.stat().st_mtime == before

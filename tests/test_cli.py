@@ -1,0 +1,132 @@
+"""The herd command as a user runs it: exit codes, one-line errors, --json, --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+
+from llamaherd import runtime
+
+COMMANDS = ["models", "up", "switch", "down", "status", "logs", "serve", "demo", "build", "doctor"]
+
+
+def herd(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llamaherd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = herd(command, "--help")
+    assert result.returncode == 0
+    assert "Usage:" in result.stdout
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, model_files: Path, llama_server: Path) -> Path:
+    return write_config(tmp_path, model_files, llama_server)
+
+
+def test_models_json_lists_profiles_with_state(config_path: Path) -> None:
+    result = herd("--config", str(config_path), "models", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["id"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == {"dense", "moe", "broken"}
+    assert rows["dense"]["state"] == "stopped"
+    assert rows["dense"]["aliases"] == ["d"]
+    assert rows["dense"]["speed_tps"] is None
+
+
+def test_models_table_shows_dash_for_unmeasured_speed(config_path: Path) -> None:
+    result = herd("--config", str(config_path), "models")
+    assert result.returncode == 0
+    assert "Tiny dense" in result.stdout and "—" in result.stdout
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "herd.toml"
+    path.write_text('[models.x]\nfile = "x.gguf"\ntemprature = 0.5\n')
+    result = herd("--config", str(path), "models")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(path) in lines[0] and "temprature" in lines[0] and "temperature" in lines[0]
+
+
+def test_up_without_id_and_without_terminal_names_the_ids(config_path: Path) -> None:
+    result = herd("--config", str(config_path), "up")
+    assert result.returncode == 2
+    assert "dense" in result.stderr and "moe" in result.stderr
+
+
+def test_up_unknown_model_is_exit_2(config_path: Path) -> None:
+    result = herd("--config", str(config_path), "up", "nope")
+    assert result.returncode == 2
+    assert "unknown model 'nope'" in result.stderr
+
+
+def test_status_without_daemon_says_how_to_start(config_path: Path) -> None:
+    result = herd("--config", str(config_path), "status")
+    assert result.returncode == 1
+    assert "herd up" in result.stdout
+
+
+def test_up_status_logs_switch_down_through_the_cli(config_path: Path) -> None:
+    config = ["--config", str(config_path)]
+    try:
+        up = herd(*config, "up", "dense", "--no-dashboard")
+        assert up.returncode == 0, up.stderr
+        assert "dense" in up.stdout and "serving  http://127.0.0.1:" in up.stdout
+
+        status = json.loads(herd(*config, "status", "--json").stdout)
+        assert status["model"] == "dense" and status["state"] == "ready"
+
+        logs = herd(*config, "logs", "-n", "5")
+        assert logs.returncode == 0 and 0 < len(logs.stdout.splitlines()) <= 5
+
+        failed = herd(*config, "switch", "broken")
+        assert failed.returncode == 1
+        assert "restored the previous model: dense" in failed.stderr
+
+        down = herd(*config, "down", "--all")
+        assert down.returncode == 0 and "stopped dense" in down.stdout
+        assert herd(*config, "status").returncode == 1
+    finally:
+        herd(*config, "down", "--all")
+
+
+def test_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
+    env = {"HERD_API_PORT": str(runtime.free_port()), "HERD_PORT": str(runtime.free_port())}
+    try:
+        result = herd("demo", "--json", timeout=300, **env)
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["status"]["model"] == "demo-dense"
+        assert answer["chat"]["choices"][0]["message"]["role"] == "assistant"
+        assert answer["chat"]["usage"]["completion_tokens"] > 0
+    finally:
+        herd("down", "--all", **env)
+
+
+def test_doctor_reports_the_llama_server_it_would_use(config_path: Path) -> None:
+    result = herd("--config", str(config_path), "doctor", "--json")
+    report = json.loads(result.stdout)
+    assert report["config"]["ok"] and report["config"]["profiles"] == 3
+    assert report["llama_server"]["origin"] == "config"
+    assert "version" in report["llama_server"]["version"]
+    assert report["llama_server"]["features"]["anthropic_messages"] is True
+    assert report["gpus"]["gpus"] == []  # no GPU on these machines: an empty list, no crash
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,169 @@
+"""The daemon with a real llama-server on generated models: up, chat, switch, restore, down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from conftest import write_config
+
+from llamaherd import control, daemon
+from llamaherd.config import load_config
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def servers_for(models_dir: Path) -> list[psutil.Process]:
+    """llama-server processes serving a file from this models dir (ours, not the user's)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "llama-server" and any(str(models_dir) in a for a in cmdline):
+            found.append(process)
+    return found
+
+
+def served_model(url: str) -> str:
+    """The model id the llama-server at url says it serves (herd passes --alias <id>)."""
+    return httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+
+
+def chat_reply(url: str) -> dict:
+    return control.chat(url, "Hello there", max_tokens=8)
+
+
+@pytest.fixture
+def herd(tmp_path: Path, model_files: Path, llama_server: Path):
+    """A config for three profiles and, after the test, no daemon or server left running."""
+    config = load_config(write_config(tmp_path, model_files, llama_server))
+    yield config
+    record = daemon.running_record()
+    if record:
+        os.kill(record["pid"], signal.SIGKILL)
+    wait_until(lambda: not servers_for(model_files), timeout=5)
+
+
+def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
+    answer = control.up(herd, "dense")
+    assert answer["ok"] and answer["state"] == "ready"
+    assert served_model(answer["url"]) == "dense"
+    assert chat_reply(answer["url"])["choices"][0]["message"]["role"] == "assistant"
+
+    client = control.connect(herd)
+    answer = client.switch("moe")
+    assert answer["ok"]
+    assert served_model(answer["url"]) == "moe"
+    assert client.status()["model"] == "moe"
+
+    # A profile whose file is not a GGUF: the switch fails, says why, and moe comes back.
+    failed = client.switch("broken")
+    assert failed["ok"] is False
+    assert failed["restored"] == "moe"
+    assert "exited" in failed["error"]
+    assert failed["log_tail"], "the failure carries llama-server's last log lines"
+    status = client.status()
+    assert status["model"] == "moe" and status["state"] == "ready"
+    assert status["last_error"]["model"] == "broken"
+    assert chat_reply(status["url"])["choices"], "the restored model answers"
+    assert len(servers_for(model_files)) == 1
+
+    assert control.down(client)["stopped"] == "moe"
+    assert wait_until(lambda: not servers_for(model_files), timeout=5)
+    assert client.status()["model"] is None
+
+    control.down(client, stop_daemon=True)
+    assert not client.alive()
+    assert daemon.running_record() is None
+
+
+def test_alias_and_logs(herd) -> None:
+    answer = control.up(herd, "d")  # alias of dense
+    assert answer["model"] == "dense"
+    client = control.connect(herd)
+    logs = client.logs(tail=500)
+    assert logs["model"] == "dense"
+    assert any("llama-server" in line or "model" in line for line in logs["lines"])
+    newer = client.logs(tail=500, since=logs["total"])
+    assert len(newer["lines"]) <= 500
+    assert client.logs(tail=0)["lines"] == []
+
+
+def test_unknown_model_is_404_and_changes_nothing(herd) -> None:
+    control.up(herd, "dense")
+    response = httpx.post(f"{daemon.api_url(herd)}/switch", json={"model": "nope"}, timeout=10)
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
+    assert control.connect(herd).status()["model"] == "dense"
+
+
+def test_failed_first_start_reports_failed_state(herd) -> None:
+    answer = control.up(herd, "broken")
+    assert answer["ok"] is False and answer["restored"] is None
+    status = control.connect(herd).status()
+    assert status["state"] == "failed" and status["model"] == "broken"
+    assert status["last_error"]["log_tail"]
+
+
+def test_concurrent_switches_are_serialized(herd, model_files: Path) -> None:
+    control.up(herd, "dense")
+    client = control.connect(herd)
+    answers: list[dict] = []
+    threads = [
+        threading.Thread(target=lambda m=m: answers.append(client.switch(m)))
+        for m in ("moe", "dense", "moe")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(a["ok"] for a in answers)
+    status = client.status()
+    assert status["state"] == "ready"
+    assert served_model(status["url"]) == status["model"]
+    assert len(servers_for(model_files)) == 1, "one model at a time, never two half-switched"
+
+
+def test_server_crash_is_detected(herd) -> None:
+    answer = control.up(herd, "dense")
+    os.kill(answer["pid"], signal.SIGKILL)
+    client = control.connect(herd)
+    assert wait_until(lambda: client.status()["state"] == "failed", timeout=2.0)
+    error = client.status()["last_error"]
+    assert error["model"] == "dense" and "unexpectedly" in error["reason"]
+
+
+def test_sigkill_daemon_leaves_no_server(herd, model_files: Path) -> None:
+    answer = control.up(herd, "dense")
+    server_pid = answer["pid"]
+    assert psutil.pid_exists(server_pid)
+    os.kill(daemon.running_record()["pid"], signal.SIGKILL)
+    assert wait_until(lambda: not psutil.pid_exists(server_pid), timeout=5)
+    assert not servers_for(model_files)
+
+
+def test_second_daemon_refuses_to_start(herd) -> None:
+    control.up(herd, "dense")
+    second = subprocess.run(
+        [sys.executable, "-m", "llamaherd", "--config", str(herd.path), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert control.connect(herd).status()["model"] == "dense"
