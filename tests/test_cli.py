@@ -117,6 +117,12 @@ def test_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
         assert answer["status"]["model"] == "demo-dense"
         assert answer["chat"]["choices"][0]["message"]["role"] == "assistant"
         assert answer["chat"]["usage"]["completion_tokens"] > 0
+
+        # No herd.toml anywhere: commands use the running daemon's (the demo's) config.
+        models = herd("models", "--json", **env)
+        assert models.returncode == 0, models.stderr
+        states = {row["id"]: row["state"] for row in json.loads(models.stdout)}
+        assert states == {"demo-dense": "ready", "demo-moe": "stopped"}
     finally:
         herd("down", "--all", **env)
 

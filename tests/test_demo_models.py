@@ -153,11 +153,18 @@ def test_merges_only_make_known_tokens(model: gguf.GGUFReader) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Hello world", "Hello world, the herd of llamas!  Grazing...\n", "héllo wörld 🦙 ¿qué?\t"],
+    [
+        "Hello world",
+        "Hello world, the herd of llamas!  Grazing...\n",
+        "héllo wörld 🦙 ¿qué?\t",
+        "I'm here; it's 2026 — you're 42!",
+        "   spaces   \n\n tabs\t\tend",
+    ],
 )
 def test_tokenizer_round_trips(model: gguf.GGUFReader, text: str) -> None:
     # gguf ships no BPE encoder, so this is a small reference one: byte-level BPE as
-    # llama.cpp runs it, minus its Unicode-aware pre-tokenizer regex.
+    # llama.cpp runs it, minus its Unicode-aware pre-tokenizer regex. On these strings it
+    # gives the same ids as llama-server's /tokenize.
     tokens = value(model, "tokenizer.ggml.tokens")
     ids = bpe_encode(text, tokens, value(model, "tokenizer.ggml.merges"))
     assert bpe_decode(ids, tokens) == text

@@ -14,13 +14,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from llamaherd import __version__, build, control, daemon, doctor
-from llamaherd.config import Config, load_config
+from llamaherd.config import Config
 from llamaherd.errors import HerdError, UsageError
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: model names, paths and llama-server log lines often contain [brackets].
+console = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 def main() -> None:
@@ -33,14 +35,14 @@ def main() -> None:
         error.show()
         sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
     except HerdError as error:
-        err_console.print(f"[red]herd:[/red] {error}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("herd:", "red"), f" {error}"))
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 
 
 def _config(ctx: click.Context) -> Config:
-    return load_config(ctx.obj["config"])
+    return control.find_config(ctx.obj["config"])
 
 
 def _emit_json(data: object) -> None:
@@ -147,10 +149,10 @@ def _report_switch(answer: dict, as_json: bool, client: control.DaemonClient) ->
         _print_status(client.status())
     else:
         err_console.print(
-            f"[red]herd:[/red] {answer['model']} failed: {answer['error']}", highlight=False
+            Text.assemble(("herd:", "red"), f" {answer['model']} failed: {answer['error']}")
         )
         for line in answer.get("log_tail", [])[-15:]:
-            err_console.print(f"  | {line}", highlight=False, markup=False)
+            err_console.print(f"  | {line}")
         if answer.get("restored"):
             err_console.print(f"restored the previous model: {answer['restored']}")
     if not answer.get("ok"):
@@ -211,21 +213,19 @@ def _print_status(status: dict) -> None:
         f"daemon   running (pid {d['pid']}, up {_ago(d['uptime_s'])}), config {d['config']}"
     )
     if status["model"]:
-        line = f"model    [bold]{status['model']}[/bold]  {status['state']}"
+        line = Text.assemble("model    ", (status["model"], "bold"), f"  {status['state']}")
         if status["pid"]:
-            line += f"  (llama-server pid {status['pid']}, up {_ago(status['uptime_s'])})"
-        console.print(line, highlight=False)
+            line.append(f"  (llama-server pid {status['pid']}, up {_ago(status['uptime_s'])})")
+        console.print(line)
     else:
         console.print("model    none running")
     if status["url"]:
         console.print(
-            f"serving  {status['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, "
-            "web UI at /)",
-            highlight=False,
+            f"serving  {status['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
         )
     error = status.get("last_error")
     if error:
-        console.print(f"last error  {error['model']}: {error['reason']}", highlight=False)
+        console.print(f"last error  {error['model']}: {error['reason']}")
 
 
 def _ago(seconds: float | None) -> str:
@@ -302,7 +302,7 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
         f"\nchat     POST {answer['url']}/v1/chat/completions → "
         f"{reply['usage']['completion_tokens']} tokens (random weights, so gibberish):"
     )
-    console.print(f"         {text!r}", highlight=False, markup=False)
+    console.print(f"         {text!r}")
     console.print(
         f"\nconfig {config.path}\nnext: `herd switch demo-moe`, `herd status`, "
         "`herd logs`, `herd down --all`"
@@ -376,7 +376,7 @@ class _BuildProgress:
         decile = done * 10 // total if total else 0
         if decile != self.last_decile.get(phase):
             self.last_decile[phase] = decile
-            err_console.print(f"{phase}: {decile * 10}% ({done}/{total})", highlight=False)
+            err_console.print(f"{phase}: {decile * 10}% ({done}/{total})")
 
 
 @cli.command("doctor")
@@ -394,40 +394,38 @@ def doctor_command(ctx: click.Context, as_json: bool) -> None:
 
 
 def _print_doctor(result: dict) -> None:
-    mark = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]"}
+    def line(ok: bool, section: str, text: str) -> None:
+        console.print(
+            Text.assemble(
+                ("ok  " if ok else "FAIL", "green" if ok else "red"), f" {section:<13} {text}"
+            )
+        )
+
     cfg = result["config"]
-    console.print(
-        f"{mark[cfg['ok']]} config        "
-        + (f"{cfg['path']} ({cfg['profiles']} profiles)" if cfg["ok"] else cfg["error"]),
-        highlight=False,
+    line(
+        cfg["ok"],
+        "config",
+        f"{cfg['path']} ({cfg['profiles']} profiles)" if cfg["ok"] else cfg["error"],
     )
     server = result["llama_server"]
     if server["ok"]:
         features = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in server["features"].items())
-        console.print(
-            f"{mark[True]} llama-server  {server['path']} (from {server['origin']}), "
-            f"{server['version']}; {features}",
-            highlight=False,
+        line(
+            True,
+            "llama-server",
+            f"{server['path']} (from {server['origin']}), {server['version']}; {features}",
         )
         for other in server["candidates"][1:]:
-            console.print(
-                f"               also: {other['path']} ({other['origin']})", highlight=False
-            )
+            console.print(f"{'':19}also: {other['path']} ({other['origin']})")
     else:
-        console.print(f"{mark[False]} llama-server  {server['error']}", highlight=False)
+        line(False, "llama-server", server["error"])
     gpus = result["gpus"]
     gpu_text = ", ".join(f"{g['index']}: {g['name']} {g['memory']}" for g in gpus["gpus"])
-    console.print(
-        f"{mark[gpus['ok']]} gpus          "
-        + (gpu_text or gpus.get("note") or gpus.get("error", "")),
-        highlight=False,
-    )
+    line(gpus["ok"], "gpus", gpu_text or gpus.get("note") or gpus.get("error", ""))
     ports = result["ports"]
     port_text = ", ".join(
-        f"{name} {entry['port']} {'free' if entry['free'] else 'in use (' + entry['note'] + ')'}"
+        f"{name} {entry['port']} " + ("free" if entry["free"] else f"in use ({entry['note']})")
         for name, entry in ports.items()
         if isinstance(entry, dict)
     )
-    console.print(
-        f"{mark[ports['ok']]} ports         {ports['host']}: {port_text}", highlight=False
-    )
+    line(ports["ok"], "ports", f"{ports['host']}: {port_text}")

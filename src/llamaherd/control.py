@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import httpx
 
 from llamaherd import daemon, demo, paths
 from llamaherd.client import DaemonClient
-from llamaherd.config import Config, load_config
-from llamaherd.errors import HerdError
+from llamaherd.config import Config, find_config_path, load_config
+from llamaherd.errors import ConfigError, HerdError
+
+
+def find_config(explicit: str | Path | None = None) -> Config:
+    """herd.toml by the usual lookup; when there is none, the running daemon's own config.
+
+    So after `herd demo` (whose config lives in the state dir), `herd models` and
+    `herd doctor` work from any directory.
+    """
+    try:
+        path = find_config_path(explicit)
+    except ConfigError:
+        record = daemon.running_record()
+        if explicit or os.environ.get("HERD_CONFIG") or not (record and record.get("config")):
+            raise
+        path = Path(record["config"])
+    return load_config(path)
 
 
 def connect(config: Config | None = None, url: str | None = None) -> DaemonClient:
@@ -41,12 +58,15 @@ def up(config: Config, model: str) -> dict:
 
 def down(client: DaemonClient, *, stop_daemon: bool = False, timeout: float = 30.0) -> dict:
     """Stop the running model; with stop_daemon, the daemon too (waits until it is gone)."""
-    if not stop_daemon:
-        return client.stop()
     answer = client.stop()
+    if not stop_daemon:
+        return answer
+    record = daemon.running_record()
+    local = record is not None and record["api_url"] == client.url
     client.shutdown()
     deadline = time.monotonic() + timeout
-    while client.alive():
+    # A local daemon is gone once it removed its record (after stopping its models).
+    while client.alive() or (local and daemon.running_record() is not None):
         if time.monotonic() > deadline:
             raise HerdError(f"the daemon at {client.url} did not stop within {timeout:g}s")
         time.sleep(0.1)

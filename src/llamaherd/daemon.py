@@ -125,9 +125,10 @@ def start_background(config: Config, *, timeout: float = 30.0) -> DaemonClient:
     state_dir = paths.state_dir()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "daemon.log"
-    command = [sys.executable, "-m", "llamaherd", "serve"]
+    command = [sys.executable, "-m", "llamaherd"]
     if config.path:
         command += ["--config", str(config.path)]
+    command.append("serve")
     with log_path.open("a") as log:
         process = subprocess.Popen(
             command,

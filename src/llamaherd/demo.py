@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,10 +320,12 @@ def _write_model(path: Path, dims: Dims) -> Path:
 
 @contextlib.contextmanager
 def _temp_beside(path: Path) -> Iterator[Path]:
-    """A temporary file name in path's directory (so os.replace is atomic), cleaned up."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    """A temporary file name in path's directory (so os.replace is atomic), cleaned up.
+
+    Only a name: the file is created by whoever writes it, with the usual permissions
+    (tempfile.mkstemp would make it private, and os.replace would keep that).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
     finally:

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from llamaherd import binaries, build, daemon, runtime
-from llamaherd.config import Config, load_config
+from llamaherd import binaries, build, control, daemon, runtime
+from llamaherd.config import Config
 from llamaherd.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def healthy(result: dict) -> bool:
 
 def _config(path: str | Path | None) -> tuple[Config | None, dict]:
     try:
-        config = load_config(path)
+        config = control.find_config(path)
     except ConfigError as error:
         return None, {"ok": False, "error": str(error)}
     return config, {"ok": True, "path": str(config.path), "profiles": len(config.models)}
