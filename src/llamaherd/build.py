@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -197,10 +198,12 @@ def build(
         build_number = None
         version = "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
         home = builds_root() / f"{version}-{backend}"
-    cmake = shutil.which("cmake")
+    cmake = find_tool("cmake")
     if not cmake:
-        raise HerdError("cmake not found; install it (apt install cmake, or pip install cmake)")
-    args = cmake_args(backend, build_number=build_number, ccache=shutil.which("ccache"))
+        raise HerdError(
+            "cmake not found; install it (apt install cmake, or pip install 'llamaherd[build]')"
+        )
+    args = cmake_args(backend, build_number=build_number, ccache=find_tool("ccache"))
     stamp = {
         "source": str(tree),
         "cmake_args": args,
@@ -217,7 +220,8 @@ def build(
     build_dir = home / "build"
     log = home / "build.log"
     home.mkdir(parents=True, exist_ok=True)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    ninja = find_tool("ninja")
+    generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
     before = _binary_mtimes(bin_dir)
     with log.open("w") as log_file:
         _run([cmake, "-S", str(tree), "-B", str(build_dir), *generator, *args], log_file, None)
@@ -240,6 +244,12 @@ def build(
     stamp_file.write_text(json.dumps(stamp, indent=2))
     changed = _binary_mtimes(bin_dir) != before
     return BuildResult(version, backend, bin_dir, built=changed or force, log=log)
+
+
+def find_tool(name: str) -> str | None:
+    """A build tool on PATH, else the one pip put beside this Python (llamaherd[build])."""
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else None)
 
 
 def _read_stamp(path: Path) -> dict | None:
