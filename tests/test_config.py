@@ -613,3 +613,13 @@ def test_port_variable_that_is_not_a_port_is_a_config_error(
     monkeypatch.setenv("HERD_PORT", "eighty")
     with pytest.raises(ConfigError, match=r"\$HERD_PORT='eighty' is not a port number"):
         load_config(path)
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example, tmp_path / "herd.toml", check_files=False)
+    assert config.default_model == "glm-flash-q4"
+    assert config.resolve("coder").id == "qwen3-coder-ud-q5"
+    q8 = config.models["glm-flash-q8"]
+    assert q8.ctx == 131072 and q8.sampling.top_p == 0.95  # inherited through extends

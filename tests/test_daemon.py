@@ -105,7 +105,7 @@ def test_alias_and_logs(herd) -> None:
 
 def test_unknown_model_is_404_and_changes_nothing(herd) -> None:
     control.up(herd, "dense")
-    response = httpx.post(f"{daemon.api_url(herd)}/switch", json={"model": "nope"}, timeout=10)
+    response = httpx.post(f"{herd.server.api_url}/switch", json={"model": "nope"}, timeout=10)
     assert response.status_code == 404
     assert "nope" in response.json()["error"]
     assert control.connect(herd).status()["model"] == "dense"

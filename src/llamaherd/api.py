@@ -6,7 +6,6 @@ Field names are documented in docs/api.md; FastAPI serves the OpenAPI schema at
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from typing import Annotated
@@ -16,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from llamaherd import __version__
+from llamaherd.auth import key_matches
 from llamaherd.errors import UsageError
 from llamaherd.supervisor import Supervisor
 
@@ -31,12 +31,12 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
     config = supervisor.config
 
     if config.server.api_key:
-        expected = config.server.api_key.encode()
+        expected = config.server.api_key
 
         @app.middleware("http")
         async def require_key(request: Request, call_next):
             # /health stays open so supervisors and load balancers can probe.
-            if request.url.path != "/health" and not _key_ok(request, expected):
+            if request.url.path != "/health" and not key_matches(request.headers, expected):
                 return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
             return await call_next(request)
 
@@ -69,6 +69,8 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
                 "pid": os.getpid(),
                 "version": __version__,
                 "config": str(config.path) if config.path else None,
+                "url": config.server.public_url,
+                "api_url": config.server.api_url,
                 "started_at": started_at,
                 "uptime_s": round(time.time() - started_at, 1),
                 "llama_server": str(supervisor.llama_server),
@@ -114,12 +116,3 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
         return {"shutting_down": True}
 
     return app
-
-
-def _key_ok(request: Request, expected: bytes) -> bool:
-    """Accept `Authorization: Bearer KEY` (OpenAI style) or `x-api-key: KEY` (Anthropic)."""
-    given = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
-    if auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return hmac.compare_digest(given.encode(), expected)

@@ -221,8 +221,9 @@ def _print_status(status: dict) -> None:
         console.print("model    none running")
     if status["url"]:
         console.print(
-            f"serving  {status['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
+            f"serving  {d['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
         )
+        console.print(f"         through the gateway; llama-server itself at {status['url']}")
     error = status.get("last_error")
     if error:
         console.print(f"last error  {error['model']}: {error['reason']}")
@@ -275,7 +276,7 @@ def serve(ctx: click.Context, model: str | None) -> None:
     config = _config(ctx)
     if model:
         config.resolve(model)
-    err_console.print(f"herd daemon: management API on {daemon.api_url(config)}")
+    err_console.print(f"herd daemon: management API on {config.server.api_url}")
     daemon.serve(config, model=model)
 
 
@@ -292,20 +293,21 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
     answer = control.up(config, "demo-dense")
     if not answer.get("ok"):
         _report_switch(answer, as_json, control.connect(config))
-    reply = control.chat(answer["url"], "Say hello to the herd!")
+    gateway = config.server.public_url
+    reply = control.chat(gateway, "Say hello to the herd!", model="demo-dense")
     if as_json:
         _emit_json({"status": answer, "chat": reply})
         return
     _print_status(control.connect(config).status())
     text = reply["choices"][0]["message"].get("content", "")
     console.print(
-        f"\nchat     POST {answer['url']}/v1/chat/completions → "
+        f"\nchat     POST {gateway}/v1/chat/completions → "
         f"{reply['usage']['completion_tokens']} tokens (random weights, so gibberish):"
     )
     console.print(f"         {text!r}")
     console.print(
-        f"\nconfig {config.path}\nnext: `herd switch demo-moe`, `herd status`, "
-        "`herd logs`, `herd down --all`"
+        f"\nconfig   {config.path}\nnext     `herd switch demo-moe`, `herd status`, "
+        '`herd logs -f`, `herd down --all`; or send a request naming "model": "demo-moe"'
     )
 
 

@@ -121,6 +121,32 @@ class ServerSettings(_Strict):
     api_key: str | None = Field(None, min_length=1, examples=["change-me"])
     start_timeout: PositiveFloat = Field(120.0, examples=[120])
     stop_timeout: PositiveFloat = Field(10.0, examples=[10])
+    swap_on_request: bool = Field(True, examples=[True])
+    """A gateway request naming another profile in `model` switches to it first."""
+    queue_size: NonNegativeInt = Field(64, examples=[64])
+    """Requests that may wait for a switch at once; more get 503 with Retry-After."""
+    queue_timeout: PositiveFloat = Field(300.0, examples=[300])
+    """Seconds a request may wait for a switch before it gets 503."""
+    drain_timeout: PositiveFloat = Field(30.0, examples=[30])
+    """Seconds a switch waits for in-flight requests to finish before stopping a server."""
+    max_request_mb: PositiveFloat = Field(64.0, examples=[64])
+    """Largest request body the gateway accepts (413 above it)."""
+
+    @property
+    def public_url(self) -> str:
+        """The gateway's address: what clients (web UI, SDKs, Claude Code) point at."""
+        return _url(self.host, self.port)
+
+    @property
+    def api_url(self) -> str:
+        """The management API's address."""
+        return _url(self.host, self.api_port)
+
+
+def _url(host: str, port: int) -> str:
+    """A URL a local client can use; a wildcard bind is reached through loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 class _HerdFile(_Strict):

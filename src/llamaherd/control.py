@@ -39,7 +39,7 @@ def connect(config: Config | None = None, url: str | None = None) -> DaemonClien
         if record:
             url = record["api_url"]
         elif config:
-            url = daemon.api_url(config)
+            url = config.server.api_url
         else:
             url = "http://127.0.0.1:8081"
     return DaemonClient(url, key)
@@ -78,12 +78,18 @@ def prepare_demo() -> Config:
     return load_config(demo.write_demo(paths.state_dir() / "demo"))
 
 
-def chat(url: str, prompt: str, *, max_tokens: int = 32, timeout: float = 120.0) -> dict:
+def chat(
+    url: str,
+    prompt: str,
+    *,
+    model: str | None = None,
+    max_tokens: int = 32,
+    timeout: float = 120.0,
+) -> dict:
     """One chat completion against a served model (what `herd demo` shows)."""
-    response = httpx.post(
-        f"{url}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens},
-        timeout=timeout,
-    )
+    request: dict = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+    if model:
+        request["model"] = model
+    response = httpx.post(f"{url}/v1/chat/completions", json=request, timeout=timeout)
     response.raise_for_status()
     return response.json()

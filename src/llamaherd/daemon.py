@@ -12,11 +12,13 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from llamaherd import binaries, paths, runtime
@@ -24,15 +26,10 @@ from llamaherd.api import create_app
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config
 from llamaherd.errors import HerdError
+from llamaherd.gateway import Gateway
 from llamaherd.supervisor import Supervisor
 
 RECORD = "daemon.json"
-
-
-def api_url(config: Config) -> str:
-    host = config.server.host
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    return f"http://{shown}:{config.server.api_port}"
 
 
 def running_record(state_dir: Path | None = None) -> dict | None:
@@ -61,31 +58,53 @@ def _acquire_lock(state_dir: Path):
     return handle
 
 
-def _check_port_free(host: str, port: int) -> None:
-    if not runtime.port_free(host, port):
+def _bind(host: str, port: int, key: str) -> socket.socket:
+    """Bind a listening socket ourselves, so a taken port is a clear error, not a traceback."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
         raise HerdError(
-            f"management API port {host}:{port} is taken; "
-            "stop what uses it or set [server] api_port in herd.toml"
-        )
+            f"{host}:{port} is taken ({error.strerror}); stop what uses it "
+            f"or set [server] {key} in herd.toml (or ${'HERD_' + key.upper()})"
+        ) from None
+    sock.listen(2048)
+    return sock
 
 
 def serve(config: Config, *, model: str | None = None) -> None:
     """Run the daemon in the foreground until SIGINT/SIGTERM or POST /shutdown."""
     state_dir = paths.state_dir()
     lock = _acquire_lock(state_dir)
+    sockets: list[socket.socket] = []
     try:
-        _check_port_free(config.server.host, config.server.api_port)
         llama_server = binaries.find_llama_server(config.llama_server).path
+        host = config.server.host
+        sockets = [
+            _bind(host, config.server.port, "port"),
+            _bind(host, config.server.api_port, "api_port"),
+        ]
         reaped = runtime.reap_stale(state_dir)
         if reaped:
             print(f"stopped {len(reaped)} llama-server(s) left by a previous daemon: {reaped}")
-        asyncio.run(_serve(config, llama_server, state_dir, model))
+        asyncio.run(_serve(config, llama_server, state_dir, sockets, model))
     finally:
+        for sock in sockets:
+            sock.close()
         (state_dir / RECORD).unlink(missing_ok=True)
         lock.close()
 
 
-async def _serve(config: Config, llama_server: Path, state_dir: Path, model: str | None) -> None:
+async def _serve(
+    config: Config,
+    llama_server: Path,
+    state_dir: Path,
+    sockets: list[socket.socket],
+    model: str | None,
+) -> None:
     supervisor = Supervisor(config, llama_server, state_dir)
     server: uvicorn.Server | None = None
 
@@ -93,15 +112,24 @@ async def _serve(config: Config, llama_server: Path, state_dir: Path, model: str
         assert server is not None
         server.should_exit = True
 
-    app = create_app(supervisor, on_shutdown=shutdown)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=config.server.host, port=config.server.api_port, log_level="warning"
-        )
-    )
+    # One uvicorn server on both sockets; each request goes to the app of its port.
+    management = create_app(supervisor, on_shutdown=shutdown)
+    # No timeouts on the upstream: generation can take minutes; clients set their own.
+    http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
+    gateway = Gateway(supervisor, http)
+    public_port = config.server.port
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "lifespan" and scope["server"][1] == public_port:
+            await gateway(scope, receive, send)
+        else:
+            await management(scope, receive, send)
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     record = {
         "pid": os.getpid(),
-        "api_url": api_url(config),
+        "api_url": config.server.api_url,
+        "url": config.server.public_url,
         "config": str(config.path) if config.path else None,
         "started_at": time.time(),
     }
@@ -111,14 +139,15 @@ async def _serve(config: Config, llama_server: Path, state_dir: Path, model: str
             lambda: asyncio.ensure_future(supervisor.switch(model))
         )
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         await supervisor.stop()
+        await http.aclose()
 
 
 def start_background(config: Config, *, timeout: float = 30.0) -> DaemonClient:
     """Start `herd serve` detached (unless one runs) and return a client once it answers."""
-    client = DaemonClient(api_url(config), config.server.api_key)
+    client = DaemonClient(config.server.api_url, config.server.api_key)
     if client.alive():
         _check_same_config(client, config)
         return client

@@ -4,6 +4,10 @@ States: stopped -> starting -> ready -> stopping -> stopped, and failed (with th
 and the log tail). Only the supervisor changes them, and switches are serialized by one
 lock, so a client never sees a half-switched server. A failed switch starts the previous
 model again and says so (``restored``).
+
+Gateway requests go through `serving()`: they are counted while in flight, a switch waits
+for them to finish (up to drain_timeout) before it stops a server, and requests that
+arrive during a switch wait in a bounded queue instead of meeting a refused connection.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +44,14 @@ class Failure:
     at: float = field(default_factory=time.time)
 
 
+class Busy(Exception):
+    """The switch queue is full, or a request waited too long for a switch (503)."""
+
+
+class Unavailable(Exception):
+    """No model can serve the request: none runs, or the one asked for failed to start."""
+
+
 @dataclass
 class SwitchResult:
     ok: bool
@@ -59,6 +72,10 @@ class Supervisor:
         self.last_error: Failure | None = None
         self._lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
+        self.in_flight = 0  # gateway requests being served right now
+        self.waiting = 0  # gateway requests queued behind a switch
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     # -- queries ---------------------------------------------------------------
     def state_of(self, model_id: str) -> State:
@@ -116,6 +133,50 @@ class Supervisor:
                 log_tail=failure.log_tail,
             )
 
+    @contextlib.asynccontextmanager
+    async def serving(self, model_id: str | None) -> AsyncIterator[runtime.ServerProcess]:
+        """A ready server for `model_id` (None: whichever runs), held as in flight.
+
+        Switches first when another model is asked for. Raises Busy when the queue is
+        full or the wait too long, Unavailable when no model can serve.
+        """
+        if not self._serves(model_id):
+            await self._wait_for(model_id)
+        server = self.server
+        assert server is not None
+        self.in_flight += 1
+        self._drained.clear()
+        try:
+            yield server
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._drained.set()
+
+    def _serves(self, model_id: str | None) -> bool:
+        return (
+            not self._lock.locked() and self.state == State.READY and model_id in (None, self.model)
+        )
+
+    async def _wait_for(self, model_id: str | None) -> None:
+        settings = self.config.server
+        if self.waiting >= settings.queue_size:
+            raise Busy(f"{self.waiting} requests already wait for a model switch")
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(settings.queue_timeout):
+                while not self._serves(model_id):
+                    target = model_id or self.model or self.config.default_model
+                    if target is None:
+                        raise Unavailable("no model is running; name a profile in `model`")
+                    result = await self.switch(target)
+                    if not result.ok:
+                        raise Unavailable(f"{result.model} failed to start: {result.error}")
+        except TimeoutError:
+            raise Busy(f"waited {settings.queue_timeout:g}s for a model switch") from None
+        finally:
+            self.waiting -= 1
+
     async def stop(self) -> str | None:
         """Stop the running model; return its id (None when nothing ran)."""
         async with self._lock:
@@ -155,6 +216,9 @@ class Supervisor:
             self._watcher = None
         if self.server:
             self.state = State.STOPPING
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.server.drain_timeout):
+                    await self._drained.wait()  # let in-flight requests finish
             await self.server.stop(self.config.server.stop_timeout)
             self.server = None
         self.model, self.state = None, State.STOPPED

@@ -1,0 +1,253 @@
+"""The public endpoint (default 127.0.0.1:8080): one address for every client.
+
+Every path is forwarded to the running llama-server (OpenAI and Anthropic APIs, /props,
+/slots, /metrics, the web UI), with status, headers and bodies passed through and
+streams relayed chunk by chunk. A request whose `model` (JSON body, or `?model=` on GET)
+names another profile makes the daemon switch first; it waits in the supervisor's
+bounded queue meanwhile. `GET /v1/models` lists every profile.
+
+It is a plain ASGI app rather than a framework route so that it controls the stream:
+the upstream request is cancelled the moment the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+from starlette.datastructures import Headers, QueryParams
+
+from llamaherd.auth import key_matches
+from llamaherd.config import Profile
+from llamaherd.errors import UsageError
+from llamaherd.supervisor import Busy, Supervisor, Unavailable
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Headers that describe one connection, not the message: never forwarded.
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Gateway:
+    def __init__(self, supervisor: Supervisor, http: httpx.AsyncClient) -> None:
+        self.supervisor = supervisor
+        self.http = http
+
+    @property
+    def settings(self):
+        return self.supervisor.config.server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan and websockets: nothing to do here
+        headers = Headers(scope=scope)
+        key = self.settings.api_key
+        if key and not key_matches(headers, key):
+            await _error(send, 401, "missing or wrong API key", "authentication_error")
+            return
+        try:
+            body = await _read_body(receive, int(self.settings.max_request_mb * 1024 * 1024))
+        except BodyTooLarge:
+            limit = f"{self.settings.max_request_mb:g} MB"
+            await _error(send, 413, f"request body over {limit} ([server] max_request_mb)")
+            return
+        if scope["method"] == "GET" and scope["path"] in ("/v1/models", "/models"):
+            await _json(send, 200, self._model_list())
+            return
+        requested = _requested_model(scope, headers, body)
+        model_id, problem = self._choose(requested)
+        if problem:
+            await _error(send, *problem)
+            return
+        await self._forward(scope, receive, send, headers, body, model_id)
+
+    def _choose(self, requested: str | None) -> tuple[str | None, tuple | None]:
+        """The profile to serve a request with (None: the running one), or an error."""
+        if requested is None:
+            return None, None
+        profile = self._find(requested)
+        running = self.supervisor.model
+        if profile is None:
+            if self.settings.swap_on_request:
+                return None, None  # a client's own name (e.g. "gpt-4o"): the running model
+            return None, (
+                404,
+                f"unknown model '{requested}'",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        if not self.settings.swap_on_request and profile.id != running:
+            return None, (
+                400,
+                f"model '{profile.id}' is not running and swap_on_request is "
+                f"off; running: {running or 'none'}",
+                "invalid_request_error",
+            )
+        return profile.id, None
+
+    def _find(self, name: str) -> Profile | None:
+        try:
+            return self.supervisor.config.resolve(name)
+        except UsageError:
+            return None
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        body: bytes,
+        model_id: str | None,
+    ) -> None:
+        try:
+            async with self.supervisor.serving(model_id) as server:
+                url = server.url + scope["raw_path"].decode("latin-1")
+                if scope.get("query_string"):
+                    url += "?" + scope["query_string"].decode("latin-1")
+                request = self.http.build_request(
+                    scope["method"],
+                    url,
+                    headers=[(k, v) for k, v in headers.items() if k not in HOP_BY_HOP],
+                    content=body,
+                )
+                try:
+                    upstream = await self.http.send(request, stream=True)
+                except httpx.HTTPError as error:
+                    await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
+                    return
+                try:
+                    await _relay_until_disconnect(upstream, receive, send, self.supervisor.model)
+                except httpx.HTTPError:
+                    pass  # llama-server broke off mid-response; the client sees it end early
+                finally:
+                    await upstream.aclose()
+        except Busy as error:
+            await _error(
+                send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
+            )
+        except Unavailable as error:
+            await _error(send, 503, str(error), "api_error", extra_headers=[(b"retry-after", b"5")])
+
+    def _model_list(self) -> dict:
+        supervisor = self.supervisor
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": profile.id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "llamaherd",
+                    "name": profile.name,
+                    "aliases": profile.aliases,
+                    "state": str(supervisor.state_of(profile.id)),
+                }
+                for profile in supervisor.config.models.values()
+            ],
+        }
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _requested_model(scope: Scope, headers: Headers, body: bytes) -> str | None:
+    """`model` from a JSON body, else from the query string."""
+    if body and "json" in headers.get("content-type", "json"):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            return data["model"]
+    return QueryParams(scope.get("query_string", b"")).get("model")
+
+
+async def _relay_until_disconnect(
+    upstream: httpx.Response, receive: Receive, send: Send, model: str | None
+) -> None:
+    """Relay the upstream response; stop (and so cancel upstream) if the client leaves."""
+    relay = asyncio.ensure_future(_relay(upstream, send, model))
+    gone = asyncio.ensure_future(_wait_for_disconnect(receive))
+    done, pending = await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if relay in done:
+        relay.result()
+
+
+async def _relay(upstream: httpx.Response, send: Send, model: str | None) -> None:
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in upstream.headers.multi_items()
+        if k.lower() not in HOP_BY_HOP
+    ]
+    if model:
+        headers.append((b"x-herd-model", model.encode()))
+    await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
+    async for chunk in upstream.aiter_raw():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _json(send: Send, status: int, data: object, extra_headers=()) -> None:
+    body = json.dumps(data).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + list(extra_headers)}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(
+    send: Send,
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+    *,
+    extra_headers=(),
+) -> None:
+    """An error in the OpenAI shape ({"error": {...}}), which Anthropic clients read too."""
+    error = {"message": message, "type": kind, "code": code or status}
+    await _json(send, status, {"error": error}, extra_headers)
