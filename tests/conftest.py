@@ -6,13 +6,18 @@ config dir, and daemons listen on free ports.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from llamaherd import build, demo, runtime
+from llamaherd import build, daemon, demo, runtime
+from llamaherd.config import Config, load_config
 
 
 def llama_server_binary() -> Path | None:
@@ -69,7 +74,7 @@ def write_config(directory: Path, models_dir: Path, llama_server: Path, **server
         **server,
     }
     lines = [f'models_dir = "{models_dir}"', f'llama_server = "{llama_server}"', "", "[server]"]
-    lines += [f"{key} = {value!r}".replace("'", '"') for key, value in settings.items()]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # TOML-valid
     lines += [
         "",
         "[models.dense]",
@@ -90,3 +95,42 @@ def write_config(directory: Path, models_dir: Path, llama_server: Path, **server
     path = directory / "herd.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def servers_for(models_dir: Path) -> list[psutil.Process]:
+    """llama-server processes serving a file from this models dir (ours, not the user's)."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "llama-server" and any(str(models_dir) in a for a in cmdline):
+            found.append(process)
+    return found
+
+
+@pytest.fixture
+def make_herd(tmp_path: Path, model_files: Path, llama_server: Path):
+    """Makes a config for three profiles (server settings as keywords); after the test,
+    no daemon or llama-server is left running."""
+
+    def make(**server: object) -> Config:
+        return load_config(write_config(tmp_path, model_files, llama_server, **server))
+
+    yield make
+    record = daemon.running_record()
+    if record:
+        os.kill(record["pid"], signal.SIGKILL)
+    wait_until(lambda: not servers_for(model_files), timeout=5)
+
+
+@pytest.fixture
+def herd(make_herd) -> Config:
+    return make_herd()

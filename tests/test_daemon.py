@@ -7,35 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import psutil
-import pytest
-from conftest import write_config
+from conftest import servers_for, wait_until
 
 from llamaherd import control, daemon
-from llamaherd.config import load_config
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def servers_for(models_dir: Path) -> list[psutil.Process]:
-    """llama-server processes serving a file from this models dir (ours, not the user's)."""
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["name"] == "llama-server" and any(str(models_dir) in a for a in cmdline):
-            found.append(process)
-    return found
 
 
 def served_model(url: str) -> str:
@@ -45,17 +23,6 @@ def served_model(url: str) -> str:
 
 def chat_reply(url: str) -> dict:
     return control.chat(url, "Hello there", max_tokens=8)
-
-
-@pytest.fixture
-def herd(tmp_path: Path, model_files: Path, llama_server: Path):
-    """A config for three profiles and, after the test, no daemon or server left running."""
-    config = load_config(write_config(tmp_path, model_files, llama_server))
-    yield config
-    record = daemon.running_record()
-    if record:
-        os.kill(record["pid"], signal.SIGKILL)
-    wait_until(lambda: not servers_for(model_files), timeout=5)
 
 
 def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
