@@ -64,8 +64,11 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models
 
 
-def write_config(directory: Path, models_dir: Path, llama_server: Path, **server: object) -> Path:
-    """A herd.toml with three profiles (dense, moe, broken) on free ports."""
+def write_config(
+    directory: Path, models_dir: Path, llama_server: Path, extra: str = "", **server: object
+) -> Path:
+    """A herd.toml with three profiles (dense, moe, broken) on free ports; `extra` is
+    appended as is (more profiles, or keys for the last one)."""
     settings = {
         "api_port": runtime.free_port(),
         "port": runtime.free_port(),
@@ -93,7 +96,7 @@ def write_config(directory: Path, models_dir: Path, llama_server: Path, **server
         "ctx = 2048",
     ]
     path = directory / "herd.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
 
@@ -121,8 +124,8 @@ def make_herd(tmp_path: Path, model_files: Path, llama_server: Path):
     """Makes a config for three profiles (server settings as keywords); after the test,
     no daemon or llama-server is left running."""
 
-    def make(**server: object) -> Config:
-        return load_config(write_config(tmp_path, model_files, llama_server, **server))
+    def make(extra: str = "", **server: object) -> Config:
+        return load_config(write_config(tmp_path, model_files, llama_server, extra, **server))
 
     yield make
     record = daemon.running_record()

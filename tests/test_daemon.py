@@ -49,7 +49,7 @@ def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
     assert chat_reply(status["url"])["choices"], "the restored model answers"
     assert len(servers_for(model_files)) == 1
 
-    assert control.down(client)["stopped"] == "moe"
+    assert control.down(client)["stopped"] == ["moe"]
     assert wait_until(lambda: not servers_for(model_files), timeout=5)
     assert client.status()["model"] is None
 
@@ -103,15 +103,6 @@ def test_concurrent_switches_are_serialized(herd, model_files: Path) -> None:
     assert status["state"] == "ready"
     assert served_model(status["url"]) == status["model"]
     assert len(servers_for(model_files)) == 1, "one model at a time, never two half-switched"
-
-
-def test_server_crash_is_detected(herd) -> None:
-    answer = control.up(herd, "dense")
-    os.kill(answer["pid"], signal.SIGKILL)
-    client = control.connect(herd)
-    assert wait_until(lambda: client.status()["state"] == "failed", timeout=2.0)
-    error = client.status()["last_error"]
-    assert error["model"] == "dense" and "unexpectedly" in error["reason"]
 
 
 def test_sigkill_daemon_leaves_no_server(herd, model_files: Path) -> None:

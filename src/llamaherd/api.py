@@ -99,15 +99,21 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
         )
 
     @app.post("/stop")
-    async def stop() -> dict:
-        return {"stopped": await supervisor.stop()}
+    async def stop(model: str | None = None) -> JSONResponse:
+        """Stop every model, or only `?model=<id>`."""
+        try:
+            model_id = config.resolve(model).id if model else None
+        except UsageError as error:
+            return JSONResponse({"error": str(error), "model": model}, status_code=404)
+        return JSONResponse({"stopped": await supervisor.stop(model_id)})
 
     @app.get("/logs")
     async def logs(
         tail: Annotated[int, Query(ge=0, le=100_000)] = 100,
         since: Annotated[int | None, Query(ge=0)] = None,
+        model: str | None = None,
     ) -> dict:
-        return supervisor.logs(tail, since)
+        return supervisor.logs(tail, since, model)
 
     @app.post("/shutdown")
     async def shutdown() -> dict:

@@ -170,23 +170,25 @@ def switch(ctx: click.Context, model: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("model", required=False)
 @click.option("--all", "stop_daemon", is_flag=True, help="Stop the daemon too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def down(ctx: click.Context, stop_daemon: bool, as_json: bool) -> None:
-    """Stop the running model (and with --all, the daemon)."""
+def down(ctx: click.Context, model: str | None, stop_daemon: bool, as_json: bool) -> None:
+    """Stop the running models (or only MODEL); with --all, the daemon too."""
     client = control.connect(_optional_config(ctx))
     if not client.alive():
         if as_json:
-            _emit_json({"stopped": None, "daemon_running": False})
+            _emit_json({"stopped": [], "daemon_running": False})
         else:
             console.print("no herd daemon is running")
         return
-    answer = control.down(client, stop_daemon=stop_daemon)
+    answer = control.down(client, model=model, stop_daemon=stop_daemon)
     if as_json:
         _emit_json(answer)
         return
-    console.print(f"stopped {answer['stopped']}" if answer["stopped"] else "no model was running")
+    stopped = answer["stopped"]
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "no model was running")
     if stop_daemon:
         console.print("daemon stopped")
 

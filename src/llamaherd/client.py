@@ -47,8 +47,10 @@ class DaemonClient:
         """Returns the API's answer; `ok` is False (with `error`, `restored`) on failure."""
         return self._request("POST", "/switch", json={"model": model}, timeout=timeout)
 
-    def stop(self) -> dict:
-        return self._request("POST", "/stop", timeout=120.0)
+    def stop(self, model: str | None = None) -> dict:
+        """Stop every model (or one); answers {"stopped": [ids]}."""
+        params = {"model": model} if model else {}
+        return self._request("POST", "/stop", params=params, timeout=120.0)
 
     def logs(self, tail: int = 100, since: int | None = None) -> dict:
         params = {"tail": tail} if since is None else {"tail": tail, "since": since}

@@ -101,6 +101,14 @@ class Profile(_Strict):
     env: dict[str, str] = Field(default_factory=dict, examples=[{"CUDA_VISIBLE_DEVICES": "0"}])
     aliases: list[str] = Field(default_factory=list, examples=[["glm", "fast"]])
     extends: str | None = Field(None, examples=["glm-flash-q4"])
+    persistent: bool = Field(False, examples=[True])
+    """Never evicted to make room for another model (with [server] max_loaded > 1)."""
+    ttl: PositiveFloat | None = Field(None, examples=[600])
+    """Seconds without requests after which the model is unloaded; unset: never."""
+    restart: Literal["on-failure", "never"] = Field("on-failure", examples=["never"])
+    """What to do when llama-server dies on its own: start it again (with backoff), or not."""
+    max_restarts: NonNegativeInt = Field(3, examples=[3])
+    """Restarts allowed in a row before the model stays failed; a clean hour resets it."""
 
     @model_validator(mode="before")
     @classmethod
@@ -121,6 +129,8 @@ class ServerSettings(_Strict):
     api_key: str | None = Field(None, min_length=1, examples=["change-me"])
     start_timeout: PositiveFloat = Field(120.0, examples=[120])
     stop_timeout: PositiveFloat = Field(10.0, examples=[10])
+    max_loaded: PositiveInt = Field(1, examples=[2])
+    """Models kept running at once; past it the least recently used idle one is evicted."""
     swap_on_request: bool = Field(True, examples=[True])
     """A gateway request naming another profile in `model` switches to it first."""
     queue_size: NonNegativeInt = Field(64, examples=[64])

@@ -56,9 +56,16 @@ def up(config: Config, model: str) -> dict:
     return client.switch(profile.id, timeout=config.server.start_timeout * 2 + 60)
 
 
-def down(client: DaemonClient, *, stop_daemon: bool = False, timeout: float = 30.0) -> dict:
-    """Stop the running model; with stop_daemon, the daemon too (waits until it is gone)."""
-    answer = client.stop()
+def down(
+    client: DaemonClient,
+    *,
+    model: str | None = None,
+    stop_daemon: bool = False,
+    timeout: float = 30.0,
+) -> dict:
+    """Stop the running models (or one); with stop_daemon, the daemon too (and wait until
+    it is gone). Answers {"stopped": [ids], ...}."""
+    answer = client.stop(model)
     if not stop_daemon:
         return answer
     record = daemon.running_record()

@@ -134,14 +134,11 @@ async def _serve(
         "started_at": time.time(),
     }
     (state_dir / RECORD).write_text(json.dumps(record))
-    if model:
-        asyncio.get_running_loop().call_soon(
-            lambda: asyncio.ensure_future(supervisor.switch(model))
-        )
+    supervisor.start_background_work(first_model=model)
     try:
         await server.serve(sockets=sockets)
     finally:
-        await supervisor.stop()
+        await supervisor.close()
         await http.aclose()
 
 

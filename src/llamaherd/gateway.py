@@ -87,7 +87,7 @@ class Gateway:
         if requested is None:
             return None, None
         profile = self._find(requested)
-        running = self.supervisor.model
+        running = self.supervisor.current
         if profile is None:
             if self.settings.swap_on_request:
                 return None, None  # a client's own name (e.g. "gpt-4o"): the running model
@@ -122,8 +122,9 @@ class Gateway:
         model_id: str | None,
     ) -> None:
         try:
-            async with self.supervisor.serving(model_id) as server:
-                url = server.url + scope["raw_path"].decode("latin-1")
+            async with self.supervisor.serving(model_id) as model:
+                assert model.server is not None
+                url = model.server.url + scope["raw_path"].decode("latin-1")
                 if scope.get("query_string"):
                     url += "?" + scope["query_string"].decode("latin-1")
                 request = self.http.build_request(
@@ -138,7 +139,7 @@ class Gateway:
                     await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
                     return
                 try:
-                    await _relay_until_disconnect(upstream, receive, send, self.supervisor.model)
+                    await _relay_until_disconnect(upstream, receive, send, model.id)
                 except httpx.HTTPError:
                     pass  # llama-server broke off mid-response; the client sees it end early
                 finally:
@@ -198,7 +199,7 @@ def _requested_model(scope: Scope, headers: Headers, body: bytes) -> str | None:
 
 
 async def _relay_until_disconnect(
-    upstream: httpx.Response, receive: Receive, send: Send, model: str | None
+    upstream: httpx.Response, receive: Receive, send: Send, model: str
 ) -> None:
     """Relay the upstream response; stop (and so cancel upstream) if the client leaves."""
     relay = asyncio.ensure_future(_relay(upstream, send, model))
@@ -211,14 +212,13 @@ async def _relay_until_disconnect(
         relay.result()
 
 
-async def _relay(upstream: httpx.Response, send: Send, model: str | None) -> None:
+async def _relay(upstream: httpx.Response, send: Send, model: str) -> None:
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
         for k, v in upstream.headers.multi_items()
         if k.lower() not in HOP_BY_HOP
     ]
-    if model:
-        headers.append((b"x-herd-model", model.encode()))
+    headers.append((b"x-herd-model", model.encode()))  # which profile answered
     await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
     async for chunk in upstream.aiter_raw():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -1,13 +1,20 @@
-"""The one owner of llama-server state: which model runs, in what state, and switching.
+"""The one owner of llama-server state: which models run, in what state, and switching.
 
-States: stopped -> starting -> ready -> stopping -> stopped, and failed (with the reason
-and the log tail). Only the supervisor changes them, and switches are serialized by one
-lock, so a client never sees a half-switched server. A failed switch starts the previous
-model again and says so (``restored``).
+Each model goes stopped -> starting -> ready -> stopping -> stopped, or failed (with the
+reason and the log tail). Only the supervisor changes states, and every start and stop
+happens under one lock, so switches are serialized and a client never sees a
+half-switched server.
 
-Gateway requests go through `serving()`: they are counted while in flight, a switch waits
-for them to finish (up to drain_timeout) before it stops a server, and requests that
-arrive during a switch wait in a bounded queue instead of meeting a refused connection.
+- `switch(id)` makes a model the *current* one (what requests without a `model` get).
+  Up to `[server] max_loaded` models stay running; to make room, the least recently used
+  idle model that is not `persistent` is stopped. A failed switch starts the evicted
+  model again and says so (`restored`).
+- Gateway requests go through `serving(id)`: counted while in flight (a model is only
+  stopped once its requests finished, or after drain_timeout), and queued (bounded by
+  queue_size and queue_timeout) while the model they need is being started.
+- A llama-server that dies on its own is noticed at once, recorded with its exit code
+  and log tail, and restarted with backoff when its profile says `restart = "on-failure"`.
+- A model idle for longer than its `ttl` is stopped (and started again on demand).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from llamaherd.argv import server_argv, server_env
 from llamaherd.config import Config, Profile
 
 TAIL_ON_ERROR = 30
+CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
+MAX_BACKOFF = 30.0
+TTL_CHECK_INTERVAL = 1.0
 
 
 class State(StrEnum):
@@ -34,14 +44,6 @@ class State(StrEnum):
     READY = "ready"
     STOPPING = "stopping"
     FAILED = "failed"
-
-
-@dataclass
-class Failure:
-    model: str
-    reason: str
-    log_tail: list[str]
-    at: float = field(default_factory=time.time)
 
 
 class Busy(Exception):
@@ -53,6 +55,14 @@ class Unavailable(Exception):
 
 
 @dataclass
+class Failure:
+    model: str
+    reason: str
+    log_tail: list[str]
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
 class SwitchResult:
     ok: bool
     model: str
@@ -61,70 +71,117 @@ class SwitchResult:
     log_tail: list[str] = field(default_factory=list)
 
 
-class Supervisor:
-    def __init__(self, config: Config, llama_server: Path, run_dir: Path) -> None:
-        self.config = config
-        self.llama_server = llama_server
-        self.run_dir = run_dir
-        self.state = State.STOPPED
-        self.model: str | None = None  # the profile id in `state`
-        self.server: runtime.ServerProcess | None = None
-        self.last_error: Failure | None = None
-        self._lock = asyncio.Lock()
-        self._watcher: asyncio.Task[None] | None = None
-        self.in_flight = 0  # gateway requests being served right now
-        self.waiting = 0  # gateway requests queued behind a switch
-        self._drained = asyncio.Event()
-        self._drained.set()
+@dataclass
+class Model:
+    """One model the supervisor has started: its process, state and traffic."""
 
-    # -- queries ---------------------------------------------------------------
-    def state_of(self, model_id: str) -> State:
-        return self.state if model_id == self.model else State.STOPPED
+    profile: Profile
+    state: State = State.STOPPED
+    server: runtime.ServerProcess | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+    crashes: list[float] = field(default_factory=list)
+    failure: Failure | None = None
 
-    def status(self) -> dict:
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+    def summary(self) -> dict:
         server = self.server
         return {
-            "model": self.model,
+            "model": self.id,
             "state": str(self.state),
             "pid": server.pid if server else None,
             "port": server.port if server else None,
             "url": server.url if server and self.state == State.READY else None,
             "started_at": server.started_at if server else None,
             "uptime_s": round(time.time() - server.started_at, 1) if server else None,
+            "in_flight": self.in_flight,
+            "idle_s": round(time.monotonic() - self.last_used, 1),
+            "restarts": len(self.crashes),
             "argv": server.argv if server else None,
             "log_file": str(server.log_path) if server else None,
+        }
+
+
+class Supervisor:
+    def __init__(self, config: Config, llama_server: Path, run_dir: Path) -> None:
+        self.config = config
+        self.llama_server = llama_server
+        self.run_dir = run_dir
+        self.models: dict[str, Model] = {}
+        self.current: str | None = None  # what requests without a `model` are served by
+        self.last_error: Failure | None = None
+        self.waiting = 0  # gateway requests queued behind a switch
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- queries ---------------------------------------------------------------
+    def state_of(self, model_id: str) -> State:
+        model = self.models.get(model_id)
+        return model.state if model else State.STOPPED
+
+    def status(self) -> dict:
+        """The current model's fields at the top level, every started model in `loaded`."""
+        current = self.models.get(self.current or "")
+        if current:
+            top = current.summary()
+        else:  # nothing started yet, or everything stopped
+            top = {
+                "model": self.current,
+                "state": str(State.STOPPED),
+                "pid": None,
+                "port": None,
+                "url": None,
+                "uptime_s": None,
+            }
+        return {
+            **top,
+            "loaded": [m.summary() for m in self.models.values() if m.state != State.STOPPED],
+            "waiting": self.waiting,
             "last_error": _failure_json(self.last_error),
         }
 
-    def logs(self, tail: int, since: int | None = None) -> dict:
-        """The running model's log tail (or the last failure's), with a line counter."""
-        if self.server:
+    def logs(self, tail: int, since: int | None = None, model_id: str | None = None) -> dict:
+        """A model's log tail (default: the current one; or its last failure's)."""
+        model = self.models.get(model_id or self.current or "")
+        if model and model.server:
             return {
-                "model": self.model,
-                "lines": self.server.log_tail(tail, since),
-                "total": self.server.line_count,
+                "model": model.id,
+                "lines": model.server.log_tail(tail, since),
+                "total": model.server.line_count,
             }
-        lines = self.last_error.log_tail[-tail:] if self.last_error and tail > 0 else []
-        return {"model": self.model, "lines": lines, "total": None}
+        failure = model.failure if model else self.last_error
+        lines = failure.log_tail[-tail:] if failure and tail > 0 else []
+        return {"model": model.id if model else self.current, "lines": lines, "total": None}
 
     # -- commands --------------------------------------------------------------
     async def switch(self, model_id: str) -> SwitchResult:
-        """Make `model_id` the running model; on failure bring the previous one back."""
+        """Make `model_id` the current model, starting it if needed; on failure bring the
+        model that was evicted for it back."""
         profile = self.config.resolve(model_id)
         async with self._lock:
-            if self.model == profile.id and self.state == State.READY:
+            previous = self.current
+            self.current = profile.id  # requests without a model now wait for this one
+            model = self.models.get(profile.id)
+            if model and model.state == State.READY:
+                model.last_used = time.monotonic()
                 return SwitchResult(ok=True, model=profile.id)
-            previous = self.model if self.state == State.READY else None
-            await self._stop_locked()
-            failure = await self._start_locked(profile)
+            evicted, problem = await self._make_room_locked(profile)
+            failure = problem or await self._start_locked(profile)
             if failure is None:
                 return SwitchResult(ok=True, model=profile.id)
             restored = None
-            if previous and previous != profile.id:
-                if await self._start_locked(self.config.resolve(previous)) is None:
-                    restored = previous
-                # Whatever happened while restoring, the switch's own failure is the news.
-                self.last_error = failure
+            for other in evicted:
+                if await self._start_locked(other) is None:
+                    restored = restored or other.id
+            self.last_error = failure  # the switch's own failure is the news, not the restore
+            back = restored or previous
+            if back and self.state_of(back) == State.READY:
+                self.current = back
             return SwitchResult(
                 ok=False,
                 model=profile.id,
@@ -133,64 +190,113 @@ class Supervisor:
                 log_tail=failure.log_tail,
             )
 
+    async def stop(self, model_id: str | None = None) -> list[str]:
+        """Stop one model, or all; return the ids that were running."""
+        async with self._lock:
+            targets = [self.models[model_id]] if model_id in self.models else []
+            if model_id is None:
+                targets = list(self.models.values())
+            stopped = [m.id for m in targets if m.server]
+            for model in targets:
+                await self._stop_locked(model)
+                del self.models[model.id]
+            if self.current not in self.models:
+                self.current = None
+            return stopped
+
+    async def close(self) -> None:
+        """Stop background work and every model (daemon shutdown)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.stop()
+
+    def start_background_work(self, first_model: str | None = None) -> None:
+        """TTL unloading, for the daemon's lifetime; and the first model, if one is named
+        (its failure, if any, shows in last_error)."""
+        self._spawn(self._expire_idle_forever())
+        if first_model:
+            self._spawn(self.switch(first_model))
+
+    # -- serving gateway requests ------------------------------------------------
     @contextlib.asynccontextmanager
-    async def serving(self, model_id: str | None) -> AsyncIterator[runtime.ServerProcess]:
-        """A ready server for `model_id` (None: whichever runs), held as in flight.
+    async def serving(self, model_id: str | None) -> AsyncIterator[Model]:
+        """A ready model for `model_id` (None: the current one), held as in flight.
 
-        Switches first when another model is asked for. Raises Busy when the queue is
-        full or the wait too long, Unavailable when no model can serve.
+        Starts it first when needed. Raises Busy when the queue is full or the wait too
+        long, Unavailable when no model can serve.
         """
-        if not self._serves(model_id):
-            await self._wait_for(model_id)
-        server = self.server
-        assert server is not None
-        self.in_flight += 1
-        self._drained.clear()
+        model = self._ready(model_id) or await self._wait_for(model_id)
+        model.in_flight += 1
+        model.drained.clear()
+        model.last_used = time.monotonic()
         try:
-            yield server
+            yield model
         finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._drained.set()
+            model.in_flight -= 1
+            model.last_used = time.monotonic()
+            if model.in_flight == 0:
+                model.drained.set()
 
-    def _serves(self, model_id: str | None) -> bool:
-        return (
-            not self._lock.locked() and self.state == State.READY and model_id in (None, self.model)
-        )
+    def _ready(self, model_id: str | None) -> Model | None:
+        model = self.models.get(model_id or self.current or "")
+        return model if model and model.state == State.READY else None
 
-    async def _wait_for(self, model_id: str | None) -> None:
+    async def _wait_for(self, model_id: str | None) -> Model:
         settings = self.config.server
         if self.waiting >= settings.queue_size:
             raise Busy(f"{self.waiting} requests already wait for a model switch")
         self.waiting += 1
         try:
             async with asyncio.timeout(settings.queue_timeout):
-                while not self._serves(model_id):
-                    target = model_id or self.model or self.config.default_model
+                while (model := self._ready(model_id)) is None:
+                    target = model_id or self.current or self.config.default_model
                     if target is None:
                         raise Unavailable("no model is running; name a profile in `model`")
                     result = await self.switch(target)
                     if not result.ok:
                         raise Unavailable(f"{result.model} failed to start: {result.error}")
+                return model
         except TimeoutError:
             raise Busy(f"waited {settings.queue_timeout:g}s for a model switch") from None
         finally:
             self.waiting -= 1
 
-    async def stop(self) -> str | None:
-        """Stop the running model; return its id (None when nothing ran)."""
-        async with self._lock:
-            stopped = self.model if self.server else None
-            await self._stop_locked()
-            return stopped
-
     # -- internals (hold the lock) -----------------------------------------------
+    async def _make_room_locked(self, profile: Profile) -> tuple[list[Profile], Failure | None]:
+        """Stop models until `profile` may start beside the others; return what was stopped."""
+        evicted: list[Profile] = []
+        while not self._fits(profile):
+            running = [m for m in self.models.values() if m.server and m.id != profile.id]
+            candidates = [m for m in running if not m.profile.persistent]
+            if not candidates:
+                reason = (
+                    f"no room: max_loaded = {self.config.server.max_loaded} and the running "
+                    f"models are persistent ({', '.join(m.id for m in running)})"
+                )
+                return evicted, self._fail(profile, reason, [])
+            # Idle models first, then the least recently used.
+            victim = min(candidates, key=lambda m: (m.in_flight > 0, m.last_used))
+            await self._stop_locked(victim)
+            del self.models[victim.id]
+            evicted.append(victim.profile)
+        return evicted, None
+
+    def _fits(self, profile: Profile) -> bool:
+        """Whether `profile` may run beside the models running now.
+
+        The memory planner will refine this with a VRAM check; for now, a count.
+        """
+        running = [m for m in self.models.values() if m.server and m.id != profile.id]
+        return len(running) < self.config.server.max_loaded
+
     async def _start_locked(self, profile: Profile) -> Failure | None:
+        model = self.models.setdefault(profile.id, Model(profile))
+        model.profile, model.state, model.failure = profile, State.STARTING, None
         port = runtime.free_port()
         argv = server_argv(self.llama_server, profile, host="127.0.0.1", port=port)
-        self.model, self.state = profile.id, State.STARTING
         try:
-            self.server = await runtime.start(
+            model.server = await runtime.start(
                 argv,
                 env=server_env(profile, os.environ),
                 port=port,
@@ -198,47 +304,92 @@ class Supervisor:
                 name=profile.id,
             )
         except OSError as error:
-            return self._fail(profile.id, f"cannot start {argv[0]}: {error}", [])
+            return self._fail(profile, f"cannot start {argv[0]}: {error}", [])
         try:
-            await self.server.wait_ready(self.config.server.start_timeout)
+            await model.server.wait_ready(self.config.server.start_timeout)
         except RuntimeError as error:
-            tail = self.server.log_tail(TAIL_ON_ERROR)
-            await self.server.stop(self.config.server.stop_timeout)
-            self.server = None
-            return self._fail(profile.id, str(error), tail)
-        self.state = State.READY
-        self._watcher = asyncio.create_task(self._watch(self.server))
+            tail = model.server.log_tail(TAIL_ON_ERROR)
+            await model.server.stop(self.config.server.stop_timeout)
+            model.server = None
+            return self._fail(profile, str(error), tail)
+        model.state = State.READY
+        model.last_used = time.monotonic()
+        model.drained.set()
+        model.watcher = asyncio.create_task(self._watch(model, model.server))
         return None
 
-    async def _stop_locked(self) -> None:
-        if self._watcher:
-            self._watcher.cancel()
-            self._watcher = None
-        if self.server:
-            self.state = State.STOPPING
+    async def _stop_locked(self, model: Model) -> None:
+        if model.watcher:
+            model.watcher.cancel()
+            model.watcher = None
+        if model.server:
+            model.state = State.STOPPING
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.server.drain_timeout):
-                    await self._drained.wait()  # let in-flight requests finish
-            await self.server.stop(self.config.server.stop_timeout)
-            self.server = None
-        self.model, self.state = None, State.STOPPED
+                    await model.drained.wait()  # let in-flight requests finish
+            await model.server.stop(self.config.server.stop_timeout)
+            model.server = None
+        model.state = State.STOPPED
 
-    def _fail(self, model_id: str, reason: str, tail: list[str]) -> Failure:
-        self.last_error = Failure(model_id, reason, tail)
-        self.model, self.state = model_id, State.FAILED
-        return self.last_error
+    def _fail(self, profile: Profile, reason: str, tail: list[str]) -> Failure:
+        model = self.models.setdefault(profile.id, Model(profile))
+        model.state, model.failure = State.FAILED, Failure(profile.id, reason, tail)
+        self.last_error = model.failure
+        return model.failure
 
-    async def _watch(self, server: runtime.ServerProcess) -> None:
-        """Notice a ready server dying on its own and mark it failed with its log tail."""
-        with contextlib.suppress(asyncio.CancelledError):
-            code = await server.process.wait()
+    # -- background work ---------------------------------------------------------
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch(self, model: Model, server: runtime.ServerProcess) -> None:
+        """Notice a ready server dying on its own; record it and restart per policy."""
+        code = await server.process.wait()
+        async with self._lock:
+            if model.server is not server:
+                return  # stopped on purpose meanwhile
+            await server.stop(0)  # reap its process group and its record
+            model.server, model.watcher = None, None
+            reason = f"llama-server exited unexpectedly with code {code}"
+            self._fail(model.profile, reason, server.log_tail(TAIL_ON_ERROR))
+            if self._may_restart(model):
+                self._spawn(self._restart_later(model))
+
+    def _may_restart(self, model: Model) -> bool:
+        now = time.time()
+        model.crashes = [t for t in model.crashes if now - t < CRASH_WINDOW] + [now]
+        profile = model.profile
+        return profile.restart == "on-failure" and len(model.crashes) <= profile.max_restarts
+
+    async def _restart_later(self, model: Model) -> None:
+        """Start a crashed model again after a backoff (1 s, 2 s, 4 s ... 30 s)."""
+        while True:
+            await asyncio.sleep(min(MAX_BACKOFF, 2.0 ** (len(model.crashes) - 1)))
             async with self._lock:
-                if self.server is not server:
+                if self.models.get(model.id) is not model or model.state != State.FAILED:
+                    return  # someone switched, stopped or restarted it meanwhile
+                if await self._start_locked(model.profile) is None:
                     return
-                await server.stop(0)  # reap its process group and its record
-                self.server, self._watcher = None, None
-                reason = f"llama-server exited unexpectedly with code {code}"
-                self._fail(self.model or "?", reason, server.log_tail(TAIL_ON_ERROR))
+                if not self._may_restart(model):
+                    return
+
+    async def _expire_idle_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TTL_CHECK_INTERVAL)
+            now = time.monotonic()
+            for model in list(self.models.values()):
+                ttl = model.profile.ttl
+                if (
+                    ttl
+                    and model.state == State.READY
+                    and model.in_flight == 0
+                    and now - model.last_used > ttl
+                ):
+                    async with self._lock:
+                        # Checked again: a request may have come in while we waited.
+                        if model.state == State.READY and model.in_flight == 0:
+                            await self._stop_locked(model)
 
 
 def _failure_json(failure: Failure | None) -> dict | None:
