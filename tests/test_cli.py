@@ -13,7 +13,19 @@ from conftest import write_config
 
 from llamaherd import runtime
 
-COMMANDS = ["models", "up", "switch", "down", "status", "logs", "serve", "demo", "build", "doctor"]
+COMMANDS = [
+    "models",
+    "up",
+    "switch",
+    "down",
+    "status",
+    "logs",
+    "serve",
+    "demo",
+    "build",
+    "doctor",
+    "reload",
+]
 
 
 def herd(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:

@@ -153,8 +153,8 @@ def test_oversized_body_is_413(make_herd) -> None:
     assert response.status_code == 413
 
 
-def test_api_key_guards_gateway_and_management_api(make_herd) -> None:
-    herd = make_herd(api_key="s3cret")
+def test_api_key_guards_gateway_and_management_api_on_a_non_loopback_bind(make_herd) -> None:
+    herd = make_herd(api_key="s3cret", host="0.0.0.0")  # reachable from other machines
     control.up(herd, "dense")
     gateway, api = herd.server.public_url, herd.server.api_url
     assert httpx.get(f"{gateway}/v1/models", timeout=10).status_code == 401

@@ -6,39 +6,52 @@ Field names are documented in docs/api.md; FastAPI serves the OpenAPI schema at
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from llamaherd import __version__
 from llamaherd.auth import key_matches
-from llamaherd.errors import UsageError
+from llamaherd.errors import ConfigError, UsageError
+from llamaherd.events import sse
+from llamaherd.metrics import Metrics
 from llamaherd.supervisor import Supervisor
+
+LOG_POLL_INTERVAL = 0.2
 
 
 class SwitchRequest(BaseModel):
     model: str
+    restart: bool = False  # restart even if it is running (e.g. after its profile changed)
 
 
-def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
-    """Build the API around one supervisor. `on_shutdown` stops the daemon (POST /shutdown)."""
+def create_app(
+    supervisor: Supervisor,
+    metrics: Metrics,
+    *,
+    on_shutdown: Callable[[], None],
+    on_reload: Callable[[], dict],
+) -> FastAPI:
+    """Build the API around one supervisor. `on_shutdown` stops the daemon (POST /shutdown);
+    `on_reload` re-reads herd.toml (POST /reload) and raises ConfigError when it is bad."""
     app = FastAPI(title="llamaherd management API", version=__version__)
     started_at = time.time()
-    config = supervisor.config
 
-    if config.server.api_key:
-        expected = config.server.api_key
-
-        @app.middleware("http")
-        async def require_key(request: Request, call_next):
-            # /health stays open so supervisors and load balancers can probe.
-            if request.url.path != "/health" and not key_matches(request.headers, expected):
-                return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
-            return await call_next(request)
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        # Read per request, so a reload that sets or changes the key applies at once.
+        # /health stays open so supervisors and load balancers can probe.
+        expected = supervisor.config.server.api_key
+        open_path = request.url.path == "/health"
+        if expected and not open_path and not key_matches(request.headers, expected):
+            return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
+        return await call_next(request)
 
     @app.get("/health")
     async def health() -> dict:
@@ -55,15 +68,18 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
                     "ctx": p.ctx,
                     "best_for": p.best_for,
                     "file": str(p.file),
+                    "persistent": p.persistent,
+                    "ttl": p.ttl,
                     "state": str(supervisor.state_of(p.id)),
                     "speed_tps": None,  # measured by `herd bench speed` (benchmarks issue)
                 }
-                for p in config.models.values()
+                for p in supervisor.config.models.values()
             ]
         }
 
     @app.get("/status")
     async def status() -> dict:
+        config = supervisor.config
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -81,7 +97,7 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
     @app.post("/switch")
     async def switch(request: SwitchRequest) -> JSONResponse:
         try:
-            result = await supervisor.switch(request.model)
+            result = await supervisor.switch(request.model, restart=request.restart)
         except UsageError as error:
             return JSONResponse({"error": str(error), "model": request.model}, status_code=404)
         if result.ok:
@@ -102,10 +118,17 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
     async def stop(model: str | None = None) -> JSONResponse:
         """Stop every model, or only `?model=<id>`."""
         try:
-            model_id = config.resolve(model).id if model else None
+            model_id = supervisor.config.resolve(model).id if model else None
         except UsageError as error:
             return JSONResponse({"error": str(error), "model": model}, status_code=404)
         return JSONResponse({"stopped": await supervisor.stop(model_id)})
+
+    @app.post("/reload")
+    async def reload() -> JSONResponse:
+        try:
+            return JSONResponse(on_reload())
+        except ConfigError as error:
+            return JSONResponse({"ok": False, "error": str(error)}, status_code=400)
 
     @app.get("/logs")
     async def logs(
@@ -115,10 +138,48 @@ def create_app(supervisor: Supervisor, *, on_shutdown=None) -> FastAPI:
     ) -> dict:
         return supervisor.logs(tail, since, model)
 
+    @app.get("/logs/stream")
+    async def logs_stream(model: str | None = None, tail: Annotated[int, Query(ge=0)] = 0):
+        """New log lines as server-sent events (`event: log`), after `tail` old ones."""
+        first = supervisor.logs(tail, None, model)
+        seen = first["total"] or 0
+        backlog = [{"type": "log", "model": first["model"], "line": x} for x in first["lines"]]
+
+        async def next_line() -> dict:
+            nonlocal seen
+            while not backlog:
+                await asyncio.sleep(LOG_POLL_INTERVAL)
+                news = supervisor.logs(100_000, seen, model)
+                if news["total"] is not None and news["total"] < seen:
+                    seen = 0  # the model restarted: a new log
+                    continue
+                seen = news["total"] or seen
+                backlog.extend(
+                    {"type": "log", "model": news["model"], "line": line} for line in news["lines"]
+                )
+            return backlog.pop(0)
+
+        return StreamingResponse(sse(next_line), media_type="text/event-stream")
+
+    @app.get("/events")
+    async def events() -> StreamingResponse:
+        """State changes, switches, crashes, restarts, load progress, as server-sent events."""
+
+        async def stream():
+            with supervisor.events.subscribe() as queue:
+                async for chunk in sse(queue.get):
+                    yield chunk
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        page = await metrics.render()
+        return Response(page, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     @app.post("/shutdown")
     async def shutdown() -> dict:
-        if on_shutdown:
-            on_shutdown()
+        on_shutdown()
         return {"shutting_down": True}
 
     return app

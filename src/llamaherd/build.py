@@ -241,7 +241,10 @@ def build(
     for target in targets:
         built = build_dir / "bin" / target
         if built.exists():
-            shutil.copy2(built, bin_dir / target)
+            # Copy beside, then rename: a running llama-server keeps its old file.
+            staged = bin_dir / f".{target}.new"
+            shutil.copy2(built, staged)
+            staged.replace(bin_dir / target)
     stamp_file.write_text(json.dumps(stamp, indent=2))
     changed = _binary_mtimes(bin_dir) != before
     return BuildResult(version, backend, bin_dir, built=changed or force, log=log)

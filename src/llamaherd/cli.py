@@ -161,12 +161,35 @@ def _report_switch(answer: dict, as_json: bool, client: control.DaemonClient) ->
 
 @cli.command()
 @click.argument("model")
+@click.option("--restart", is_flag=True, help="Start it afresh even if it runs (new profile).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def switch(ctx: click.Context, model: str, as_json: bool) -> None:
+def switch(ctx: click.Context, model: str, restart: bool, as_json: bool) -> None:
     """Switch the running daemon to MODEL; on failure the previous model is restored."""
     client = control.connect(_optional_config(ctx))
-    _report_switch(client.switch(model), as_json, client)
+    _report_switch(client.switch(model, restart=restart), as_json, client)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def reload(ctx: click.Context, as_json: bool) -> None:
+    """Make the daemon re-read its herd.toml (a bad file is refused; the old one stays).
+
+    The daemon also reloads on SIGHUP and when the file changes. Running models keep their
+    old profile until `herd switch ID --restart`.
+    """
+    answer = control.connect(_optional_config(ctx)).reload()
+    if as_json:
+        _emit_json(answer)
+        return
+    console.print("config reloaded")
+    if answer["stale"]:
+        console.print(f"running with their old profile: {', '.join(answer['stale'])} "
+                      "(`herd switch ID --restart` applies the new one)")
+    if answer["needs_daemon_restart"]:
+        console.print(f"not applied until the daemon restarts: "
+                      f"{', '.join(answer['needs_daemon_restart'])}")
 
 
 @cli.command()

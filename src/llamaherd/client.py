@@ -29,8 +29,8 @@ class DaemonClient:
         except httpx.HTTPError as error:
             raise HerdError(f"{method} {self.url}{path} failed: {error}") from None
         body = response.json() if response.content else {}
-        if response.status_code == 404:
-            raise UsageError(body.get("error", f"{path}: not found"))
+        if response.status_code in (400, 404):
+            raise UsageError(body.get("error", f"{path}: HTTP {response.status_code}"))
         if response.status_code == 401:
             raise UsageError(f"{self.url}: wrong or missing API key (set HERD_API_KEY)")
         if response.status_code >= 400 and not (path == "/switch" and response.status_code == 502):
@@ -43,9 +43,14 @@ class DaemonClient:
     def models(self) -> list[dict]:
         return self._request("GET", "/models")["models"]
 
-    def switch(self, model: str, *, timeout: float = 600.0) -> dict:
+    def switch(self, model: str, *, restart: bool = False, timeout: float = 600.0) -> dict:
         """Returns the API's answer; `ok` is False (with `error`, `restored`) on failure."""
-        return self._request("POST", "/switch", json={"model": model}, timeout=timeout)
+        body = {"model": model, "restart": restart}
+        return self._request("POST", "/switch", json=body, timeout=timeout)
+
+    def reload(self) -> dict:
+        """Re-read herd.toml; a bad file raises UsageError with its error (old one stays)."""
+        return self._request("POST", "/reload")
 
     def stop(self, model: str | None = None) -> dict:
         """Stop every model (or one); answers {"stopped": [ids]}."""

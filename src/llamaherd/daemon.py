@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,9 +25,10 @@ import uvicorn
 from llamaherd import binaries, paths, runtime
 from llamaherd.api import create_app
 from llamaherd.client import DaemonClient
-from llamaherd.config import Config
-from llamaherd.errors import HerdError
+from llamaherd.config import Config, load_config
+from llamaherd.errors import ConfigError, HerdError
 from llamaherd.gateway import Gateway
+from llamaherd.metrics import Metrics
 from llamaherd.supervisor import Supervisor
 
 RECORD = "daemon.json"
@@ -106,19 +108,21 @@ async def _serve(
     model: str | None,
 ) -> None:
     supervisor = Supervisor(config, llama_server, state_dir)
+    reloader = ConfigReloader(supervisor)
     server: uvicorn.Server | None = None
 
     def shutdown() -> None:
         assert server is not None
         server.should_exit = True
 
-    # One uvicorn server on both sockets; each request goes to the app of its port.
-    management = create_app(supervisor, on_shutdown=shutdown)
     # No timeouts on the upstream: generation can take minutes; clients set their own.
     http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
-    gateway = Gateway(supervisor, http)
+    metrics = Metrics(supervisor, http)
+    management = create_app(supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload)
+    gateway = Gateway(supervisor, http, metrics)
     public_port = config.server.port
 
+    # One uvicorn server on both sockets; each request goes to the app of its port.
     async def app(scope, receive, send) -> None:
         if scope["type"] != "lifespan" and scope["server"][1] == public_port:
             await gateway(scope, receive, send)
@@ -135,11 +139,58 @@ async def _serve(
     }
     (state_dir / RECORD).write_text(json.dumps(record))
     supervisor.start_background_work(first_model=model)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
+    watcher = asyncio.create_task(reloader.watch_forever())
     try:
         await server.serve(sockets=sockets)
     finally:
+        watcher.cancel()
         await supervisor.close()
         await http.aclose()
+
+
+class ConfigReloader:
+    """Re-reads herd.toml on POST /reload, SIGHUP, or when the file changes on disk.
+
+    A bad file is rejected with its error (published as a `reload` event, and logged)
+    and the config in force stays.
+    """
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.path = supervisor.config.path
+        self.mtime = self._mtime()
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path else None
+        except OSError:
+            return None
+
+    def reload(self) -> dict:
+        if self.path is None:
+            raise ConfigError("the daemon was started without a config file to re-read")
+        self.mtime = self._mtime()
+        try:
+            config = load_config(self.path)
+        except ConfigError as error:
+            self.supervisor.events.publish("reload", ok=False, error=str(error))
+            print(f"reload rejected, the old config stays: {error}", flush=True)
+            raise
+        answer = self.supervisor.apply_config(config)
+        self.supervisor.events.publish("reload", **answer)
+        return answer
+
+    def reload_quietly(self) -> None:
+        with contextlib.suppress(ConfigError):
+            self.reload()
+
+    async def watch_forever(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self._mtime() != self.mtime:
+                self.reload_quietly()
 
 
 def start_background(config: Config, *, timeout: float = 30.0) -> DaemonClient:

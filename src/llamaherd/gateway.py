@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from starlette.datastructures import Headers, QueryParams
 from llamaherd.auth import key_matches
 from llamaherd.config import Profile
 from llamaherd.errors import UsageError
+from llamaherd.metrics import Metrics
 from llamaherd.supervisor import Busy, Supervisor, Unavailable
 
 Scope = MutableMapping[str, Any]
@@ -50,9 +52,12 @@ class BodyTooLarge(Exception):
 
 
 class Gateway:
-    def __init__(self, supervisor: Supervisor, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, supervisor: Supervisor, http: httpx.AsyncClient, metrics: Metrics | None = None
+    ) -> None:
         self.supervisor = supervisor
         self.http = http
+        self.metrics = metrics
 
     @property
     def settings(self):
@@ -61,6 +66,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan and websockets: nothing to do here
+        received = time.monotonic()
         headers = Headers(scope=scope)
         key = self.settings.api_key
         if key and not key_matches(headers, key):
@@ -80,7 +86,7 @@ class Gateway:
         if problem:
             await _error(send, *problem)
             return
-        await self._forward(scope, receive, send, headers, body, model_id)
+        await self._forward(scope, receive, send, headers, body, model_id, received)
 
     def _choose(self, requested: str | None) -> tuple[str | None, tuple | None]:
         """The profile to serve a request with (None: the running one), or an error."""
@@ -120,6 +126,7 @@ class Gateway:
         headers: Headers,
         body: bytes,
         model_id: str | None,
+        received: float,
     ) -> None:
         try:
             async with self.supervisor.serving(model_id) as model:
@@ -138,12 +145,16 @@ class Gateway:
                 except httpx.HTTPError as error:
                     await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
                     return
+                first_byte = None
                 try:
-                    await _relay_until_disconnect(upstream, receive, send, model.id)
+                    first_byte = await _relay_until_disconnect(upstream, receive, send, model.id)
                 except httpx.HTTPError:
                     pass  # llama-server broke off mid-response; the client sees it end early
                 finally:
                     await upstream.aclose()
+                if self.metrics:
+                    ttfb = first_byte - received if first_byte else None
+                    self.metrics.request_done(model.id, upstream.status_code, ttfb)
         except Busy as error:
             await _error(
                 send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
@@ -200,19 +211,21 @@ def _requested_model(scope: Scope, headers: Headers, body: bytes) -> str | None:
 
 async def _relay_until_disconnect(
     upstream: httpx.Response, receive: Receive, send: Send, model: str
-) -> None:
-    """Relay the upstream response; stop (and so cancel upstream) if the client leaves."""
+) -> float | None:
+    """Relay the upstream response; stop (and so cancel upstream) if the client leaves.
+
+    Returns when the first body byte went out (None if the client left before).
+    """
     relay = asyncio.ensure_future(_relay(upstream, send, model))
     gone = asyncio.ensure_future(_wait_for_disconnect(receive))
     done, pending = await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    if relay in done:
-        relay.result()
+    return relay.result() if relay in done else None
 
 
-async def _relay(upstream: httpx.Response, send: Send, model: str) -> None:
+async def _relay(upstream: httpx.Response, send: Send, model: str) -> float | None:
     headers = [
         (k.encode("latin-1"), v.encode("latin-1"))
         for k, v in upstream.headers.multi_items()
@@ -220,9 +233,12 @@ async def _relay(upstream: httpx.Response, send: Send, model: str) -> None:
     ]
     headers.append((b"x-herd-model", model.encode()))  # which profile answered
     await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
+    first_byte = None
     async for chunk in upstream.aiter_raw():
+        first_byte = first_byte or time.monotonic()
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return first_byte
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -104,12 +104,16 @@ class ServerProcess:
             lines = min(lines, max(0, self.line_count - since))
         return list(self.tail)[-lines:] if lines > 0 else []
 
-    async def wait_ready(self, timeout: float) -> None:
+    async def wait_ready(
+        self, timeout: float, progress: Callable[[float], None] | None = None
+    ) -> None:
         """Poll /health until it answers 200 (llama-server says 503 while loading).
 
-        Raises RuntimeError with the reason when the process exits or time runs out.
+        `progress(elapsed_s)` is called about once a second while waiting. Raises
+        RuntimeError with the reason when the process exits or time runs out.
         """
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        last_report = began
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
                 if self.returncode is not None:
@@ -118,8 +122,12 @@ class ServerProcess:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{self.url}/health")).status_code == 200:
                         return
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now - began > timeout:
                     raise RuntimeError(f"llama-server not ready after {timeout:g}s")
+                if progress and now - last_report >= 1.0:
+                    last_report = now
+                    progress(now - began)
                 await asyncio.sleep(0.1)
 
     async def _drain(self) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from llamaherd import runtime
 from llamaherd.argv import server_argv, server_env
 from llamaherd.config import Config, Profile
+from llamaherd.events import EventBus
 
 TAIL_ON_ERROR = 30
 CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
@@ -69,6 +70,7 @@ class SwitchResult:
     error: str | None = None
     restored: str | None = None  # the model running again after a failed switch
     log_tail: list[str] = field(default_factory=list)
+    noop: bool = False  # the model was already ready: nothing was started
 
 
 @dataclass
@@ -116,8 +118,14 @@ class Supervisor:
         self.current: str | None = None  # what requests without a `model` are served by
         self.last_error: Failure | None = None
         self.waiting = 0  # gateway requests queued behind a switch
+        self.events = EventBus()
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+
+    def _set_state(self, model: Model, state: State, **details: object) -> None:
+        """Every state change goes through here, so /events sees all of them."""
+        model.state = state
+        self.events.publish("state", model=model.id, state=str(state), **details)
 
     # -- queries ---------------------------------------------------------------
     def state_of(self, model_id: str) -> State:
@@ -141,6 +149,7 @@ class Supervisor:
         return {
             **top,
             "loaded": [m.summary() for m in self.models.values() if m.state != State.STOPPED],
+            "stale": self.stale(),
             "waiting": self.waiting,
             "last_error": _failure_json(self.last_error),
         }
@@ -159,36 +168,54 @@ class Supervisor:
         return {"model": model.id if model else self.current, "lines": lines, "total": None}
 
     # -- commands --------------------------------------------------------------
-    async def switch(self, model_id: str) -> SwitchResult:
-        """Make `model_id` the current model, starting it if needed; on failure bring the
-        model that was evicted for it back."""
+    async def switch(self, model_id: str, *, restart: bool = False) -> SwitchResult:
+        """Make `model_id` the current model, starting it if needed (or again, with
+        `restart`: e.g. after its profile changed); on failure bring the model that was
+        evicted for it back."""
         profile = self.config.resolve(model_id)
         async with self._lock:
-            previous = self.current
-            self.current = profile.id  # requests without a model now wait for this one
+            began = time.monotonic()
             model = self.models.get(profile.id)
-            if model and model.state == State.READY:
-                model.last_used = time.monotonic()
-                return SwitchResult(ok=True, model=profile.id)
-            evicted, problem = await self._make_room_locked(profile)
-            failure = problem or await self._start_locked(profile)
-            if failure is None:
-                return SwitchResult(ok=True, model=profile.id)
-            restored = None
-            for other in evicted:
-                if await self._start_locked(other) is None:
-                    restored = restored or other.id
-            self.last_error = failure  # the switch's own failure is the news, not the restore
-            back = restored or previous
-            if back and self.state_of(back) == State.READY:
-                self.current = back
-            return SwitchResult(
-                ok=False,
-                model=profile.id,
-                error=failure.reason,
-                restored=restored,
-                log_tail=failure.log_tail,
+            if restart and model:
+                await self._stop_locked(model)
+            result = await self._switch_locked(profile)
+        if not result.noop:
+            self.events.publish(
+                "switch",
+                model=result.model,
+                ok=result.ok,
+                error=result.error,
+                restored=result.restored,
+                duration_s=round(time.monotonic() - began, 3),
             )
+        return result
+
+    async def _switch_locked(self, profile: Profile) -> SwitchResult:
+        previous = self.current
+        self.current = profile.id  # requests without a model now wait for this one
+        model = self.models.get(profile.id)
+        if model and model.state == State.READY:
+            model.last_used = time.monotonic()
+            return SwitchResult(ok=True, model=profile.id, noop=True)
+        evicted, problem = await self._make_room_locked(profile)
+        failure = problem or await self._start_locked(profile)
+        if failure is None:
+            return SwitchResult(ok=True, model=profile.id)
+        restored = None
+        for other in evicted:
+            if await self._start_locked(other) is None:
+                restored = restored or other.id
+        self.last_error = failure  # the switch's own failure is the news, not the restore
+        back = restored or previous
+        if back and self.state_of(back) == State.READY:
+            self.current = back
+        return SwitchResult(
+            ok=False,
+            model=profile.id,
+            error=failure.reason,
+            restored=restored,
+            log_tail=failure.log_tail,
+        )
 
     async def stop(self, model_id: str | None = None) -> list[str]:
         """Stop one model, or all; return the ids that were running."""
@@ -203,6 +230,27 @@ class Supervisor:
             if self.current not in self.models:
                 self.current = None
             return stopped
+
+    def apply_config(self, config: Config) -> dict:
+        """Use a re-read herd.toml. Running models keep running with their old profile
+        until switched with restart; the listening host and ports need a daemon restart."""
+        bound = ("host", "port", "api_port")
+        ignored = [
+            key for key in bound if getattr(config.server, key) != getattr(self.config.server, key)
+        ]
+        config.server = config.server.model_copy(
+            update={key: getattr(self.config.server, key) for key in bound}
+        )
+        self.config = config
+        return {"ok": True, "stale": self.stale(), "needs_daemon_restart": ignored}
+
+    def stale(self) -> list[str]:
+        """Running models whose profile in the config is no longer the one they run with."""
+        return [
+            m.id
+            for m in self.models.values()
+            if m.server and self.config.models.get(m.id) != m.profile
+        ]
 
     async def close(self) -> None:
         """Stop background work and every model (daemon shutdown)."""
@@ -292,7 +340,8 @@ class Supervisor:
 
     async def _start_locked(self, profile: Profile) -> Failure | None:
         model = self.models.setdefault(profile.id, Model(profile))
-        model.profile, model.state, model.failure = profile, State.STARTING, None
+        model.profile, model.failure = profile, None
+        self._set_state(model, State.STARTING)
         port = runtime.free_port()
         argv = server_argv(self.llama_server, profile, host="127.0.0.1", port=port)
         try:
@@ -306,13 +355,18 @@ class Supervisor:
         except OSError as error:
             return self._fail(profile, f"cannot start {argv[0]}: {error}", [])
         try:
-            await model.server.wait_ready(self.config.server.start_timeout)
+            await model.server.wait_ready(
+                self.config.server.start_timeout,
+                progress=lambda elapsed: self.events.publish(
+                    "loading", model=profile.id, elapsed_s=round(elapsed, 1)
+                ),
+            )
         except RuntimeError as error:
             tail = model.server.log_tail(TAIL_ON_ERROR)
             await model.server.stop(self.config.server.stop_timeout)
             model.server = None
             return self._fail(profile, str(error), tail)
-        model.state = State.READY
+        self._set_state(model, State.READY, pid=model.server.pid)
         model.last_used = time.monotonic()
         model.drained.set()
         model.watcher = asyncio.create_task(self._watch(model, model.server))
@@ -323,17 +377,18 @@ class Supervisor:
             model.watcher.cancel()
             model.watcher = None
         if model.server:
-            model.state = State.STOPPING
+            self._set_state(model, State.STOPPING)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.server.drain_timeout):
                     await model.drained.wait()  # let in-flight requests finish
             await model.server.stop(self.config.server.stop_timeout)
             model.server = None
-        model.state = State.STOPPED
+        self._set_state(model, State.STOPPED)
 
     def _fail(self, profile: Profile, reason: str, tail: list[str]) -> Failure:
         model = self.models.setdefault(profile.id, Model(profile))
-        model.state, model.failure = State.FAILED, Failure(profile.id, reason, tail)
+        model.failure = Failure(profile.id, reason, tail)
+        self._set_state(model, State.FAILED, reason=reason)
         self.last_error = model.failure
         return model.failure
 
@@ -352,6 +407,7 @@ class Supervisor:
             await server.stop(0)  # reap its process group and its record
             model.server, model.watcher = None, None
             reason = f"llama-server exited unexpectedly with code {code}"
+            self.events.publish("crash", model=model.id, code=code)
             self._fail(model.profile, reason, server.log_tail(TAIL_ON_ERROR))
             if self._may_restart(model):
                 self._spawn(self._restart_later(model))
@@ -369,6 +425,7 @@ class Supervisor:
             async with self._lock:
                 if self.models.get(model.id) is not model or model.state != State.FAILED:
                     return  # someone switched, stopped or restarted it meanwhile
+                self.events.publish("restart", model=model.id, attempt=len(model.crashes))
                 if await self._start_locked(model.profile) is None:
                     return
                 if not self._may_restart(model):
@@ -389,6 +446,7 @@ class Supervisor:
                     async with self._lock:
                         # Checked again: a request may have come in while we waited.
                         if model.state == State.READY and model.in_flight == 0:
+                            self.events.publish("unload", model=model.id, reason="ttl", ttl=ttl)
                             await self._stop_locked(model)
 
 
