@@ -185,11 +185,14 @@ def reload(ctx: click.Context, as_json: bool) -> None:
         return
     console.print("config reloaded")
     if answer["stale"]:
-        console.print(f"running with their old profile: {', '.join(answer['stale'])} "
-                      "(`herd switch ID --restart` applies the new one)")
+        console.print(
+            f"running with their old profile: {', '.join(answer['stale'])} "
+            "(`herd switch ID --restart` applies the new one)"
+        )
     if answer["needs_daemon_restart"]:
-        console.print(f"not applied until the daemon restarts: "
-                      f"{', '.join(answer['needs_daemon_restart'])}")
+        console.print(
+            f"not applied until the daemon restarts: {', '.join(answer['needs_daemon_restart'])}"
+        )
 
 
 @cli.command()
@@ -267,17 +270,21 @@ def _ago(seconds: float | None) -> str:
 @cli.command()
 @click.option("-n", "lines", default=50, show_default=True, help="Lines from the end.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-m", "--model", help="Which model's log (default: the current one).")
 @click.pass_context
-def logs(ctx: click.Context, lines: int, follow: bool) -> None:
-    """Print the running model's llama-server log."""
+def logs(ctx: click.Context, lines: int, follow: bool, model: str | None) -> None:
+    """Print a running model's llama-server log."""
     client = control.connect(_optional_config(ctx))
-    answer = client.logs(lines)
+    answer = client.logs(lines, model=model)
     for line in answer["lines"]:
         click.echo(line)
     seen = answer["total"] or 0
     while follow:
         time.sleep(0.5)
-        answer = client.logs(10_000, since=seen)
+        answer = client.logs(10_000, since=seen, model=model)
+        if answer["total"] is not None and answer["total"] < seen:
+            seen = 0  # the model was restarted: its log starts over
+            continue
         for line in answer["lines"]:
             click.echo(line)
         seen = answer["total"] or seen

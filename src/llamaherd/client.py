@@ -57,9 +57,11 @@ class DaemonClient:
         params = {"model": model} if model else {}
         return self._request("POST", "/stop", params=params, timeout=120.0)
 
-    def logs(self, tail: int = 100, since: int | None = None) -> dict:
-        params = {"tail": tail} if since is None else {"tail": tail, "since": since}
-        return self._request("GET", "/logs", params=params)
+    def logs(self, tail: int = 100, since: int | None = None, model: str | None = None) -> dict:
+        params = {"tail": tail, "since": since, "model": model}
+        return self._request(
+            "GET", "/logs", params={k: v for k, v in params.items() if v is not None}
+        )
 
     def shutdown(self) -> dict:
         return self._request("POST", "/shutdown", timeout=120.0)

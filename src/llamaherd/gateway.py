@@ -25,7 +25,7 @@ from llamaherd.auth import key_matches
 from llamaherd.config import Profile
 from llamaherd.errors import UsageError
 from llamaherd.metrics import Metrics
-from llamaherd.supervisor import Busy, Supervisor, Unavailable
+from llamaherd.supervisor import Busy, State, Supervisor, Unavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -103,11 +103,14 @@ class Gateway:
                 "invalid_request_error",
                 "model_not_found",
             )
-        if not self.settings.swap_on_request and profile.id != running:
+        if (
+            not self.settings.swap_on_request
+            and self.supervisor.state_of(profile.id) != State.READY
+        ):
             return None, (
                 400,
-                f"model '{profile.id}' is not running and swap_on_request is "
-                f"off; running: {running or 'none'}",
+                f"model '{profile.id}' is not running and swap_on_request is off; "
+                f"running: {running or 'none'}",
                 "invalid_request_error",
             )
         return profile.id, None
