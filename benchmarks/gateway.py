@@ -442,8 +442,12 @@ def print_report(report: dict, console: Console) -> None:
     machine = report["machine"]
     console.print(
         f"[bold]herd gateway benchmark[/] {report['date']}  {machine['cpus']} CPUs, "
-        f"load {machine['load_avg_before'][0]:.2f} → {machine['load_avg_after'][0]:.2f}  "
-        f"llama-server {report['llama_server']['build']}"
+        f"load {machine['load_avg_before'][0]:.2f} → {machine['load_avg_after'][0]:.2f}"
+    )
+    server = report["llama_server"]
+    console.print(
+        f"llama-server {server['build']}, {server['threads']} thread(s), "
+        f"{server['parallel']} slots; {report['model']}"
     )
     samples = report["latency_1_token"]["samples"]
     latency = Table(
