@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import write_config
 
-from llamaherd import runtime
+from llamaherd import cli, control, runtime
 
 COMMANDS = [
     "models",
@@ -148,3 +149,11 @@ def test_doctor_reports_the_llama_server_it_would_use(config_path: Path) -> None
     assert report["llama_server"]["features"]["anthropic_messages"] is True
     assert report["gpus"]["gpus"] == []  # no GPU on these machines: an empty list, no crash
     assert result.returncode == 0, result.stdout
+
+
+def test_up_without_id_in_a_terminal_offers_a_menu(herd, monkeypatch) -> None:
+    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    result = CliRunner().invoke(cli.cli, ["--config", str(herd.path), "up"], input="2\n")
+    assert result.exit_code == 0, result.output
+    assert "Tiny dense" in result.output and "Tiny MoE" in result.output  # the menu
+    assert control.connect(herd).status()["model"] == "moe"

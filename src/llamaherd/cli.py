@@ -126,9 +126,13 @@ def up(ctx: click.Context, model: str | None, no_dashboard: bool, as_json: bool)
     _report_switch(control.up(config, model), as_json, control.connect(config))
 
 
+def _is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _pick_model(config: Config) -> str:
     ids = list(config.models)
-    if not sys.stdin.isatty():
+    if not _is_terminal():
         if config.default_model:
             return config.default_model
         raise UsageError(f"which model? give an id: {', '.join(ids)}")
