@@ -9,7 +9,7 @@ import httpx
 import psutil
 from conftest import wait_until
 
-from llamaherd import control
+from llamaherd import control, paths
 from llamaherd.config import Config
 
 # A third working profile, for eviction order.
@@ -71,6 +71,8 @@ def test_crashed_model_is_detected_and_restarted(herd: Config) -> None:
     status = client.status()
     assert status["pid"] != answer["pid"] and status["restarts"] == 1
     assert ask(herd).status_code == 200
+    log = (paths.state_dir() / "daemon.log").read_text()
+    assert "crash model=dense code=-9" in log and "restart model=dense attempt=1" in log
 
 
 def test_restart_never_leaves_a_crashed_model_failed(make_herd) -> None:

@@ -108,6 +108,7 @@ async def _serve(
     model: str | None,
 ) -> None:
     supervisor = Supervisor(config, llama_server, state_dir)
+    supervisor.events.listen(_log_event)
     reloader = ConfigReloader(supervisor)
     server: uvicorn.Server | None = None
 
@@ -148,6 +149,15 @@ async def _serve(
         watcher.cancel()
         await supervisor.close()
         await http.aclose()
+
+
+def _log_event(event: dict) -> None:
+    """One line per event in the daemon's output (daemon.log when started by `herd up`)."""
+    if event["type"] == "loading":
+        return  # once a second while loading: noise in a log file
+    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at", "log_tail"))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+    print(f"{stamp} {event['type']} {details}", flush=True)
 
 
 class ConfigReloader:
