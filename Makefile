@@ -19,8 +19,8 @@ demo: llama-server
 	$(BIN)/herd demo --no-dashboard
 
 lint: $(BIN)/herd
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: llama-server lint
 	$(BIN)/pytest

@@ -232,10 +232,11 @@ def daemon_cpu(pid: int) -> float:
 def daemon_footprint(pid: int) -> dict:
     """The daemon's memory, open files and sockets: growth between two calls hints at leaks."""
     process = psutil.Process(pid)
+    connections = getattr(process, "net_connections", None) or process.connections  # psutil<6
     return {
         "rss_mb": round(process.memory_info().rss / 2**20, 1),
         "fds": process.num_fds(),
-        "tcp_connections": len(process.net_connections(kind="tcp")),
+        "tcp_connections": len(connections(kind="tcp")),
     }
 
 
@@ -255,8 +256,8 @@ def measure_latency(
 
     The order flips every iteration (direct first, then gateway first) so neither side
     always runs right after the other's work. The daemon's CPU time over the timed part,
-    divided by the gateway requests, is what one request costs the daemon: it is idle
-    while the direct requests run.
+    divided by the pairs, is what a gateway request costs the daemon, plus a little for the
+    direct one: the daemon reads the log lines llama-server prints for every request.
     """
     result = Latency()
     with httpx.Client(timeout=30) as direct, httpx.Client(timeout=30) as gateway:
@@ -287,8 +288,8 @@ async def one_stream(client: httpx.AsyncClient, url: str, max_tokens: int) -> in
     """One streamed completion; returns the tokens received (one SSE event per token).
 
     Every event is counted but only the last one is parsed (it carries llama-server's
-    timings), so the client does little work per chunk: it shares the 2 cores with the
-    daemon and llama-server, and must not become what is measured.
+    timings), so the client does little work per chunk: on a small machine it shares the
+    cores with the daemon and llama-server, and must not become what is measured.
     """
     body = {
         "model": PROFILE,
@@ -372,7 +373,11 @@ def run(args: argparse.Namespace) -> dict:
         console=Console(stderr=True),
         transient=True,
     )
-    with progress, running_herd(args.streams, args.threads) as herd:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(progress)
+        starting = progress.add_task("starting the daemon", total=None)
+        herd = stack.enter_context(running_herd(args.streams, args.threads))
+        progress.update(starting, total=1, completed=1)
         props = httpx.get(herd.direct_url + "/props", timeout=10).json()
         footprint_before = daemon_footprint(herd.daemon_pid)
         completion_task = progress.add_task("1-token completions", total=args.requests)
@@ -535,11 +540,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The daemon runs detached and would outlive us: turn SIGTERM into an exception, like
+    # Ctrl-C, so running_herd's cleanup shuts it down either way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = run(args)
     except HerdError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; the daemon was shut down", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -26,6 +26,7 @@ COMMANDS = [
     "build",
     "doctor",
     "reload",
+    "top",
 ]
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import psutil
 
-from llamaherd import runtime
+from llamaherd import daemon, runtime
 
 
 def record(run_dir: Path, process: subprocess.Popen, create_time: float) -> Path:
@@ -50,9 +51,17 @@ def test_reap_stale_spares_a_recycled_pid(tmp_path: Path) -> None:
 def test_free_port_is_free_and_taken_port_is_not() -> None:
     port = runtime.free_port()
     assert runtime.port_free("127.0.0.1", port)
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         sock.listen()
         assert not runtime.port_free("127.0.0.1", port)
+
+
+def test_daemon_listeners_say_tcp_so_asyncio_disables_nagle() -> None:
+    # asyncio sets TCP_NODELAY on accepted connections only when the listener's proto is
+    # IPPROTO_TCP; without it every response waited ~40 ms for a delayed ACK.
+    sock = daemon._bind("127.0.0.1", runtime.free_port(), "port")
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

@@ -21,6 +21,7 @@ from llamaherd.auth import key_matches
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.events import sse
 from llamaherd.metrics import Metrics
+from llamaherd.monitor import Sampler
 from llamaherd.supervisor import Supervisor
 
 LOG_POLL_INTERVAL = 0.2
@@ -37,9 +38,11 @@ def create_app(
     *,
     on_shutdown: Callable[[], None],
     on_reload: Callable[[], dict],
+    sampler: Sampler | None = None,
 ) -> FastAPI:
     """Build the API around one supervisor. `on_shutdown` stops the daemon (POST /shutdown);
-    `on_reload` re-reads herd.toml (POST /reload) and raises ConfigError when it is bad."""
+    `on_reload` re-reads herd.toml (POST /reload) and raises ConfigError when it is bad;
+    `sampler` is the daemon's running sampler that GET /system reads."""
     app = FastAPI(title="llamaherd management API", version=__version__)
     started_at = time.time()
 
@@ -176,6 +179,15 @@ def create_app(
     async def prometheus() -> Response:
         page = await metrics.render()
         return Response(page, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/system")
+    async def system() -> JSONResponse:
+        """GPUs, host and per-server numbers from the last sample, with a short history."""
+        if sampler is None:
+            return JSONResponse({"error": "this daemon runs no sampler"}, status_code=503)
+        if sampler.latest is None:  # asked before the first sample: take one now
+            await sampler.sample()
+        return JSONResponse(sampler.snapshot())
 
     @app.post("/shutdown")
     async def shutdown() -> dict:

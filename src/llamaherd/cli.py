@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failure, 2 bad usage or bad config. Errors are one line, no 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from llamaherd import __version__, build, control, daemon, doctor
+from llamaherd import __version__, build, control, daemon, doctor, top
 from llamaherd.config import Config
 from llamaherd.errors import HerdError, UsageError
 
@@ -111,7 +112,7 @@ def _live_states(config: Config) -> dict[str, str]:
 @click.option(
     "--no-dashboard",
     is_flag=True,
-    help="Return once the model is ready (the dashboard arrives in a later release).",
+    help="Return once the model is ready instead of opening the dashboard.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -119,11 +120,14 @@ def up(ctx: click.Context, model: str | None, no_dashboard: bool, as_json: bool)
     """Start MODEL (id or alias), starting the daemon in the background if needed.
 
     Returns once the model is ready (exit 0) or has failed (exit 1); the daemon keeps
-    running. With no MODEL, a terminal gets a menu of profiles.
+    running. In a terminal it then opens the dashboard (unless --no-dashboard), and with
+    no MODEL it first offers a menu of profiles.
     """
     config = _config(ctx)
     model = model or _pick_model(config)
     _report_switch(control.up(config, model), as_json, control.connect(config))
+    if _wants_dashboard(no_dashboard, as_json):
+        _open_dashboard(config)
 
 
 def _is_terminal() -> bool:
@@ -136,6 +140,13 @@ def _pick_model(config: Config) -> str:
         if config.default_model:
             return config.default_model
         raise UsageError(f"which model? give an id: {', '.join(ids)}")
+    if _is_fullscreen_terminal():
+        from llamaherd.tui.picker import pick_model  # Textual loads only when it is used
+
+        chosen = pick_model(*_picker_rows(config))
+        if chosen is None:
+            raise click.exceptions.Abort()
+        return chosen
     table = Table("#", "id", "name", "speed", "ctx", "best for")
     for number, profile in enumerate(config.models.values(), 1):
         ctx_text = f"{profile.ctx // 1024}K" if profile.ctx else "model"
@@ -144,6 +155,43 @@ def _pick_model(config: Config) -> str:
     default = ids.index(config.default_model) + 1 if config.default_model in ids else 1
     choice = click.prompt("model", type=click.IntRange(1, len(ids)), default=default)
     return ids[choice - 1]
+
+
+def _is_fullscreen_terminal() -> bool:
+    """The Textual picker and dashboard need a terminal on both ends; with output piped
+    (or under a test runner) the plain numbered menu still works."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _wants_dashboard(no_dashboard: bool, as_json: bool) -> bool:
+    return not no_dashboard and not as_json and _is_fullscreen_terminal()
+
+
+def _picker_rows(config: Config) -> tuple[list[dict], str | None]:
+    """The daemon's /models (with states and speeds) when it runs, else the profiles."""
+    client = control.connect(config)
+    if client.alive():
+        status = client.status()
+        running = status["model"] if status.get("state") == "ready" else None
+        return client.models(), running
+    rows = [
+        {"id": p.id, "name": p.name, "ctx": p.ctx, "best_for": p.best_for, "aliases": p.aliases}
+        for p in config.models.values()
+    ]
+    return rows, None
+
+
+def _open_dashboard(config: Config | None, url: str | None = None) -> None:
+    """Run `herd dash` in this terminal; without --url/$HERD_URL it follows the local
+    daemon's record, so a restarted daemon on another port is found again."""
+    from llamaherd.tui.app import run_dashboard  # Textual loads only when it is used
+
+    client = control.connect(config, url)
+    key = os.environ.get("HERD_API_KEY") or (config.server.api_key if config else None)
+    pinned = url or os.environ.get("HERD_URL")
+    how = run_dashboard(client.url, key, None if pinned else lambda: control.connect(config).url)
+    if how == "detach":
+        console.print("detached: the model keeps serving (`herd dash` reopens, `herd down` stops)")
 
 
 def _report_switch(answer: dict, as_json: bool, client: control.DaemonClient) -> None:
@@ -272,6 +320,33 @@ def _ago(seconds: float | None) -> str:
 
 
 @cli.command()
+@click.option("--url", help="Management API URL (default: $HERD_URL, the running daemon).")
+@click.pass_context
+def dash(ctx: click.Context, url: str | None) -> None:
+    """The live dashboard: model, log, GPUs, system. Keys: q stop and quit, r stop and
+    menu, m switch model, d detach, l which log, / search."""
+    if not _is_fullscreen_terminal():
+        raise UsageError("herd dash needs a terminal; `herd top` prints a plain snapshot")
+    _open_dashboard(_optional_config(ctx), url)
+
+
+@cli.command("top")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def top_command(ctx: click.Context, as_json: bool) -> None:
+    """One plain-text snapshot: models, tokens/s, GPUs (VRAM, util, temp), CPU, RAM.
+
+    For scripts and terminals without full-screen support; `herd dash` is the live view.
+    """
+    client = control.connect(_optional_config(ctx))
+    if not client.alive():
+        err_console.print(f"no herd daemon at {client.url}; start one with `herd up`")
+        sys.exit(1)
+    snapshot = top.snapshot(client.status(), client.system())
+    _emit_json(snapshot) if as_json else click.echo(top.render(snapshot))
+
+
+@cli.command()
 @click.option("-n", "lines", default=50, show_default=True, help="Lines from the end.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("-m", "--model", help="Which model's log (default: the current one).")
@@ -320,7 +395,7 @@ def serve(ctx: click.Context, model: str | None) -> None:
 @click.option(
     "--no-dashboard",
     is_flag=True,
-    help="Return once the demo is ready (the dashboard arrives in a later release).",
+    help="Return once the demo is ready instead of opening the dashboard.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def demo(no_dashboard: bool, as_json: bool) -> None:
@@ -345,6 +420,8 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
         f"\nconfig   {config.path}\nnext     `herd switch demo-moe`, `herd status`, "
         '`herd logs -f`, `herd down --all`; or send a request naming "model": "demo-moe"'
     )
+    if _wants_dashboard(no_dashboard, as_json):
+        _open_dashboard(config)
 
 
 # -- provisioning ------------------------------------------------------------------------

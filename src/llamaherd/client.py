@@ -57,6 +57,10 @@ class DaemonClient:
         params = {"model": model} if model else {}
         return self._request("POST", "/stop", params=params, timeout=120.0)
 
+    def system(self) -> dict:
+        """GPUs, host and per-server live numbers with their history (GET /system)."""
+        return self._request("GET", "/system")
+
     def logs(self, tail: int = 100, since: int | None = None, model: str | None = None) -> dict:
         params = {"tail": tail, "since": since, "model": model}
         return self._request(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from llamaherd.config import Config, load_config
 from llamaherd.errors import ConfigError, HerdError
 from llamaherd.gateway import Gateway
 from llamaherd.metrics import Metrics
+from llamaherd.monitor import Sampler
 from llamaherd.supervisor import Supervisor
 
 RECORD = "daemon.json"
@@ -63,7 +65,9 @@ def _acquire_lock(state_dir: Path):
 def _bind(host: str, port: int, key: str) -> socket.socket:
     """Bind a listening socket ourselves, so a taken port is a clear error, not a traceback."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
+    # the listener says TCP; without it every response waited ~40 ms for Nagle.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -119,7 +123,10 @@ async def _serve(
     # No timeouts on the upstream: generation can take minutes; clients set their own.
     http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
     metrics = Metrics(supervisor, http)
-    management = create_app(supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload)
+    sampler = Sampler(supervisor, http)  # GPUs, host, servers once a second: GET /system
+    management = create_app(
+        supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload, sampler=sampler
+    )
     gateway = Gateway(supervisor, http, metrics)
     public_port = config.server.port
 
@@ -131,6 +138,8 @@ async def _serve(
             await management(scope, receive, send)
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     record = {
         "pid": os.getpid(),
         "api_url": config.server.api_url,
@@ -143,10 +152,14 @@ async def _serve(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
     watcher = asyncio.create_task(reloader.watch_forever())
+    sampling = asyncio.create_task(sampler.run())
     try:
         await server.serve(sockets=sockets)
     finally:
         watcher.cancel()
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
         await supervisor.close()
         await http.aclose()
 

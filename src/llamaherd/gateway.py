@@ -144,7 +144,7 @@ class Gateway:
                     content=body,
                 )
                 try:
-                    upstream = await self.http.send(request, stream=True)
+                    upstream = await self._send(request)
                 except httpx.HTTPError as error:
                     await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
                     return
@@ -164,6 +164,14 @@ class Gateway:
             )
         except Unavailable as error:
             await _error(send, 503, str(error), "api_error", extra_headers=[(b"retry-after", b"5")])
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send upstream; once more on a fresh connection when a kept-alive one turns out
+        closed before any response byte (llama-server drops idle connections)."""
+        try:
+            return await self.http.send(request, stream=True)
+        except httpx.RemoteProtocolError:
+            return await self.http.send(request, stream=True)
 
     def _model_list(self) -> dict:
         supervisor = self.supervisor

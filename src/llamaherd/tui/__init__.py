@@ -1,0 +1,1 @@
+"""The Textual dashboard (`herd dash`) and model picker: clients of the management API."""

@@ -1,0 +1,306 @@
+"""`herd dash`: the live dashboard, a client of the management API.
+
+Everything it shows comes from the daemon (`/status`, `/models`, `/system`, `/logs`), so
+it works against a daemon on another machine (`--url`, `HERD_API_KEY`) and survives the
+daemon restarting: a failed poll shows "disconnected" and the next one reconnects.
+Logs are followed by polling `/logs?since=` rather than SSE: one request per second
+costs less than a held stream and needs no reconnect logic of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.widgets import Footer
+
+from llamaherd.tui.gpu import GpuPanel
+from llamaherd.tui.header import DashHeader
+from llamaherd.tui.logchoice import FOLLOW_CURRENT, LogChoice
+from llamaherd.tui.logpane import LogPane
+from llamaherd.tui.panel import TextPanel
+from llamaherd.tui.picker import ModelPicker
+from llamaherd.tui.remote import Disconnected, Remote, RemoteError
+from llamaherd.tui.system import SystemPanel
+
+LOG_BACKLOG = 2000  # lines fetched when the pane starts over (the daemon keeps 2000)
+NOT_RUNNING = -1  # LogPane.seen while it shows a stopped model's last failure
+MODELS_EVERY = 10  # polls between /models refreshes (profiles rarely change)
+
+
+class FailurePanel(TextPanel):
+    """Why the model failed, and its log tail; hidden while nothing failed."""
+
+    DEFAULT_CSS = """
+    FailurePanel { display: none; height: auto; max-height: 14; border: round $error;
+                   padding: 0 1; }
+    FailurePanel.shown { display: block; }
+    """
+
+    def show(self, failure: dict | None) -> None:
+        self.set_class(failure is not None, "shown")
+        if failure is None:
+            return
+        self.border_title = f"{failure.get('model') or 'model'} failed"
+        text = Text(str(failure.get("reason") or failure.get("error") or "failed"), "bold red")
+        if failure.get("restored"):
+            text.append(f"\nrestored the previous model: {failure['restored']}", "yellow")
+        for line in (failure.get("log_tail") or [])[-10:]:
+            text.append(f"\n| {line}", "dim")
+        self.show_text(text)
+
+
+class DashboardApp(App[str | None]):
+    """Exits with "quit" (q: server stopped), "detach" (d: server left running) or None."""
+
+    TITLE = "herd dash"
+    CSS = """
+    #main { height: 1fr; }
+    #left { width: 1fr; }
+    #side { width: 68; height: 1fr; overflow-y: auto; }
+    """
+    BINDINGS = [
+        Binding("q", "quit_server", "Stop & quit"),
+        Binding("r", "restart_menu", "Stop & menu"),
+        Binding("m", "pick_model", "Models"),
+        Binding("d", "detach", "Detach"),
+        Binding("l", "choose_log", "Log of…"),
+        Binding("slash", "search", "Search"),
+    ]
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        interval: float = 1.0,
+        resolve_url: Callable[[], str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.remote = Remote(url, api_key)
+        self.api_key = api_key
+        self.interval = interval
+        self.resolve_url = resolve_url  # finds a restarted local daemon's (new) address
+        self.status: dict | None = None
+        self.system: dict | None = None
+        self.models: list[dict] = []
+        self.log_model: str | None = None  # None: follow the current model
+        self.loading: tuple[str, float] | None = None  # (model, monotonic start) of a switch
+        self.switch_failure: dict | None = None
+        self._log_pid: object = None
+        self._polls = 0
+        self._poll_lock = asyncio.Lock()
+
+    # -- layout ------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield DashHeader(id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield FailurePanel(id="failure")
+                yield LogPane(id="logs")
+            with Vertical(id="side"):
+                yield GpuPanel(id="gpus")
+                yield SystemPanel(id="system")
+        yield Footer()
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    def on_mount(self) -> None:
+        self.log_pane.log_widget.focus()
+        self.run_worker(self._poll_forever(), name="poll", group="poll")
+
+    async def on_unmount(self) -> None:
+        await self.remote.aclose()
+
+    # -- polling -----------------------------------------------------------------
+    async def _poll_forever(self) -> None:
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(self.interval)
+
+    async def poll_once(self) -> None:
+        """One refresh of every panel; a dead daemon is shown, not raised."""
+        # NoMatches: the app is closing (q, d) while an answer was on its way.
+        async with self._poll_lock:
+            with contextlib.suppress(NoMatches):
+                await self._poll_and_draw()
+
+    async def _poll_and_draw(self) -> None:
+        try:
+            await self._poll()
+        except Disconnected as error:
+            self.status = None
+            await self._reconnect()
+            self.query_one(DashHeader).show(None, note=f"{error}; retrying")
+        except RemoteError as error:
+            self.query_one(DashHeader).show(None, note=str(error))
+
+    async def _reconnect(self) -> None:
+        if self.resolve_url is None:
+            return
+        try:
+            url = self.resolve_url().rstrip("/")
+        except Exception:  # noqa: BLE001 - a missing record just means "not yet"
+            return
+        if url != self.remote.url:
+            old, self.remote = self.remote, Remote(url, self.api_key)
+            await old.aclose()
+
+    async def _poll(self) -> None:
+        status = await self.remote.status()
+        if not self.models or self._polls % MODELS_EVERY == 0 or self.status is None:
+            self.models = await self.remote.models()
+        self._polls += 1
+        self.status = status
+        self.system = await self.remote.system()
+        self._draw()
+        await self._follow_log()
+
+    def _draw(self) -> None:
+        status = self.status or {}
+        ctx = next((m.get("ctx") for m in self.models if m.get("id") == status.get("model")), None)
+        note = ""
+        if self.loading:
+            note = f"loading {self.loading[0]} {time.monotonic() - self.loading[1]:.0f}s"
+        self.query_one(DashHeader).show(status, ctx, self.system, note)
+        self.query_one(GpuPanel).show(self.system)
+        self.query_one(SystemPanel).show(self.system)
+        self.query_one(FailurePanel).show(self.current_failure())
+
+    def current_failure(self) -> dict | None:
+        """The failed switch we started, else the current model's failure while it is failed."""
+        if self.switch_failure:
+            return self.switch_failure
+        status = self.status or {}
+        error = status.get("last_error")
+        if status.get("state") == "failed" and isinstance(error, dict):
+            return error
+        return None
+
+    async def _follow_log(self) -> None:
+        status = self.status or {}
+        target = self.log_model or status.get("model")
+        pane = self.log_pane
+        pid = next(
+            (m.get("pid") for m in status.get("loaded") or [] if m.get("model") == target), None
+        )
+        if target != pane.model or (pid and pid != self._log_pid and pane.seen != 0):
+            pane.reset(target)  # another model, or the same one restarted: a new log
+        self._log_pid = pid or self._log_pid
+        pane.set_title(f"log: {target or 'no model'}" + ("" if self.log_model else " (current)"))
+        if target is None:
+            return
+        since = pane.seen if pane.seen > 0 else None
+        tail = LOG_BACKLOG if since is None else 100_000
+        answer = await self.remote.logs(tail=tail, since=since, model=target)
+        total = answer.get("total")
+        if total is None:  # not running: the daemon answers with its last failure's tail
+            if pane.seen != NOT_RUNNING:
+                pane.add(list(answer.get("lines") or []))
+                pane.add([f"[herd] {target} is not running"])
+                pane.seen = NOT_RUNNING
+            return
+        if pane.seen == NOT_RUNNING or total < pane.seen:
+            pane.reset(target)
+            answer = await self.remote.logs(tail=LOG_BACKLOG, since=None, model=target)
+            total = answer.get("total") or 0
+        pane.add(list(answer.get("lines") or []))
+        pane.seen = total
+
+    # -- actions -----------------------------------------------------------------
+    async def _stop_all(self) -> bool:
+        try:
+            await self.remote.stop()
+        except (Disconnected, RemoteError) as error:
+            self.notify(f"could not stop the server: {error}", severity="error")
+            return False
+        return True
+
+    async def action_quit_server(self) -> None:
+        """q: stop the server, then leave (as the original dashboard did)."""
+        if await self._stop_all():
+            self.exit("quit")
+
+    def action_detach(self) -> None:
+        """d: leave the dashboard, keep the model serving."""
+        self.exit("detach")
+
+    async def action_restart_menu(self) -> None:
+        """r: stop the server and offer the model menu again."""
+        if await self._stop_all():
+            self.switch_failure = None
+            await self.poll_once()
+            await self._open_picker("Stopped. Start which model?")
+
+    async def action_pick_model(self) -> None:
+        await self._open_picker("Switch to")
+
+    async def _open_picker(self, title: str) -> None:
+        try:
+            self.models = await self.remote.models()
+        except (Disconnected, RemoteError) as error:
+            self.notify(str(error), severity="error")
+            return
+        status = self.status or {}
+        running = status.get("model") if status.get("state") == "ready" else None
+        self.push_screen(ModelPicker(self.models, running, title), self._picked)
+
+    def _picked(self, model: str | None) -> None:
+        if model:
+            self.run_worker(self.switch_to(model), group="switch", exclusive=True)
+
+    async def switch_to(self, model: str) -> dict | None:
+        """POST /switch, showing progress in the header and a failure with its log tail."""
+        self.loading = (model, time.monotonic())
+        self.switch_failure = None
+        self.log_model = None
+        self.notify(f"starting {model}…", timeout=2)
+        try:
+            answer = await self.remote.switch(model)
+        except (Disconnected, RemoteError) as error:
+            answer = {"ok": False, "model": model, "error": str(error)}
+        finally:
+            self.loading = None
+        if answer.get("ok"):
+            self.notify(f"{model} is ready")
+        else:
+            self.switch_failure = {
+                "model": answer.get("model") or model,
+                "reason": answer.get("error"),
+                "restored": answer.get("restored"),
+                "log_tail": answer.get("log_tail") or [],
+            }
+            self.notify(f"{model} failed: {answer.get('error')}", severity="error", timeout=8)
+        await self.poll_once()
+        return answer
+
+    def action_choose_log(self) -> None:
+        status = self.status or {}
+        loaded = [str(m.get("model")) for m in status.get("loaded") or [] if m.get("model")]
+        names = loaded + [str(m["id"]) for m in self.models if m.get("id") not in loaded]
+        self.push_screen(LogChoice(names, self.log_pane.model), self._log_chosen)
+
+    def _log_chosen(self, choice: str | None) -> None:
+        if choice is None:
+            return
+        self.log_model = None if choice == FOLLOW_CURRENT else choice
+        self.run_worker(self.poll_once(), group="poll-now")
+
+    def action_search(self) -> None:
+        self.log_pane.open_search()
+
+
+def run_dashboard(
+    url: str, api_key: str | None = None, resolve_url: Callable[[], str] | None = None
+) -> str | None:
+    """Run the dashboard in this terminal; returns how it was left ("quit", "detach")."""
+    return DashboardApp(url, api_key, resolve_url=resolve_url).run()

@@ -1,0 +1,278 @@
+"""The Textual dashboard and model picker, driven headless (Pilot) against a real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llamaherd import cli, control
+from llamaherd.config import Config
+from llamaherd.errors import UsageError
+from llamaherd.tui.app import DashboardApp
+from llamaherd.tui.logchoice import LogChoice
+from llamaherd.tui.picker import ModelPicker, PickerApp
+
+SIZE = (160, 48)
+
+
+def dashboard(config: Config) -> DashboardApp:
+    return DashboardApp(config.server.api_url, interval=0.2)
+
+
+async def settle(app: DashboardApp, pilot, until, timeout: float = 30.0) -> None:
+    """Poll the daemon until `until()` holds (the app polls too; this makes it prompt)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not until():
+        assert loop.time() < deadline, "the dashboard never showed what was expected"
+        await app.poll_once()
+        await pilot.pause(0.1)
+
+
+def header_text(app: DashboardApp) -> str:
+    return str(app.query_one("#header").render())
+
+
+def test_header_shows_model_and_state(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: "ready" in header_text(app))
+            text = header_text(app)
+            assert "dense" in text and "ctx 2K" in text
+            await settle(
+                app, pilot, lambda: any("listening" in x for x in app.log_pane.log_widget.lines)
+            )
+
+    asyncio.run(scenario())
+
+
+def test_q_stops_the_model_and_exits(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: app.status is not None)
+            await pilot.press("q")
+            await pilot.pause(0.5)
+        assert app.return_value == "quit"
+
+    asyncio.run(scenario())
+    assert control.connect(herd).status()["state"] == "stopped"
+
+
+def test_d_detaches_and_leaves_the_model_running(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: app.status is not None)
+            await pilot.press("d")
+            await pilot.pause(0.2)
+        assert app.return_value == "detach"
+
+    asyncio.run(scenario())
+    status = control.connect(herd).status()
+    assert status["model"] == "dense" and status["state"] == "ready"
+
+
+def test_m_picks_another_model_and_switches(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: app.status is not None)
+            await pilot.press("m")
+            await settle(app, pilot, lambda: isinstance(app.screen, ModelPicker))
+            picker = app.screen
+            await pilot.press("m", "o")  # typing filters: only "moe" is left
+            await pilot.pause(0.1)
+            assert picker.query_one("DataTable").row_count == 1
+            await pilot.press("enter")
+            await settle(app, pilot, lambda: app.loading is not None or "moe" in header_text(app))
+            await settle(app, pilot, lambda: "moe  ready" in header_text(app))
+            assert not isinstance(app.screen, ModelPicker)
+
+    asyncio.run(scenario())
+    assert control.connect(herd).status()["model"] == "moe"
+
+
+def test_a_failed_switch_shows_the_error_and_log_tail(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: app.status is not None)
+            await pilot.press("m")
+            await settle(app, pilot, lambda: isinstance(app.screen, ModelPicker))
+            await pilot.press(*"broken", "enter")
+            panel = app.query_one("#failure")
+            await settle(app, pilot, lambda: panel.has_class("shown"))
+            shown = str(panel.render())
+            assert "restored the previous model: dense" in shown and "| " in shown
+            await settle(app, pilot, lambda: "dense  ready" in header_text(app))
+
+    asyncio.run(scenario())
+
+
+def test_r_stops_and_shows_the_menu(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: app.status is not None)
+            await pilot.press("r")
+            await settle(app, pilot, lambda: isinstance(app.screen, ModelPicker))
+            assert control.connect(herd).status()["state"] == "stopped"
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            assert not isinstance(app.screen, ModelPicker)
+
+    asyncio.run(scenario())
+
+
+def test_log_pane_scrolls_and_searches(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            log = app.log_pane.log_widget
+            await settle(app, pilot, lambda: len(log.lines) > 3)
+            log.write_lines([f"filler line {n}" for n in range(10_000)])
+            await pilot.pause(0.2)
+            bottom = log.scroll_y
+            assert bottom > 0 and log.is_vertical_scroll_end
+            await pilot.press("pageup")
+            await pilot.pause(0.2)
+            assert log.scroll_y < bottom
+            await pilot.press("end")
+            await pilot.pause(0.2)
+            assert log.scroll_y == bottom
+
+            await pilot.press("slash")
+            await pilot.pause(0.1)
+            await pilot.press(*"listening on", "enter")
+            await pilot.pause(0.2)
+            hit = app.log_pane.match
+            assert hit >= 0 and "listening on" in log.lines[hit]
+            assert log.scroll_y <= hit < log.scroll_y + log.size.height
+
+    asyncio.run(scenario())
+
+
+def test_a_crash_shows_as_failed_with_the_log_tail(make_herd) -> None:
+    config = make_herd('\n[models.fragile]\nfile = "dense.gguf"\nctx = 2048\nrestart = "never"\n')
+    answer = control.up(config, "fragile")
+
+    async def scenario() -> None:
+        app = dashboard(config)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: "ready" in header_text(app))
+            os.kill(answer["pid"], signal.SIGKILL)
+            await settle(app, pilot, lambda: "failed" in header_text(app))
+            panel = app.query_one("#failure")
+            assert panel.has_class("shown")
+            shown = str(panel.render())
+            assert "exited unexpectedly" in shown and "| " in shown
+
+    asyncio.run(scenario())
+
+
+def test_l_chooses_which_models_log(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: app.log_pane.model == "dense")
+            await pilot.press("l")
+            await settle(app, pilot, lambda: isinstance(app.screen, LogChoice))
+            await pilot.press("down", "down", "enter")  # [current, dense, moe, broken]
+            await settle(app, pilot, lambda: app.log_pane.model == "moe")
+            assert app.log_model == "moe"
+            await settle(
+                app, pilot, lambda: "moe is not running" in app.log_pane.log_widget.lines[-1]
+            )
+
+    asyncio.run(scenario())
+
+
+def test_reconnects_when_the_daemon_restarts(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: "dense  ready" in header_text(app))
+            await asyncio.to_thread(control.down, control.connect(herd), stop_daemon=True)
+            await settle(app, pilot, lambda: "disconnected" in header_text(app))
+            await asyncio.to_thread(control.up, herd, "moe")
+            await settle(app, pilot, lambda: "moe  ready" in header_text(app))
+
+    asyncio.run(scenario())
+
+
+def test_picker_app_returns_the_chosen_id() -> None:
+    models = [
+        {"id": "dense", "name": "Tiny dense", "ctx": 2048, "state": "ready"},
+        {"id": "moe", "name": "Tiny MoE", "ctx": 2048, "speed_tps": 41.5},
+    ]
+
+    async def scenario() -> str | None:
+        app = PickerApp(models, running="dense")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.1)
+            await pilot.press("down", "enter")
+            await pilot.pause(0.1)
+        return app.return_value
+
+    assert asyncio.run(scenario()) == "moe"
+
+
+def test_gpu_panel_shows_the_fake_gpus(make_herd, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERD_FAKE_GPUS", str(Path(__file__).parent / "data" / "fake_gpus.json"))
+    config = make_herd()
+    control.up(config, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(config)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#gpus")
+            await settle(app, pilot, lambda: "RTX 4080" in str(panel.render()))
+            shown = str(panel.render())
+            assert "GPU 0" in shown and "GPU 1" in shown and "RTX 4090" in shown
+            assert "84°C" in shown and "VRAM" in shown
+
+    asyncio.run(scenario())
+
+
+def test_dashboard_shows_disconnected_without_a_daemon() -> None:
+    from llamaherd import runtime
+
+    async def scenario() -> None:
+        app = DashboardApp(f"http://127.0.0.1:{runtime.free_port()}", interval=0.2)
+        async with app.run_test(size=SIZE) as pilot:
+            await app.poll_once()
+            await pilot.pause(0.1)
+            assert "disconnected" in header_text(app)
+
+    asyncio.run(scenario())
+
+
+def test_dash_without_a_terminal_points_to_herd_top() -> None:
+    result = CliRunner().invoke(cli.cli, ["dash"])
+    assert isinstance(result.exception, UsageError)
+    assert "herd top" in str(result.exception)
