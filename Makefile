@@ -16,7 +16,7 @@ llama-server: $(BIN)/herd
 	$(BIN)/herd build
 
 demo: llama-server
-	$(BIN)/herd demo --no-dashboard
+	$(BIN)/herd demo
 
 lint: $(BIN)/herd
 	$(BIN)/ruff check src tests benchmarks

@@ -27,6 +27,7 @@ COMMANDS = [
     "doctor",
     "reload",
     "top",
+    "dash",
 ]
 
 
