@@ -162,8 +162,12 @@ class DashboardApp(App[str | None]):
         self._polls += 1
         self.status = status
         self.system = await self.remote.system()
-        self._draw()
-        await self._follow_log()
+        # The log first, then the panels with no await in between: everything a poll
+        # changes lands in one screen update instead of two (each costs a compositor pass).
+        try:
+            await self._follow_log()
+        finally:
+            self._draw()
 
     def _draw(self) -> None:
         status = self.status or {}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import Input, Log
 
 MAX_LINES = 20_000
+SYNC_WIDTH_LINES = 500  # batches up to this size are measured without a thread
 
 
 class ServerLog(Log):
@@ -18,8 +22,39 @@ class ServerLog(Log):
         Binding("end", "scroll_end", "Bottom", show=False),
     ]
 
+    # Every batch of new lines grows the virtual size, which Widget declares with
+    # layout=True: a layout pass, and a layout pass repaints the whole screen (every panel
+    # and every visible log line). While a model streams that happened on every poll and
+    # was most of the dashboard's CPU. Here a change only repaints the log, and the watcher
+    # asks for a layout only when a scrollbar may appear or disappear.
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(max_lines=MAX_LINES, auto_scroll=True, **kwargs)
+
+    def watch_virtual_size(self, old: Size, new: Size) -> None:
+        # As Widget._refresh_scrollbars decides, with the vertical scrollbar already shown.
+        width, height = self.container_size
+        scrollbars_stay = (
+            self.show_vertical_scrollbar
+            and new.height > height
+            and self.show_horizontal_scrollbar
+            == (new.width > width - self.styles.scrollbar_size_vertical)
+        )
+        if scrollbars_stay:
+            self._scroll_update(new)  # the scrollbar's thumb: repaints only the scrollbar
+        else:
+            self.refresh(layout=True)  # a scrollbar appears or goes: the layout changes
+
+    def _update_size(self, updates: int, lines: list[str]) -> None:
+        """Log measures new lines' width in a thread worker; for a poll's few dozen lines
+        starting a thread costs more than measuring, and its answer comes back as a second
+        screen update. Large batches (a backlog, a reset) still go to the thread."""
+        if len(lines) > SYNC_WIDTH_LINES:
+            super()._update_size(updates, lines)
+        elif lines:
+            widest = max(cell_len(self._process_line(line)) for line in lines)
+            self._update_maximum_width(updates, widest)
 
 
 class LogPane(Vertical):
