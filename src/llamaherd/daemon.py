@@ -120,14 +120,14 @@ async def _serve(
         assert server is not None
         server.should_exit = True
 
-    # No timeouts on the upstream: generation can take minutes; clients set their own.
-    http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
+    # For the samplers and metrics: llama-server's /slots and /metrics, once a second.
+    http = httpx.AsyncClient(timeout=10.0)
     metrics = Metrics(supervisor, http)
     sampler = Sampler(supervisor, http)  # GPUs, host, servers once a second: GET /system
     management = create_app(
         supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload, sampler=sampler
     )
-    gateway = Gateway(supervisor, http, metrics)
+    gateway = Gateway(supervisor, metrics)
     public_port = config.server.port
 
     # One uvicorn server on both sockets; each request goes to the app of its port.
@@ -161,6 +161,7 @@ async def _serve(
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
         await supervisor.close()
+        await gateway.close()
         await http.aclose()
 
 
