@@ -137,7 +137,8 @@ async def _serve(
         else:
             await management(scope, receive, send)
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # No Server header of uvicorn's own: the gateway passes llama-server's through.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
     # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     record = {
