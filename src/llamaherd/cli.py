@@ -431,18 +431,50 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
 @click.option(
     "--source",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Build from this llama.cpp checkout instead of the pinned release.",
+    help="Build from this llama.cpp checkout instead of the pinned release (no download).",
 )
-@click.option("--backend", default="cpu", show_default=True, help="cpu (cuda arrives later).")
+@click.option(
+    "--backend",
+    type=click.Choice(list(build.BACKEND_FLAGS)),
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda (NVIDIA; needs nvcc) or vulkan (needs glslc).",
+)
+@click.option(
+    "--cuda-arch",
+    metavar="LIST",
+    help="CUDA compute capabilities to build for, e.g. 89,120 (default: this machine's GPUs).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(list(build.TARGETS)),
+    help="Build only these programs (repeatable; llama-server always).",
+)
 @click.option("-j", "--jobs", type=int, help="Parallel compile jobs (default: all cores).")
 @click.option("--force", is_flag=True, help="Build even if the cached build is up to date.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def build_command(
-    source: Path | None, backend: str, jobs: int | None, force: bool, as_json: bool
+    source: Path | None,
+    backend: str,
+    cuda_arch: str | None,
+    targets: tuple[str, ...],
+    jobs: int | None,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Build llama-server (and llama-bench, rpc-server) into herd's cache."""
     with _BuildProgress(enabled=not as_json) as progress:
-        result = build.build(source, backend, jobs=jobs, force=force, progress=progress)
+        result = build.build(
+            source,
+            backend,
+            jobs=jobs,
+            force=force,
+            progress=progress,
+            cuda_arch=cuda_arch,
+            targets=targets or build.TARGETS,
+        )
     if as_json:
         _emit_json(build.describe(result))
     elif result.built:
