@@ -122,7 +122,7 @@ EOF
 
 step "llama-server -ngl all on the GPU"
 PORT=$(free_port)
-"$BIN/llama-server" -m "$WORK/models/dense.gguf" -ngl all -c 2048 --host 127.0.0.1 \
+"$BIN/llama-server" -m "$WORK/models/dense.gguf" -ngl all -c 2048 -lv 4 --host 127.0.0.1 \
     --port "$PORT" >"$OUT/llama-server-cuda.log" 2>&1 &
 SERVER=$!
 check "llama-server (CUDA) ready" wait_health "$PORT" 60
@@ -163,6 +163,7 @@ file = "dense.gguf"
 ctx = 2048
 rpc = ["127.0.0.1:$RPC_PORT"]
 placement = { n_gpu_layers = "all" }
+args = ["-lv", "4"]
 EOF
     herd --config "$WORK/herd.toml" up gpu-rpc --no-dashboard --json >"$OUT/herd_up.json"
     check "herd up with an rpc profile" test $? -eq 0

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from llamaherd import __version__, build, control, daemon, doctor, top
+from llamaherd import __version__, binaries, build, control, daemon, doctor, rpc, top
 from llamaherd.config import Config
 from llamaherd.errors import HerdError, UsageError
 
@@ -576,3 +576,38 @@ def _print_doctor(result: dict) -> None:
         if isinstance(entry, dict)
     )
     line(ports["ok"], "ports", f"{ports['host']}: {port_text}")
+
+
+# -- beyond one machine ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; a LAN address lets other machines use this one.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=rpc.DEFAULT_PORT, show_default=True)
+@click.option("--gpu", metavar="N[,M]", help="Only these CUDA devices (CUDA_VISIBLE_DEVICES).")
+@click.option("--cache", is_flag=True, help="Cache tensors on local disk (faster reloads).")
+@click.pass_context
+def worker(ctx: click.Context, host: str, port: int, gpu: str | None, cache: bool) -> None:
+    """Run llama.cpp's rpc-server: lend this machine's GPUs to a herd on another machine.
+
+    Never let it face an untrusted network: the RPC protocol has no authentication.
+    """
+    config = _optional_config(ctx)
+    binary = binaries.find_rpc_server(config.llama_server if config else None)
+    argv = rpc.worker_argv(binary, host, port, cache=cache)
+    endpoint = rpc.format_endpoint(rpc.advertised_host(host), port)
+    console.print(f"worker      {binary}")
+    console.print(f"listening   {rpc.format_endpoint(host, port)}")
+    console.print(f'coordinator add to the profile in herd.toml:  rpc = ["{endpoint}"]')
+    if rpc.is_loopback(host):
+        console.print("note        loopback only: use --host <LAN address> for other machines")
+    else:
+        console.print("warning     no authentication: keep this port on a trusted network only")
+    sys.stdout.flush()
+    # exec: Ctrl-C and service managers reach rpc-server directly, and nothing is left over.
+    os.execve(argv[0], argv, rpc.worker_env(os.environ, gpu))

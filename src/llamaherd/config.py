@@ -29,7 +29,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from llamaherd import paths
+from llamaherd import paths, rpc
 from llamaherd.errors import ConfigError, UsageError
 
 CONFIG_NAME = "herd.toml"
@@ -109,6 +109,12 @@ class Profile(_Strict):
     """What to do when llama-server dies on its own: start it again (with backoff), or not."""
     max_restarts: NonNegativeInt = Field(3, examples=[3])
     """Restarts allowed in a row before the model stays failed; a clean hour resets it."""
+    runtime: Literal["native", "docker"] | None = Field(None, examples=["docker"])
+    """How llama-server runs; unset: the top-level `runtime` (docs/docker.md)."""
+    gpus: list[NonNegativeInt] | None = Field(None, min_length=1, examples=[[0, 1]])
+    """GPU indices this model may use (docker --gpus, else CUDA_VISIBLE_DEVICES)."""
+    rpc: list[str] = Field(default_factory=list, examples=[["192.168.1.20:50052"]])
+    """llama.cpp RPC workers (`herd worker`) that hold part of the model (--rpc)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -159,6 +165,16 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
+class DockerSettings(_Strict):
+    """The `[docker]` table: the image the docker runtime runs (`herd build --docker`)."""
+
+    image: str = Field("llamaherd/llama-server:cuda", min_length=1, examples=["my/llama:cuda"])
+    gpus: bool = Field(True, examples=[False])
+    """Pass GPUs to containers (false for the CPU image or a box without the toolkit)."""
+    args: list[str] = Field(default_factory=list, examples=[["--shm-size", "1g"]])
+    """Extra `docker run` options."""
+
+
 class _HerdFile(_Strict):
     """The top level of herd.toml. Profiles are checked one by one later (extends needs
     the raw tables), so here `models` is only required to be a table."""
@@ -167,6 +183,8 @@ class _HerdFile(_Strict):
     llama_server: str | None = Field(None, min_length=1, examples=["~/llama.cpp/llama-server"])
     default_model: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
     server: ServerSettings = Field(default_factory=ServerSettings)
+    runtime: Literal["native", "docker"] = Field("native", examples=["docker"])
+    docker: DockerSettings = Field(default_factory=DockerSettings)
     models: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -181,6 +199,7 @@ class Config:
     default_model: str | None = None
     server: ServerSettings = field(default_factory=ServerSettings)
     models: dict[str, Profile] = field(default_factory=dict)
+    docker: DockerSettings = field(default_factory=DockerSettings)
 
     def resolve(self, name: str) -> Profile:
         """The profile called `name`, by id or alias; a UsageError that suggests otherwise."""
@@ -275,12 +294,21 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
     files, for commands that only read the profiles."""
     data = _parse_toml(text, path)
     top = _validate(
-        _HerdFile, data, path=path, table="", sections={"": _HerdFile, "server": ServerSettings}
+        _HerdFile,
+        data,
+        path=path,
+        table="",
+        sections={"": _HerdFile, "server": ServerSettings, "docker": DockerSettings},
     )
     base = path.parent if path is not None else Path.cwd()
     models_dir = _resolve_path(top.models_dir, base) if top.models_dir else base / "models"
     _check_server(top.server, path)
     models = _load_profiles(top.models, models_dir, path, check_files=check_files)
+    # A profile without its own runtime takes the file's, so consumers read one field.
+    models = {
+        pid: p if p.runtime else p.model_copy(update={"runtime": top.runtime})
+        for pid, p in models.items()
+    }
     config = Config(
         path=path,
         models_dir=models_dir,
@@ -289,6 +317,7 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
         llama_server=_resolve_path(top.llama_server, base) if top.llama_server else None,
         server=top.server,
         models=models,
+        docker=top.docker,
     )
     if top.default_model is not None:
         config.default_model = _default_model(config, top.default_model)
@@ -314,6 +343,7 @@ _RESERVED_FLAGS: dict[str, str] = {
     "--alias": "herd passes --alias <id>; add other names with `aliases`",
     "--api-key": "herd's gateway checks the key; set [server] api_key",
     "--api-key-file": "herd's gateway checks the key; set [server] api_key",
+    "--rpc": "list the workers in the profile's rpc = [...]",
     "--no-slots": "herd's dashboard reads /slots; it cannot be turned off",
 }
 
@@ -380,6 +410,7 @@ def _load_profiles(
         )
         _check_args(profile, path)
         _check_override_tensor(profile, path)
+        _check_rpc(profile, path)
         if check_files:
             _check_model_file(profile, models_dir, path)
         models[pid] = profile
@@ -482,6 +513,20 @@ def _check_override_tensor(profile: Profile, path: Path | None) -> None:
                 key="placement.override_tensor",
                 hint=f"e.g. [models.{profile.id}.placement] override_tensor = {_toml(example)}",
             )
+
+
+def _check_rpc(profile: Profile, path: Path | None) -> None:
+    for endpoint in profile.rpc:
+        try:
+            rpc.parse_endpoint(endpoint)
+        except ValueError as error:
+            raise ConfigError(
+                f"invalid RPC worker: {error}",
+                path=path,
+                profile=profile.id,
+                key="rpc",
+                hint=f'e.g. rpc = ["192.168.1.20:{rpc.DEFAULT_PORT}"] (what `herd worker` prints)',
+            ) from None
 
 
 def _check_aliases(models: dict[str, Profile], path: Path | None) -> None:

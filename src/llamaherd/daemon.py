@@ -87,7 +87,13 @@ def serve(config: Config, *, model: str | None = None) -> None:
     lock = _acquire_lock(state_dir)
     sockets: list[socket.socket] = []
     try:
-        llama_server = binaries.find_llama_server(config.llama_server).path
+        # A config whose models all run in containers needs no llama-server on the host.
+        all_docker = config.models and all(p.runtime == "docker" for p in config.models.values())
+        llama_server = (
+            Path("llama-server")
+            if all_docker
+            else binaries.find_llama_server(config.llama_server).path
+        )
         host = config.server.host
         sockets = [
             _bind(host, config.server.port, "port"),

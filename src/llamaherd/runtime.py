@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -73,6 +73,8 @@ class ServerProcess:
         self.started_at = time.time()
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.line_count = 0  # lines captured since start; lets `herd logs -f` ask for news
+        # Run first by stop(grace): the docker runtime stops and removes its container here.
+        self.before_stop: Callable[[float], Awaitable[None]] | None = None
         self._reader = asyncio.create_task(self._capture())
 
     @property
@@ -137,6 +139,8 @@ class ServerProcess:
 
     async def stop(self, grace: float) -> int | None:
         """SIGTERM the process group, SIGKILL it after `grace` seconds; return the exit code."""
+        if self.before_stop:
+            await self.before_stop(grace)
         if self.returncode is None:
             _signal_group(self.pid, signal.SIGTERM)
             try:
