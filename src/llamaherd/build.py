@@ -199,6 +199,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def resolve_source(
+    source: Path | None, progress: Progress | None = None
+) -> tuple[Path, int | None, str]:
+    """(llama.cpp tree, build number, version name) of the pinned release or a checkout.
+
+    A checkout's version names its path, so two checkouts get two cache dirs."""
+    if source is None:
+        build_number = int(PINNED_VERSION.split(".")[0])
+        return fetch_pinned_source(progress), build_number, f"b{build_number}"
+    tree = Path(source).expanduser().resolve()
+    if not (tree / "CMakeLists.txt").exists():
+        raise UsageError(
+            f"--source {source}: no CMakeLists.txt there; point at a llama.cpp checkout"
+        )
+    return tree, None, "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
+
+
 def build(
     source: Path | None = None,
     backend: str = "cpu",
@@ -222,20 +239,8 @@ def build(
         raise UsageError(f"unknown target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     wanted = [t for t in TARGETS if t in targets or t in REQUIRED_TARGETS]
     toolchain = _toolchain(backend, cuda_arch)
-    if source is None:
-        tree = fetch_pinned_source(progress)
-        build_number: int | None = int(PINNED_VERSION.split(".")[0])
-        home = pinned_build_dir(backend)
-        version = home.name.rsplit("-", 1)[0]
-    else:
-        tree = Path(source).expanduser().resolve()
-        if not (tree / "CMakeLists.txt").exists():
-            raise UsageError(
-                f"--source {source}: no CMakeLists.txt there; point at a llama.cpp checkout"
-            )
-        build_number = None
-        version = "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
-        home = builds_root() / f"{version}-{backend}"
+    tree, build_number, version = resolve_source(source, progress)
+    home = builds_root() / f"{version}-{backend}"
     cmake = find_tool("cmake")
     if not cmake:
         raise HerdError(

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from llamaherd import __version__, binaries, build, control, daemon, doctor, rpc, top
 from llamaherd.config import Config
+from llamaherd.docker import compose, image
 from llamaherd.errors import HerdError, UsageError
 
 # Markup off: model names, paths and llama-server log lines often contain [brackets].
@@ -454,6 +455,13 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
 )
 @click.option("-j", "--jobs", type=int, help="Parallel compile jobs (default: all cores).")
 @click.option("--force", is_flag=True, help="Build even if the cached build is up to date.")
+@click.option(
+    "--docker",
+    "in_docker",
+    is_flag=True,
+    help="Build the Docker image (llama-server + rpc-server) instead; cuda or cpu.",
+)
+@click.option("--tag", help="Image tag for --docker (default: llamaherd/llama-server:BACKEND).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def build_command(
     source: Path | None,
@@ -462,9 +470,20 @@ def build_command(
     targets: tuple[str, ...],
     jobs: int | None,
     force: bool,
+    in_docker: bool,
+    tag: str | None,
     as_json: bool,
 ) -> None:
-    """Build llama-server (and llama-bench, rpc-server) into herd's cache."""
+    """Build llama-server (and llama-bench, rpc-server) into herd's cache, or an image."""
+    if in_docker:
+        built, argv = image.build_image(source, backend, cuda_arch=cuda_arch, tag=tag)
+        if as_json:
+            _emit_json({"image": built, "argv": argv})
+        else:
+            console.print(f'built image {built}; use it with runtime = "docker" in herd.toml')
+        return
+    if tag:
+        raise UsageError("--tag goes with --docker")
     with _BuildProgress(enabled=not as_json) as progress:
         result = build.build(
             source,
@@ -611,3 +630,26 @@ def worker(ctx: click.Context, host: str, port: int, gpu: str | None, cache: boo
     sys.stdout.flush()
     # exec: Ctrl-C and service managers reach rpc-server directly, and nothing is left over.
     os.execve(argv[0], argv, rpc.worker_env(os.environ, gpu))
+
+
+@cli.command("compose")
+@click.argument("model")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write docker-compose.yml and .env.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port to publish (default: [server] port)."
+)
+@click.pass_context
+def compose_command(ctx: click.Context, model: str, directory: Path, port: int | None) -> None:
+    """Write docker-compose.yml and .env that serve MODEL with `docker compose up`."""
+    config = _config(ctx)
+    profile = config.resolve(model)
+    written = compose.write(config, profile, directory, port or config.server.port)
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
+    console.print(f"run      docker compose --project-directory {directory} up -d")
