@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from inprocess import herd
 
-from llamaherd import build
+from llamaherd import build, doctor
 from llamaherd.config import parse_config
 from llamaherd.docker import compose, image
 from llamaherd.docker.runtime import run_argv
@@ -231,33 +232,31 @@ def test_build_argv_for_cuda_and_cpu(tmp_path: Path) -> None:
     assert "BUILD_IMAGE=ubuntu:24.04" in cpu and not any("CUDA_ARCHS" in a for a in cpu)
 
 
-def test_herd_build_docker_runs_docker_build(fake_docker: FakeDocker, tmp_path: Path) -> None:
+def test_herd_build_docker_runs_docker_build(
+    fake_docker: FakeDocker, tmp_path: Path, capsys, monkeypatch
+) -> None:
     (tmp_path / "CMakeLists.txt").write_text("project(fake)\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "build", "--docker", "--backend", "cuda"]
-        + ["--cuda-arch", "8.9,12.0", "--source", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["image"] == "llamaherd/llama-server:cuda"
+    code, out, err = herd(
+        capsys, monkeypatch, "build", "--docker", "--backend", "cuda",
+        "--cuda-arch", "8.9,12.0", "--source", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["image"] == "llamaherd/llama-server:cuda"
     (call,) = fake_docker.calls()
     assert (
         call[0] == "build" and "CUDA_ARCHS=89-real;120-real" in call and call[-1] == str(tmp_path)
     )
 
 
-def test_herd_build_docker_refuses_archs_the_image_cannot_build(fake_docker, tmp_path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "build", "--docker", "--backend", "cuda"]
-        + ["--cuda-arch", "121", "--source", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "sm_121 needs CUDA 12.9" in result.stderr
+def test_herd_build_docker_refuses_archs_the_image_cannot_build(
+    fake_docker, tmp_path, capsys, monkeypatch
+) -> None:
+    code, _, err = herd(
+        capsys, monkeypatch, "build", "--docker", "--backend", "cuda",
+        "--cuda-arch", "121", "--source", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2
+    assert "sm_121 needs CUDA 12.9" in err
     assert fake_docker.calls() == []
 
 
@@ -297,24 +296,39 @@ def test_compose_escapes_dollar_and_uses_all_gpus_without_a_list(tmp_path: Path)
     assert "exps$$=CPU" in service["command"]
 
 
-def test_herd_compose_command(tmp_path: Path) -> None:
+def test_herd_compose_command(tmp_path: Path, capsys, monkeypatch) -> None:
     (tmp_path / "herd.toml").write_text(TOML.format(models=tmp_path))
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "--config", str(tmp_path / "herd.toml")]
-        + ["compose", "dense", "--dir", str(tmp_path / "c"), "--port", "9090"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2 and "model file not found" in result.stderr  # checked
+    args = ["--config", str(tmp_path / "herd.toml"), "compose", "dense"]
+    args += ["--dir", str(tmp_path / "c"), "--port", "9090"]
+    code, _, err = herd(capsys, monkeypatch, *args)
+    assert code == 2 and "model file not found" in err  # the profile is checked first
     (tmp_path / "dense.gguf").write_bytes(b"GGUF")
     (tmp_path / "moe.gguf").write_bytes(b"GGUF")
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "--config", str(tmp_path / "herd.toml")]
-        + ["compose", "dense", "--dir", str(tmp_path / "c"), "--port", "9090"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    code, out, err = herd(capsys, monkeypatch, *args)
+    assert code == 0, err
+    assert "docker compose --project-directory" in out
     assert "HERD_PORT=9090" in (tmp_path / "c" / ".env").read_text()
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+
+def test_doctor_checks_docker_daemon_and_nvidia_toolkit(fake_docker, tmp_path, monkeypatch) -> None:
+    config = config_for(tmp_path)
+    section = doctor._docker(config)
+    assert section["needed"] and section["daemon"] and not section["nvidia_toolkit"]
+    assert not section["ok"] and "NVIDIA Container Toolkit" in section["error"]
+    monkeypatch.setenv("FAKE_DOCKER_NVIDIA", "1")
+    assert doctor._docker(config)["ok"]
+    monkeypatch.setenv("FAKE_DOCKER_NO_DAEMON", "1")
+    section = doctor._docker(config)
+    assert not section["ok"] and "Cannot connect to the Docker daemon" in section["error"]
+    # Not a failure when no profile runs in docker.
+    native = parse_config('[models.m]\nfile = "m.gguf"\n', check_files=False)
+    assert doctor._docker(native)["ok"]
+
+
+def test_doctor_without_docker_cli(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    section = doctor._docker(config_for(tmp_path))
+    assert not section["ok"] and section["cli"] is None

@@ -7,13 +7,12 @@ nvidia-smi are small scripts on PATH that answer what the real ones print.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from inprocess import herd
 
-from llamaherd import build, cuda
+from llamaherd import build, cuda, doctor
 from llamaherd.errors import UsageError
 
 
@@ -173,17 +172,20 @@ def test_no_nvcc_says_what_to_install(tmp_path, monkeypatch) -> None:
         cuda.resolve("89")
 
 
-def test_cli_refuses_old_nvcc_with_one_line_and_exit_2(nvcc, tmp_path) -> None:
+def test_cli_refuses_old_nvcc_with_one_line_and_exit_2(nvcc, capsys, monkeypatch) -> None:
     nvcc("12.6")
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaherd", "build", "--backend", "cuda", "--cuda-arch", "120"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1
-    assert "sm_120 needs CUDA 12.8 or newer; install CUDA toolkit >= 12.8" in result.stderr
+    code, _, err = herd(capsys, monkeypatch, "build", "--backend", "cuda", "--cuda-arch", "120")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "sm_120 needs CUDA 12.8 or newer; install CUDA toolkit >= 12.8" in err
+
+
+def test_doctor_cli_fails_on_old_nvcc(nvcc, fake_gpus, capsys, monkeypatch) -> None:
+    nvcc("12.4")
+    fake_gpus("12.0")
+    code, out, _ = herd(capsys, monkeypatch, "doctor")
+    assert code == 1
+    assert "FAIL cuda" in out and "sm_120 needs CUDA 12.8" in out
 
 
 def test_cuda_arch_without_cuda_backend_is_refused() -> None:
@@ -194,3 +196,13 @@ def test_cuda_arch_without_cuda_backend_is_refused() -> None:
 def test_unknown_target_is_refused(tmp_path) -> None:
     with pytest.raises(UsageError, match="unknown target"):
         build.build(source=tmp_path, targets=["llama-cli"])
+
+
+def test_doctor_says_nvcc_is_too_old_for_the_gpus(nvcc, fake_gpus, tmp_path) -> None:
+    nvcc("12.4")
+    fake_gpus("8.9", "12.0")
+    section = doctor._cuda()
+    assert section["archs"] == [89, 120] and section["release"] == "12.4"
+    assert not section["ok"] and "sm_120 needs CUDA 12.8" in section["problems"][0]
+    nvcc("12.8")
+    assert doctor._cuda()["ok"]

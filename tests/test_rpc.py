@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import wait_until
 
-from llamaherd import control, rpc, runtime
+from llamaherd import control, doctor, rpc, runtime
 from llamaherd.argv import server_argv
 from llamaherd.binaries import RPC_NAMES
 from llamaherd.config import parse_config
@@ -172,3 +172,21 @@ def test_herd_worker_prints_what_the_coordinator_needs(llama_server: Path, tmp_p
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_doctor_reports_each_worker(tmp_path) -> None:
+    dead = f"127.0.0.1:{runtime.free_port()}"
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        alive = f"127.0.0.1:{listening.getsockname()[1]}"
+        config = parse_config(
+            profile_toml(f'rpc = ["{alive}", "{dead}"]')
+            + f'[models.n]\nfile = "n.gguf"\nrpc = ["{alive}"]\n',
+            check_files=False,
+        )
+        section = doctor._workers(config)
+    assert not section["ok"]
+    assert [(w["endpoint"], w["reachable"]) for w in section["workers"]] == sorted(
+        [(alive, True), (dead, False)]
+    )

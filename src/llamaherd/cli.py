@@ -595,6 +595,28 @@ def _print_doctor(result: dict) -> None:
         if isinstance(entry, dict)
     )
     line(ports["ok"], "ports", f"{ports['host']}: {port_text}")
+    _print_doctor_beyond(result, line)
+
+
+def _print_doctor_beyond(result: dict, line) -> None:
+    """The CUDA toolkit, docker and RPC worker sections."""
+    gpu_build = result["cuda"]
+    archs = ", ".join(f"sm_{a}" for a in gpu_build["archs"]) or "none"
+    nvcc = f"nvcc {gpu_build['release']}" if gpu_build.get("release") else "no nvcc"
+    detail = "; ".join(gpu_build.get("problems") or []) or gpu_build.get("note", "")
+    line(gpu_build["ok"], "cuda", f"GPU archs {archs}, {nvcc}" + (f": {detail}" if detail else ""))
+    docker = result["docker"]
+    if docker["cli"] is None or not docker["daemon"]:
+        text = docker.get("error", "")
+    else:
+        toolkit = "NVIDIA toolkit yes" if docker["nvidia_toolkit"] else "no NVIDIA toolkit"
+        text = f"{docker['cli']}, daemon up, {toolkit}" + (
+            f": {docker['error']}" if docker.get("error") else ""
+        )
+    line(docker["ok"], "docker", text + ("" if docker["needed"] else " (no profile uses it)"))
+    for worker in result["workers"]["workers"]:
+        state = "reachable" if worker["reachable"] else f"unreachable ({worker['error']})"
+        line(worker["reachable"], "rpc worker", f"{worker['endpoint']} {state}")
 
 
 # -- beyond one machine ------------------------------------------------------------------

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
-from llamaherd import binaries, build, control, daemon, runtime
+from llamaherd import binaries, build, control, cuda, daemon, rpc, runtime
 from llamaherd.config import Config
-from llamaherd.errors import ConfigError
+from llamaherd.errors import ConfigError, HerdError
 
 
 def report(config_path: str | Path | None = None) -> dict:
@@ -24,6 +26,9 @@ def report(config_path: str | Path | None = None) -> dict:
         },
         "gpus": _gpus(),
         "ports": _ports(config),
+        "cuda": _cuda(),
+        "docker": _docker(config),
+        "workers": _workers(config),
     }
 
 
@@ -101,3 +106,64 @@ def _ports(config: Config | None) -> dict:
         }
     ok = all(entry["free"] or entry["note"] == "herd daemon" for entry in status.values())
     return {"ok": ok, "host": host, **status}
+
+
+def _cuda() -> dict:
+    """Whether this machine's nvcc can build for its GPUs (`herd build --backend cuda`)."""
+    archs = cuda.detect_archs()
+    path = cuda.find_nvcc()
+    nvcc = None
+    with contextlib.suppress(HerdError):
+        nvcc = cuda.nvcc_info(path) if path else None
+    facts: dict = {
+        "archs": archs,
+        "nvcc": str(path) if path else None,
+        "release": nvcc.release if nvcc else None,
+    }
+    if not archs:
+        return {"ok": True, **facts, "note": "no NVIDIA GPU: CUDA builds need --cuda-arch"}
+    if nvcc is None:
+        note = "no nvcc: install the CUDA toolkit, or use `herd build --docker`"
+        return {"ok": True, **facts, "note": note}
+    problems = cuda.unsupported(archs, nvcc)
+    return {"ok": not problems, **facts, "problems": problems}
+
+
+def _docker(config: Config | None) -> dict:
+    """The docker CLI, its daemon and the NVIDIA container toolkit; required only when a
+    profile runs in docker."""
+    needed = bool(config) and any(p.runtime == "docker" for p in config.models.values())
+    docker = shutil.which("docker")
+    facts: dict = {"needed": needed, "cli": docker, "daemon": False, "nvidia_toolkit": False}
+    if docker is None:
+        return {"ok": not needed, **facts, "error": "no docker CLI on PATH"}
+    result = subprocess.run(
+        [docker, "info", "--format", "{{json .Runtimes}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        error = (result.stderr.strip().splitlines() or ["docker info failed"])[-1]
+        return {"ok": not needed, **facts, "error": error}
+    try:
+        runtimes = json.loads(result.stdout or "{}")
+    except ValueError:
+        runtimes = {}
+    facts.update(daemon=True, nvidia_toolkit="nvidia" in runtimes)
+    gpus_wanted = needed and config is not None and config.docker.gpus
+    if gpus_wanted and not facts["nvidia_toolkit"]:
+        error = (
+            "docker has no nvidia runtime: install the NVIDIA Container Toolkit "
+            "(nvidia-ctk runtime configure --runtime=docker), or set [docker] gpus = false"
+        )
+        return {"ok": False, **facts, "error": error}
+    return {"ok": True, **facts}
+
+
+def _workers(config: Config | None) -> dict:
+    """Every RPC worker a profile names, and whether it answers now."""
+    endpoints = sorted({e for p in (config.models.values() if config else []) for e in p.rpc})
+    checks = rpc.check_all_sync(endpoints)
+    return {"ok": all(c.reachable for c in checks), "workers": [c.as_json() for c in checks]}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from llamaherd import build, cuda
@@ -21,6 +20,7 @@ DOCKERFILE = Path(__file__).with_name("Dockerfile")
 IMAGE_CUDA = (12, 8)  # the nvidia/cuda base image's release (see the Dockerfile's BUILD_IMAGE)
 CPU_IMAGE = "ubuntu:24.04"
 BACKENDS = ("cuda", "cpu")
+STDERR_FD = 2  # the process's own stderr, whatever sys.stderr was replaced with
 
 
 def default_tag(backend: str) -> str:
@@ -75,6 +75,6 @@ def build_image(
     tag = tag or default_tag(backend)
     argv = build_argv(tree, backend, archs=archs, tag=tag, build_number=build_number, docker=docker)
     # docker's own progress goes to stderr, so stdout stays clean for --json.
-    if subprocess.run(argv, stdout=sys.stderr, check=False).returncode != 0:
+    if subprocess.run(argv, stdout=STDERR_FD, check=False).returncode != 0:
         raise HerdError(f"docker build failed: {shlex.join(argv)}")
     return tag, argv
