@@ -300,6 +300,13 @@ def _print_status(status: dict) -> None:
         console.print(line)
     else:
         console.print("model    none running")
+    if status.get("runtime") == "docker" and status["pid"]:
+        console.print(f"runtime  docker (container herd-{status['model']})")
+    if status.get("rpc"):
+        workers = ", ".join(
+            w["endpoint"] + ("" if w["reachable"] else " (unreachable)") for w in status["rpc"]
+        )
+        console.print(f"workers  {workers}")
     if status["url"]:
         console.print(
             f"serving  {d['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
