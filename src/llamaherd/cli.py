@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llamaherd import __version__, binaries, build, control, daemon, doctor, rpc, top
+from llamaherd import update as updater
 from llamaherd.config import Config
 from llamaherd.docker import compose, image
 from llamaherd.errors import HerdError, UsageError
@@ -469,6 +470,11 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
     help="Build the Docker image (llama-server + rpc-server) instead; cuda or cpu.",
 )
 @click.option("--tag", help="Image tag for --docker (default: llamaherd/llama-server:BACKEND).")
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Build the newest llama.cpp release; the old build stays until the new one passes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def build_command(
     source: Path | None,
@@ -479,6 +485,7 @@ def build_command(
     force: bool,
     in_docker: bool,
     tag: str | None,
+    update: bool,
     as_json: bool,
 ) -> None:
     """Build llama-server (and llama-bench, rpc-server) into herd's cache, or an image."""
@@ -491,6 +498,11 @@ def build_command(
         return
     if tag:
         raise UsageError("--tag goes with --docker")
+    if update:
+        if source:
+            raise UsageError("--update moves the pinned release; it does not go with --source")
+        _update(backend, jobs, cuda_arch, targets, as_json)
+        return
     with _BuildProgress(enabled=not as_json) as progress:
         result = build.build(
             source,
@@ -510,6 +522,30 @@ def build_command(
             f"llama.cpp {result.version} ({result.backend}) is already built "
             f"and up to date: {result.bin_dir}"
         )
+
+
+def _update(
+    backend: str, jobs: int | None, cuda_arch: str | None, targets: tuple[str, ...], as_json: bool
+) -> None:
+    with _BuildProgress(enabled=not as_json) as progress:
+        done = updater.update(
+            backend,
+            jobs=jobs,
+            progress=progress,
+            cuda_arch=cuda_arch,
+            targets=targets or build.TARGETS,
+        )
+    if as_json:
+        result = build.describe(done.result) if done.result else None
+        _emit_json({"old": done.old, "new": done.new, "build": result, "removed": done.removed})
+    elif done.result is None:
+        console.print(f"llama.cpp {done.old} is the newest release; nothing to update")
+    else:
+        console.print(
+            f"updated llama.cpp {done.old} -> {done.new} ({backend}): {done.result.bin_dir}"
+        )
+        if done.removed:
+            console.print(f"removed the old build {done.removed}")
 
 
 class _BuildProgress:

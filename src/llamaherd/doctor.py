@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,14 +50,34 @@ def _llama_server(config: Config | None) -> dict:
     if not found:
         return {"ok": False, "error": "no llama-server found; run `herd build`", "candidates": []}
     chosen = found[0]
+    problem = check_llama_server(chosen.path)
     return {
-        "ok": True,
+        "ok": problem is None,
+        **({"error": problem} if problem else {}),
         "path": str(chosen.path),
         "origin": chosen.origin,
         "version": binaries.version(chosen.path),
         "features": binaries.features(chosen.path),
         "candidates": [{"path": str(c.path), "origin": c.origin} for c in found],
     }
+
+
+def check_llama_server(path: Path) -> str | None:
+    """What doctor requires of a llama-server (and `herd build --update` of a new one):
+    it runs and says its version. None when it does."""
+    if not os.access(path, os.X_OK):
+        return f"{path} is not an executable file"
+    try:
+        result = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot run {path}: {error}"
+    if result.returncode != 0:
+        return f"{path.name} --version exited with code {result.returncode}"
+    if "version" not in result.stdout + result.stderr:
+        return f"{path.name} --version does not say its version"
+    return None
 
 
 def _gpus() -> dict:
