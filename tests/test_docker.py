@@ -21,7 +21,7 @@ import pytest
 import yaml
 from inprocess import herd
 
-from llamaherd import build, doctor
+from llamaherd import build, doctor, runtime
 from llamaherd.config import parse_config
 from llamaherd.docker import compose, image
 from llamaherd.docker.runtime import run_argv
@@ -176,6 +176,29 @@ def test_container_left_by_a_killed_daemon_is_removed_first(
     finally:
         leftover.kill()
     assert fake_docker.containers() == []
+
+
+def test_new_daemon_removes_the_container_of_a_killed_one(fake_docker, tmp_path) -> None:
+    # The daemon was SIGKILLed: its docker client died with it (PDEATHSIG), the container
+    # did not. The record the runtime wrote lets the next daemon remove it.
+    container = subprocess.Popen(["sleep", "60"])
+    (fake_docker.state / "containers").mkdir(parents=True)
+    (fake_docker.state / "containers" / "herd-dense.json").write_text(
+        json.dumps({"name": "herd-dense", "pid": container.pid})
+    )
+    records = tmp_path / "state" / "servers"
+    records.mkdir(parents=True)
+    (records / "999999.json").write_text(
+        json.dumps(
+            {"pid": 999999, "create_time": 0, "cleanup": ["docker", "rm", "-f", "herd-dense"]}
+        )
+    )
+    try:
+        assert runtime.reap_stale(tmp_path / "state") == []  # the client is long gone
+        assert container.wait(timeout=5) != 0
+    finally:
+        container.kill()
+    assert fake_docker.containers() == [] and not list(records.iterdir())
 
 
 @pytest.mark.server

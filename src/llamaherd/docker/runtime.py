@@ -95,6 +95,7 @@ class DockerRuntime:
             port=port,
             run_dir=run_dir,
             name=profile.id,
+            cleanup=[self.docker, "rm", "-f", name],  # if the daemon dies, the next removes it
         )
 
         async def remove(grace: float) -> None:
