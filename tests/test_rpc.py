@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import wait_until
+from inprocess import herd
 
 from llamaherd import control, doctor, rpc, runtime
 from llamaherd.argv import server_argv
@@ -108,7 +109,9 @@ def test_reachability_check_names_the_dead_worker() -> None:
 
 
 @pytest.mark.server
-def test_model_served_across_two_rpc_workers(make_herd, workers: list[str]) -> None:
+def test_model_served_across_two_rpc_workers(
+    make_herd, workers: list[str], capsys, monkeypatch
+) -> None:
     extra = (
         f'\n[models.spread]\nfile = "dense.gguf"\nctx = 2048\nrpc = {workers!r}\n'.replace("'", '"')
         + 'placement = { n_gpu_layers = "all" }\n'
@@ -123,6 +126,8 @@ def test_model_served_across_two_rpc_workers(make_herd, workers: list[str]) -> N
         {"endpoint": endpoint, "reachable": True, "error": None} for endpoint in workers
     ]
     assert status["argv"][status["argv"].index("--rpc") + 1] == ",".join(workers)
+    code, out, _ = herd(capsys, monkeypatch, "--config", str(config.path), "status")
+    assert code == 0 and f"workers  {', '.join(workers)}" in out
 
     reply = httpx.post(
         f"{config.server.public_url}/v1/chat/completions",
@@ -190,3 +195,9 @@ def test_doctor_reports_each_worker(tmp_path) -> None:
     assert [(w["endpoint"], w["reachable"]) for w in section["workers"]] == sorted(
         [(alive, True), (dead, False)]
     )
+
+
+@pytest.mark.parametrize("command", ["worker", "compose"])
+def test_new_commands_have_help(command: str, capsys, monkeypatch) -> None:
+    code, out, _ = herd(capsys, monkeypatch, command, "--help")
+    assert code == 0 and "Usage:" in out
