@@ -77,7 +77,8 @@ else
         --target llama-server --target rpc-server --target ggml-rpc-server -j "$(nproc)" --json \
         >"$OUT/build.json"
     rc=$?
-    echo "build: exit $rc after $(($(date +%s) - b0))s"; cat "$OUT/build.json"
+    result INFO "build: exit $rc after $(($(date +%s) - b0))s on $(nproc) cores"
+    cat "$OUT/build.json"
     HOME_DIR=$(ls -d "$WORK"/cache/llama.cpp/*-cuda 2>/dev/null | head -1)
     if [ -n "$HOME_DIR" ]; then
         grep -m3 -E "Using CMAKE_CUDA_ARCHITECTURES|CUDA Toolkit|nvcc" "$HOME_DIR/build.log"

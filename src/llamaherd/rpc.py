@@ -63,8 +63,8 @@ async def check(endpoint: str, timeout: float = CONNECT_TIMEOUT) -> WorkerCheck:
         host, port = parse_endpoint(endpoint)
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, ValueError, TimeoutError) as error:
-        reason = "timed out" if isinstance(error, TimeoutError) else str(error) or type(error)
-        return WorkerCheck(endpoint, False, str(reason))
+        reason = "timed out" if isinstance(error, TimeoutError) else str(error)
+        return WorkerCheck(endpoint, False, reason or type(error).__name__)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
