@@ -206,3 +206,9 @@ def test_doctor_says_nvcc_is_too_old_for_the_gpus(nvcc, fake_gpus, tmp_path) -> 
     assert not section["ok"] and "sm_120 needs CUDA 12.8" in section["problems"][0]
     nvcc("12.8")
     assert doctor._cuda()["ok"]
+
+
+def test_vulkan_without_glslc_says_what_to_install(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UsageError, match="apt install glslc libvulkan-dev"):
+        build.build(source=tmp_path, backend="vulkan")

@@ -201,3 +201,12 @@ def test_doctor_reports_each_worker(tmp_path) -> None:
 def test_new_commands_have_help(command: str, capsys, monkeypatch) -> None:
     code, out, _ = herd(capsys, monkeypatch, command, "--help")
     assert code == 0 and "Usage:" in out
+
+
+def test_worker_command_line_and_gpu_choice() -> None:
+    argv = rpc.worker_argv(Path("/b/rpc-server"), "192.168.1.20", 50052, cache=True)
+    assert argv == ["/b/rpc-server", "--host", "192.168.1.20", "--port", "50052", "--cache"]
+    assert rpc.worker_env({"A": "1"}, "1")["CUDA_VISIBLE_DEVICES"] == "1"
+    assert "CUDA_VISIBLE_DEVICES" not in rpc.worker_env({"A": "1"}, None)
+    assert rpc.format_endpoint("::1", 50052) == "[::1]:50052"
+    assert rpc.parse_endpoint("[::1]:50052") == ("::1", 50052)
