@@ -310,6 +310,8 @@ def build(
         "cpu": cpu_fingerprint(),
         "targets": wanted,
     }
+    if "nvcc" in toolchain:  # a CUDA upgrade in place must rebuild
+        stamp["nvcc"] = cuda.nvcc_info(Path(toolchain["nvcc"])).release
     bin_dir = home / "bin"
     stamp_file = home / "build.json"
     # A pinned tree never changes, so a matching stamp means nothing to do. A user's
