@@ -155,17 +155,23 @@ def unsupported(archs: list[int], nvcc: Nvcc) -> list[str]:
     return problems
 
 
-def resolve(requested: str | None) -> tuple[list[int], Nvcc]:
-    """The architectures to build for (`--cuda-arch`, else the GPUs') and a checked nvcc.
-
-    Raises UsageError (exit 2) when there is nothing to build for or nvcc cannot do it.
-    """
+def wanted_archs(requested: str | None) -> list[int]:
+    """`--cuda-arch`, else this machine's GPUs; a UsageError when there are none."""
     archs = parse_archs(requested) if requested else detect_archs()
     if not archs:
         raise UsageError(
             "no NVIDIA GPU found to build CUDA for; name the architectures with "
             "--cuda-arch (e.g. --cuda-arch 89,120 for an RTX 4090 and an RTX 5070 Ti)"
         )
+    return archs
+
+
+def resolve(requested: str | None) -> tuple[list[int], Nvcc]:
+    """The architectures to build for (`--cuda-arch`, else the GPUs') and a checked nvcc.
+
+    Raises UsageError (exit 2) when there is nothing to build for or nvcc cannot do it.
+    """
+    archs = wanted_archs(requested)
     path = find_nvcc()
     if path is None:
         raise UsageError(

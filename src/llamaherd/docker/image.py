@@ -57,14 +57,11 @@ def build_image(
     docker = shutil.which("docker")
     if docker is None:
         raise UsageError("`herd build --docker` needs the docker CLI; install Docker first")
+    if cuda_arch and backend != "cuda":
+        raise UsageError("--cuda-arch goes with --backend cuda")
     archs: list[int] = []
     if backend == "cuda":
-        archs = cuda.parse_archs(cuda_arch) if cuda_arch else cuda.detect_archs()
-        if not archs:
-            raise UsageError(
-                "no NVIDIA GPU found to build the image for; name the architectures with "
-                "--cuda-arch (e.g. --cuda-arch 89,120)"
-            )
+        archs = cuda.wanted_archs(cuda_arch)
         problems = cuda.unsupported(archs, cuda.Nvcc(Path("(image)"), IMAGE_CUDA))
         if problems:
             raise UsageError(
