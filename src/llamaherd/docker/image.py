@@ -37,8 +37,7 @@ def build_argv(
     docker: str = "docker",
 ) -> list[str]:
     """The `docker build` command line; a pure function, so tests can read it."""
-    if backend not in BACKENDS:
-        raise UsageError(f"--docker builds {' or '.join(BACKENDS)} images, not '{backend}'")
+    _check_backend(backend)
     # The backend's own flags (CUDA, archs) the Dockerfile adds itself, keyed on BACKEND.
     common = build.cmake_args("cpu", build_number=build_number, ccache=None, native=False)
     argv = [docker, "build", "-f", str(DOCKERFILE), "-t", tag]
@@ -50,10 +49,16 @@ def build_argv(
     return [*argv, str(context)]
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise UsageError(f"--docker builds {' or '.join(BACKENDS)} images, not '{backend}'")
+
+
 def build_image(
     source: Path | None, backend: str, *, cuda_arch: str | None, tag: str | None
 ) -> tuple[str, list[str]]:
     """Build the image (docker's own output goes to the terminal); return (tag, argv)."""
+    _check_backend(backend)
     docker = shutil.which("docker")
     if docker is None:
         raise UsageError("`herd build --docker` needs the docker CLI; install Docker first")
