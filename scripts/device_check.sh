@@ -169,6 +169,9 @@ file = "dense.gguf"
 ctx = 2048
 rpc = ["127.0.0.1:$RPC_PORT"]
 placement = { n_gpu_layers = "all" }
+# The tiny model's head size has no CUDA flash-attention kernel: llama-server falls back
+# to the CPU for it locally, but over RPC the worker aborts (fattn.cu, seen on an H100).
+flash_attn = "off"
 args = ["-lv", "4"]
 EOF
     herd --config "$WORK/herd.toml" up gpu-rpc --no-dashboard --json >"$OUT/herd_up.json"
