@@ -286,18 +286,17 @@ def chart_quality_vs_speed(quality: list[Run], speeds: list[Run], path: Path) ->
     for x, y, label in points:
         ax.scatter([x], [y], s=50)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    for ref in references.references():
-        if ref.kind == "proprietary" and ref.humaneval_plus is not None:
-            ax.axhline(ref.humaneval_plus, linestyle=":", linewidth=0.8, color="grey")
-            ax.annotate(
-                ref.name,
-                (1, ref.humaneval_plus),
-                xycoords=("axes fraction", "data"),
-                ha="right",
-                va="bottom",
-                fontsize=6,
-                color="grey",
-            )
+    for value, name, label_y in _reference_lines():
+        ax.axhline(value, linestyle=":", linewidth=0.8, color="grey")
+        ax.annotate(
+            name,
+            (1, label_y),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="grey",
+        )
     if not points:
         ax.text(0.5, 0.5, "no model has both a speed and a HumanEval+ result yet",
                 transform=ax.transAxes, ha="center", fontsize=9)  # fmt: skip
@@ -307,6 +306,21 @@ def chart_quality_vs_speed(quality: list[Run], speeds: list[Run], path: Path) ->
     ax.set_title(CHARTS["quality_vs_speed"] + " (dotted: published proprietary models)")
     ax.grid(alpha=0.3)
     return _save(plt, fig, path)
+
+
+def _reference_lines(spacing: float = 2.4) -> list[tuple[float, str, float]]:
+    """Published proprietary HumanEval+ scores as (value, names, label height): equal
+    scores share one line, and labels are pushed apart so none overlap."""
+    names: dict[float, list[str]] = {}
+    for ref in references.references():
+        if ref.kind == "proprietary" and ref.humaneval_plus is not None:
+            names.setdefault(ref.humaneval_plus, []).append(ref.name)
+    lines = []
+    label_y = 200.0
+    for value in sorted(names, reverse=True):
+        label_y = min(value, label_y - spacing)
+        lines.append((value, " / ".join(names[value]), label_y))
+    return lines
 
 
 def chart_concurrency(speeds: list[Run], path: Path) -> Path:
