@@ -326,3 +326,18 @@ def test_bad_bench_input_is_one_line_and_exit_2(
 def test_bench_commands_have_help(command: str) -> None:
     result = CliRunner().invoke(cli.cli, ["bench", command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_humaneval_data_key_points_at_a_local_copy(
+    tmp_path: Path, humaneval_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HUMANEVAL_OVERRIDE_PATH", raising=False)
+    text = f'humaneval_data = "{humaneval_data}"\n[models.a]\nfile = "a.gguf"\n'
+    config = parse_config(text, tmp_path / "herd.toml", check_files=False)
+    found = humaneval.data_file(config.humaneval_data, mini=False)
+    assert found is not None and found.name.startswith("HumanEvalPlus-v")
+
+    missing = parse_config('humaneval_data = "nowhere"\n', tmp_path / "herd.toml")
+    with pytest.raises(ConfigError) as error:
+        humaneval.data_file(missing.humaneval_data, mini=False)
+    assert "humaneval_data" in str(error.value) and str(tmp_path / "nowhere") in str(error.value)

@@ -124,7 +124,8 @@ class Profile(_Strict):
     """What to do when llama-server dies on its own: start it again (with backoff), or not."""
     max_restarts: NonNegativeInt = Field(3, examples=[3])
     """Restarts allowed in a row before the model stays failed; a clean hour resets it."""
-    bench: BenchSettings = Field(default_factory=BenchSettings)
+    bench: BenchSettings = Field(default_factory=BenchSettings, examples=[{"max_tokens": 4096}])
+    """`herd bench humaneval`'s settings for this model (system prompt, reasoning ...)."""
 
     @model_validator(mode="before")
     @classmethod
