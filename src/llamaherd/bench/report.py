@@ -326,12 +326,26 @@ def _reference_lines(spacing: float = 2.4) -> list[tuple[float, str, float]]:
 def chart_concurrency(speeds: list[Run], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    ticks: set[int] = set()
     for run in speeds:
         levels = run.results.get("concurrency", [])
-        if levels:
-            xs = [level["streams"] for level in levels]
-            ys = [level["aggregate_tps"]["median"] for level in levels]
-            ax.plot(xs, ys, marker="o", label=run.label)
+        if not levels:
+            continue
+        xs = [level["streams"] for level in levels]
+        stats = [level["aggregate_tps"] for level in levels]
+        ys = [s["median"] for s in stats]
+        # Bars span the repetitions' range: how much to trust each point.
+        spread = [
+            [y - s["min"] for y, s in zip(ys, stats, strict=True)],
+            [s["max"] - y for y, s in zip(ys, stats, strict=True)],
+        ]
+        slots = run.environment.get("slots")
+        label = f"{run.label} ({slots} slots)" if slots else run.label
+        ax.errorbar(xs, ys, yerr=spread, marker="o", capsize=3, label=label)
+        ticks.update(xs)
+    if ticks:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
     ax.set_xlabel("parallel streams")
     ax.set_ylabel("total tokens/s (median)")
     ax.set_title(CHARTS["concurrency"])
