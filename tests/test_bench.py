@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from conftest import write_config
 
 from llamaherd import cli, control
-from llamaherd.bench import humaneval, report
+from llamaherd.bench import humaneval, report, speed
 from llamaherd.bench.store import Store, latest_speeds
-from llamaherd.bench.target import herd_targets, prepare
+from llamaherd.bench.target import endpoint_target, herd_targets, prepare
 from llamaherd.config import Config, parse_config
 from llamaherd.errors import ConfigError
 
@@ -110,6 +110,21 @@ def test_bench_speed_measures_stores_and_herd_models_shows_it(
         assert served == speeds
     finally:
         stop(parse_config(config_path.read_text(), config_path))
+
+
+def test_an_endpoint_is_measured_the_same_way_and_stored_apart(
+    herd: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # llama-server itself is an OpenAI-compatible endpoint: reach it without herd's help.
+    direct = control.up(herd, "dense")["url"] + "/v1"
+    monkeypatch.setenv("ENDPOINT_KEY", "not-checked-by-this-server")
+    target = endpoint_target(direct, "dense", "ENDPOINT_KEY")
+    settings = speed.SpeedSettings(prompt_lengths=(64, 0), gen_tokens=16, reps=1, concurrency=(1,))
+    run = speed.run(target, settings, Store(), environment=lambda: prepare(None, target))
+    assert run.endpoint == direct and run.gen_tps and run.gen_tps > 0
+    assert run.environment["argv"] is None  # nothing is known about a remote server
+    assert run.results["prompt_skipped"] == ["ctx"]  # an endpoint's context is unknown
+    assert latest_speeds() == {}  # never shown as a profile's speed
 
 
 def test_latest_finished_profile_run_is_the_speed_shown(tmp_path: Path) -> None:

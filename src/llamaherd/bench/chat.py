@@ -69,12 +69,20 @@ async def stream_chat(
         **(extra or {}),
     }
     url = f"{target.base_url}/chat/completions"
+    request = http.build_request("POST", url, json=body, headers=target.headers)
     reply = Reply()
     content: list[str] = []
     reasoning: list[str] = []
-    start = time.perf_counter()
     try:
-        async with http.stream("POST", url, json=body, headers=target.headers) as response:
+        start = time.perf_counter()
+        try:
+            response = await http.send(request, stream=True)
+        except httpx.RemoteProtocolError:
+            # A kept-alive connection the server had closed (llama-server drops idle
+            # ones), before any response byte: once more on a fresh one, as the gateway does.
+            start = time.perf_counter()
+            response = await http.send(request, stream=True)
+        try:
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace")
                 raise HerdError(f"{url}: HTTP {response.status_code}: {text[:300]}")
@@ -100,6 +108,8 @@ async def stream_chat(
                     reply.completion_tokens = usage.get("completion_tokens")
                 if chunk.get("timings"):
                     reply.timings = chunk["timings"]
+        finally:
+            await response.aclose()
     except httpx.HTTPError as error:
         raise HerdError(f"{url}: {error!r}") from None
     reply.total_s = time.perf_counter() - start

@@ -293,6 +293,8 @@ def run(
         raise
     base, plus = pass_rates(statuses)
     (folder / "eval.json").write_text(json.dumps(statuses, indent=1))
+    # Answers cut off at max_tokens usually fail: a count worth seeing beside the score.
+    cut_off = sum(s.get("finish_reason") == "length" for s in _read_samples(samples).values())
     store.finish(
         run_id,
         {
@@ -300,6 +302,7 @@ def run(
             "full_set": len(problems) == TASKS_IN_FULL_SET and not settings.mini,
             "base_passed": round(base * len(problems)),
             "plus_passed": round(plus * len(problems)),
+            "cut_off": cut_off,
             "statuses": statuses,
             "samples": str(samples),
             "resumed": previous is not None,

@@ -171,10 +171,11 @@ def concurrency_table(runs: list[Run]) -> Table:
 def quality_table(runs: list[Run]) -> Table:
     table = Table(
         "Quality by model (EvalPlus HumanEval+)",
-        ["model", "HumanEval", "HumanEval+", "tasks", "max tokens", "measured on", "date"],
+        ["model", "HumanEval", "HumanEval+", "tasks", "max tokens", "cut off", "measured on"]
+        + ["date"],
         note="pass@1, greedy decoding. HumanEval+: passes the original tests and EvalPlus's "
         "extra ones. Fewer than 164 tasks (or the Mini set) is not comparable with "
-        "published scores.",
+        "published scores. cut off: answers that reached max tokens.",
     )
     for run in sorted(runs, key=lambda r: -(r.plus_pass or 0)):
         tasks = run.results.get("tasks", 0)
@@ -186,6 +187,7 @@ def quality_table(runs: list[Run]) -> Table:
                 _pct(run.plus_pass),
                 f"{tasks}/164{mini}",
                 str(run.settings.get("max_tokens", DASH)),
+                str(run.results.get("cut_off", DASH)),
                 describe(run.environment),
                 _date(run.finished_at),
             ]

@@ -128,10 +128,11 @@ async def measure(
         prompts.calibrate(short.prompt_processed, long.prompt_processed, 200)
         advance()
 
-        prompt_results = []
+        prompt_results, skipped = [], []
         for length in settings.prompt_lengths:
             wanted = length or _near_ctx(ctx, settings.gen_tokens)
             if wanted is None or (ctx and wanted + 8 > ctx):
+                skipped.append(length or "ctx")  # longer than one request's context
                 for _ in range(settings.reps):
                     advance()
                 continue
@@ -174,6 +175,7 @@ async def measure(
         "source": "server" if all(r.timings for r in generation) else "client",
         "ctx": ctx,
         "prompt": prompt_results,
+        "prompt_skipped": skipped,
         "generation": {
             "tokens": settings.gen_tokens,
             "tps": spread([v for v in gen_tps if v is not None]),
