@@ -29,7 +29,7 @@ FAST_SPEED += ["--concurrency", "1,2"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def herd(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+def run_herd(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llamaherd", *args],
         capture_output=True,
@@ -72,7 +72,9 @@ def test_bench_speed_measures_stores_and_herd_models_shows_it(
     config_path = write_config(tmp_path, model_files, llama_server)
     config = ["--config", str(config_path)]
     try:
-        result = herd(*config, "bench", "speed", "dense", "moe", "broken", *FAST_SPEED, "--json")
+        result = run_herd(
+            *config, "bench", "speed", "dense", "moe", "broken", *FAST_SPEED, "--json"
+        )
         # The broken profile fails and says so; the others are measured all the same.
         assert result.returncode == 1
         assert "broken" in result.stderr and "Traceback" not in result.stderr
@@ -96,14 +98,14 @@ def test_bench_speed_measures_stores_and_herd_models_shows_it(
             assert str(model_files / f"{model}.gguf") in run["environment"]["argv"]
             assert run["environment"]["llama_cpp"]
 
-        listed = json.loads(herd(*config, "models", "--json").stdout)
+        listed = json.loads(run_herd(*config, "models", "--json").stdout)
         speeds = {row["id"]: row["speed_tps"] for row in listed}
         assert speeds == {
             "dense": runs["dense"]["gen_tps"],
             "moe": runs["moe"]["gen_tps"],
             "broken": None,
         }
-        table = herd(*config, "models").stdout
+        table = run_herd(*config, "models").stdout
         assert f"{runs['dense']['gen_tps']:.0f} t/s" in table
         # The daemon's GET /models (what the picker shows) reads the same store.
         served = {m["id"]: m["speed_tps"] for m in control.connect().models()}
@@ -125,6 +127,17 @@ def test_an_endpoint_is_measured_the_same_way_and_stored_apart(
     assert run.environment["argv"] is None  # nothing is known about a remote server
     assert run.results["prompt_skipped"] == ["ctx"]  # an endpoint's context is unknown
     assert latest_speeds() == {}  # never shown as a profile's speed
+
+
+def test_bench_switches_back_to_the_model_that_was_serving(herd: Config) -> None:
+    control.up(herd, "dense")
+    result = run_herd(
+        "--config", str(herd.path), "bench", "speed", "moe", "--prompt-lengths", "64",
+        "--gen-tokens", "8", "--reps", "1", "--concurrency", "1", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["model"] == "moe"
+    assert control.connect(herd).status()["model"] == "dense"
 
 
 def test_latest_finished_profile_run_is_the_speed_shown(tmp_path: Path) -> None:
@@ -193,7 +206,7 @@ def test_bench_humaneval_end_to_end_on_three_tasks(
     config = ["--config", str(config_path)]
     env = {"HUMANEVAL_OVERRIDE_PATH": str(humaneval_data)}
     try:
-        result = herd(*config, "bench", "humaneval", "dense", "--limit", "3", "--json", **env)
+        result = run_herd(*config, "bench", "humaneval", "dense", "--limit", "3", "--json", **env)
         assert result.returncode == 0, result.stderr
         (run,) = json.loads(result.stdout)
         assert run["status"] == "done" and run["model"] == "dense"
@@ -213,7 +226,7 @@ def test_bench_humaneval_end_to_end_on_three_tasks(
         ]
         assert all(0 < s["completion_tokens"] <= 24 for s in samples)
 
-        written = herd(*config, "bench", "report", "--out", str(tmp_path / "report"), "--json")
+        written = run_herd(*config, "bench", "report", "--out", str(tmp_path / "report"), "--json")
         assert written.returncode == 0, written.stderr
         text = Path(json.loads(written.stdout)["report"]).read_text()
         assert "| Tiny dense (dense) | 0.0% | 0.0% | 3/164 | 24 |" in text
@@ -283,7 +296,7 @@ def test_report_compares_with_published_scores_and_draws_charts(tmp_path: Path) 
     assert rows["GLM-4.7 Flash Q4_K_M (original setup)"][3] == "+2.2pp"
     assert rows["GLM-4.7 Flash Q4_K_M (original setup)"][5] == "+1.5pp"
 
-    result = herd("bench", "report", "--out", str(tmp_path / "out"), "--html", "--json")
+    result = run_herd("bench", "report", "--out", str(tmp_path / "out"), "--html", "--json")
     assert result.returncode == 0, result.stderr
     written = json.loads(result.stdout)
     for chart in written["charts"].values():

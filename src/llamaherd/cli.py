@@ -666,7 +666,7 @@ def bench_speed(
     profiles IDS (or --all, or the running one), switching to each in turn."""
     from llamaherd.bench import report, speed
     from llamaherd.bench.store import Store
-    from llamaherd.bench.target import prepare
+    from llamaherd.bench.target import prepare, restoring
 
     settings = speed.SpeedSettings(
         prompt_lengths=_list_option(prompt_lengths, "--prompt-lengths", allow_ctx=True),
@@ -676,7 +676,7 @@ def bench_speed(
     )
     config, targets = _bench_targets(ctx, ids, every, endpoint, endpoint_model, api_key_env)
     store = Store()
-    with _BuildProgress(enabled=not as_json, labels={}) as progress:
+    with restoring(config), _BuildProgress(enabled=not as_json, labels={}) as progress:
 
         def one(target):
             total, done = settings.steps(), 0
@@ -739,7 +739,7 @@ def bench_humaneval(
     then the base and plus tests. An interrupted run resumes when started again."""
     from llamaherd.bench import humaneval, report
     from llamaherd.bench.store import Store
-    from llamaherd.bench.target import prepare
+    from llamaherd.bench.target import prepare, restoring
 
     cores = os.cpu_count() or 1
     if parallel > cores:
@@ -754,7 +754,7 @@ def bench_humaneval(
     dataset = humaneval.load_dataset(data, mini)
     store = Store()
     phases = {"generate": "generating", "evaluate": "testing"}
-    with _BuildProgress(enabled=not as_json, labels={}) as progress:
+    with restoring(config), _BuildProgress(enabled=not as_json, labels={}) as progress:
 
         def one(target):
             def report_progress(phase: str, done: int, total: int) -> None:

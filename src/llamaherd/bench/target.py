@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,21 @@ def prepare(config: Config | None, target: Target) -> dict[str, Any]:
         "argv": loaded.get("argv"),
         "server_url": loaded.get("url"),
     }
+
+
+@contextlib.contextmanager
+def restoring(config: Config | None) -> Iterator[None]:
+    """Benchmarking switches models; afterwards the model that was serving before (if
+    any) is switched back, so `herd bench` leaves the machine as it found it."""
+    client = control.connect(config) if config else None
+    before = client.status() if client and client.alive() else {}
+    try:
+        yield
+    finally:
+        model = before.get("model") if before.get("state") == "ready" else None
+        if client and model and client.alive() and client.status().get("model") != model:
+            with contextlib.suppress(HerdError):
+                client.switch(model)
 
 
 def _host() -> dict[str, Any]:
