@@ -9,7 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -571,7 +573,8 @@ def bench() -> None:
     and `herd bench report` turns them into REPORT.md with charts."""
 
 
-def _endpoint_options(command):
+def _endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--endpoint URL --model NAME --api-key-env VAR, shared by the bench commands."""
     command = click.option(
         "--api-key-env", metavar="VAR", help="Environment variable holding the endpoint's key."
     )(command)
@@ -591,7 +594,8 @@ def _bench_targets(
     endpoint: str | None,
     endpoint_model: str | None,
     key_env: str | None,
-) -> tuple[Config | None, list]:
+) -> tuple[Config | None, list[Any]]:
+    """The targets to benchmark (profiles, then the endpoint) and the config, if used."""
     from llamaherd.bench.target import endpoint_target, herd_targets
 
     if endpoint_model and not endpoint:
@@ -620,7 +624,7 @@ def _list_option(text: str, name: str, *, allow_ctx: bool = False) -> tuple[int,
     return tuple(values)
 
 
-def _run_each(targets: list, work) -> tuple[list, list[str]]:
+def _run_each(targets: list[Any], work: Callable[[Any], Any]) -> tuple[list[Any], list[str]]:
     """Run `work(target)` for every target; one failure is reported and the rest go on."""
     done, failures = [], []
     for target in targets:
