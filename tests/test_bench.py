@@ -125,7 +125,8 @@ def test_an_endpoint_is_measured_the_same_way_and_stored_apart(
     run = speed.run(target, settings, Store(), environment=lambda: prepare(None, target))
     assert run.endpoint == direct and run.gen_tps and run.gen_tps > 0
     assert run.environment["argv"] is None  # nothing is known about a remote server
-    assert run.results["prompt_skipped"] == ["ctx"]  # an endpoint's context is unknown
+    (skipped,) = run.results["prompt_skipped"]  # an endpoint's context is unknown
+    assert skipped == {"requested": "ctx", "reason": "the context size is unknown"}
     assert latest_speeds() == {}  # never shown as a profile's speed
 
 

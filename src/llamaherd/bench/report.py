@@ -112,10 +112,9 @@ def latest(runs: list[Run]) -> list[Run]:
 def speed_table(runs: list[Run]) -> Table:
     lengths: list[str] = []
     for run in runs:
-        for p in run.results.get("prompt", []):
-            label = "ctx" if p["requested"] == "ctx" else str(p["requested"])
-            if label not in lengths:
-                lengths.append(label)
+        for p in run.results.get("prompt", []) + run.results.get("prompt_skipped", []):
+            if str(p["requested"]) not in lengths:
+                lengths.append(str(p["requested"]))
     table = Table(
         "Speed by model",
         ["model", "generation t/s", "TTFT ms", *(f"prompt t/s @{n}" for n in lengths)]
@@ -125,14 +124,14 @@ def speed_table(runs: list[Run]) -> Table:
     )
     for run in runs:
         gen = run.results.get("generation", {})
-        prompt = {
-            ("ctx" if p["requested"] == "ctx" else str(p["requested"])): p
-            for p in run.results.get("prompt", [])
-        }
+        prompt = {str(p["requested"]): p for p in run.results.get("prompt", [])}
+        skipped = {str(p["requested"]): p for p in run.results.get("prompt_skipped", [])}
         cells = []
         for n in lengths:
-            p = prompt.get(n)
-            cells.append(f"{_range(p['tps'])} [{p['tokens']}]" if p else DASH)
+            if n in prompt:
+                cells.append(f"{_range(prompt[n]['tps'])} [{prompt[n]['tokens']}]")
+            else:
+                cells.append(f"skipped: {skipped[n]['reason']}" if n in skipped else DASH)
         ttft = (gen.get("ttft_s") or {}).get("median")
         table.rows.append(
             [_name(run), _range(gen.get("tps")), _ms(ttft), *cells]

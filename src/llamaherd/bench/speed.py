@@ -41,6 +41,8 @@ class SpeedSettings:
     reps: int = 3
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
     timeout: float = 600.0
+    ctx_budget_s: float = 60.0
+    """The near-ctx prompt is skipped when the sizes before it foretell a longer request."""
 
     def steps(self) -> int:
         """Requests (or rounds) the progress bar counts, warm-up included."""
@@ -128,11 +130,21 @@ async def measure(
         prompts.calibrate(short.prompt_processed, long.prompt_processed, 200)
         advance()
 
-        prompt_results, skipped = [], []
+        prompt_results: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        pace = 0.0  # prompt tokens/s measured so far, to foresee how long "ctx" takes
         for length in settings.prompt_lengths:
             wanted = length or _near_ctx(ctx, settings.gen_tokens)
-            if wanted is None or (ctx and wanted + 8 > ctx):
-                skipped.append(length or "ctx")  # longer than one request's context
+            reason = None
+            if wanted is None:
+                reason = "the context size is unknown"
+            elif ctx and wanted + 8 > ctx:
+                reason = f"longer than one request's context ({ctx})"
+            elif not length and pace and wanted / pace > settings.ctx_budget_s:
+                # 240k tokens at 1,000 t/s is 4 minutes a repetition: not "when feasible".
+                reason = f"{wanted} tokens would take ~{wanted / pace:.0f}s a repetition"
+            if reason:
+                skipped.append({"requested": length or "ctx", "reason": reason})
                 for _ in range(settings.reps):
                     advance()
                 continue
@@ -148,6 +160,7 @@ async def measure(
                     "ttft_s": spread([r.ttft_s for r in replies if r.ttft_s is not None]),
                 }
             )
+            pace = prompt_results[-1]["tps"]["median"] or pace
 
         generation = []
         for _ in range(settings.reps):
