@@ -13,10 +13,12 @@ evalplus is the `llamaherd[bench]` extra; it is imported only here, when a run s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -100,8 +102,10 @@ def load_dataset(data: Path | None, mini: bool = False) -> Dataset:
     # evalplus reads HUMANEVAL_OVERRIDE_PATH once, at import: set what it will use now.
     humaneval.HUMANEVAL_OVERRIDE_PATH = str(data) if data else None
     try:
-        problems = humaneval.get_human_eval_plus(mini=mini)
-        digest = humaneval.get_human_eval_plus_hash(mini=mini)
+        # evalplus prints its download progress on stdout, where --json output goes.
+        with contextlib.redirect_stdout(sys.stderr):
+            problems = humaneval.get_human_eval_plus(mini=mini)
+            digest = humaneval.get_human_eval_plus_hash(mini=mini)
     except (OSError, ValueError) as error:
         raise HerdError(
             f"cannot load HumanEval+ ({error}); offline, set {DATA_ENV} or humaneval_data "
@@ -375,4 +379,13 @@ async def _generate(
             done += 1
             progress("generate", done, len(problems))
 
-        await asyncio.gather(*(one(t) for t in todo))
+        tasks = [asyncio.create_task(one(t)) for t in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # Stop the requests still in flight and wait for them, so nothing is left
+            # half-closed when the error (or Ctrl-C) goes up.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
