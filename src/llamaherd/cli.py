@@ -648,8 +648,16 @@ def _run_each(targets: list[Any], work: Callable[[Any], Any]) -> tuple[list[Any]
     show_default=True,
     help="Prompt sizes in tokens for prompt processing; ctx: near the context size.",
 )
-@click.option("--gen-tokens", type=click.IntRange(1), default=128, show_default=True)
-@click.option("--reps", type=click.IntRange(1), default=3, show_default=True)
+@click.option(
+    "--gen-tokens",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Tokens each generation request produces.",
+)
+@click.option(
+    "--reps", type=click.IntRange(1), default=3, show_default=True, help="Repetitions of each step."
+)
 @click.option("--concurrency", default="1,2,4,8", show_default=True, help="Parallel streams.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -720,7 +728,9 @@ def bench_speed(
     show_default=True,
     help="Requests and test processes at once (at most the CPU cores).",
 )
-@click.option("--max-tokens", type=click.IntRange(1), help="Instead of bench.max_tokens.")
+@click.option(
+    "--max-tokens", type=click.IntRange(1), help="Tokens per answer, instead of bench.max_tokens."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def bench_humaneval(

@@ -49,7 +49,7 @@ class Target:
 def herd_targets(config: Config, ids: tuple[str, ...] | list[str], every: bool) -> list[Target]:
     """The profiles to benchmark: those named, all of them, or the one running now."""
     if ids and every:
-        raise UsageError("give model ids or --all, not both")
+        raise UsageError("give profile ids or ask for every profile (--all, --local), not both")
     if every:
         profiles = list(config.models.values())
     elif ids:
