@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # The virtualenv with herd installed (editable) and the test tools.
 $(BIN)/herd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,build]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,build,bench]'
 	touch $@
 
 # Builds llama-server into herd's cache the first time (~15 min on 2 cores); then a no-op.

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from llamaherd import __version__
 from llamaherd.auth import key_matches
+from llamaherd.bench.store import latest_speeds
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.events import sse
 from llamaherd.metrics import Metrics
@@ -62,6 +63,7 @@ def create_app(
 
     @app.get("/models")
     async def models() -> dict:
+        speeds = latest_speeds()  # the store in the state dir; {} until something is measured
         return {
             "models": [
                 {
@@ -74,7 +76,7 @@ def create_app(
                     "persistent": p.persistent,
                     "ttl": p.ttl,
                     "state": str(supervisor.state_of(p.id)),
-                    "speed_tps": None,  # measured by `herd bench speed` (benchmarks issue)
+                    "speed_tps": speeds.get(p.id),
                 }
                 for p in supervisor.config.models.values()
             ]

@@ -9,7 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -19,6 +21,7 @@ from rich.text import Text
 
 from llamaherd import __version__, binaries, build, control, daemon, doctor, rpc, top
 from llamaherd import update as updater
+from llamaherd.bench.store import latest_speeds
 from llamaherd.config import Config
 from llamaherd.docker import compose, image
 from llamaherd.errors import HerdError, UsageError
@@ -76,6 +79,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     """List the model profiles, with their state when the daemon runs."""
     config = _config(ctx)
     states = _live_states(config)
+    speeds = latest_speeds()
     rows = [
         {
             "id": p.id,
@@ -84,7 +88,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "best_for": p.best_for,
             "aliases": p.aliases,
             "state": states.get(p.id, "stopped"),
-            "speed_tps": None,
+            "speed_tps": speeds.get(p.id),
         }
         for p in config.models.values()
     ]
@@ -150,9 +154,11 @@ def _pick_model(config: Config) -> str:
             raise click.exceptions.Abort()
         return chosen
     table = Table("#", "id", "name", "speed", "ctx", "best for")
+    speeds = latest_speeds()
     for number, profile in enumerate(config.models.values(), 1):
         ctx_text = f"{profile.ctx // 1024}K" if profile.ctx else "model"
-        table.add_row(str(number), profile.id, profile.name, "—", ctx_text, profile.best_for)
+        speed = f"{speeds[profile.id]:.0f} t/s" if profile.id in speeds else "—"
+        table.add_row(str(number), profile.id, profile.name, speed, ctx_text, profile.best_for)
     console.print(table)
     default = ids.index(config.default_model) + 1 if config.default_model in ids else 1
     choice = click.prompt("model", type=click.IntRange(1, len(ids)), default=default)
@@ -176,8 +182,16 @@ def _picker_rows(config: Config) -> tuple[list[dict], str | None]:
         status = client.status()
         running = status["model"] if status.get("state") == "ready" else None
         return client.models(), running
+    speeds = latest_speeds()
     rows = [
-        {"id": p.id, "name": p.name, "ctx": p.ctx, "best_for": p.best_for, "aliases": p.aliases}
+        {
+            "id": p.id,
+            "name": p.name,
+            "ctx": p.ctx,
+            "best_for": p.best_for,
+            "aliases": p.aliases,
+            "speed_tps": speeds.get(p.id),
+        }
         for p in config.models.values()
     ]
     return rows, None
@@ -549,10 +563,12 @@ def _update(
 
 
 class _BuildProgress:
-    """Rich bars in a terminal; a line every 10% elsewhere (CI logs, make)."""
+    """Rich bars in a terminal; a line every 10% elsewhere (CI logs, make). `labels`
+    names the bars by phase (default: herd build's two phases)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, labels: dict[str, str] | None = None) -> None:
         self.enabled = enabled
+        self.labels = labels
         self.bar: Progress | None = None
         self.tasks: dict[str, int] = {}
         self.last_decile: dict[str, int] = {}
@@ -579,6 +595,8 @@ class _BuildProgress:
         if self.bar:
             if phase not in self.tasks:
                 label = "downloading llama.cpp" if phase == "download" else "compiling"
+                if self.labels is not None:
+                    label = self.labels.get(phase, phase)
                 self.tasks[phase] = self.bar.add_task(label, total=total or None)
             self.bar.update(self.tasks[phase], completed=done, total=total or None)
             return
@@ -718,3 +736,259 @@ def compose_command(ctx: click.Context, model: str, directory: Path, port: int |
     written = compose.write(config, profile, directory, port or config.server.port)
     console.print(f"wrote {', '.join(str(p) for p in written)}")
     console.print(f"run      docker compose --project-directory {directory} up -d")
+
+
+# -- benchmarks --------------------------------------------------------------------------
+
+
+@cli.group()
+def bench() -> None:
+    """Measure speed and HumanEval+ quality; every result is kept (state dir, SQLite)
+    and `herd bench report` turns them into REPORT.md with charts."""
+
+
+def _endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--endpoint URL --model NAME --api-key-env VAR, shared by the bench commands."""
+    command = click.option(
+        "--api-key-env", metavar="VAR", help="Environment variable holding the endpoint's key."
+    )(command)
+    command = click.option("--model", "endpoint_model", help="Model name for --endpoint.")(command)
+    command = click.option(
+        "--endpoint",
+        metavar="URL",
+        help="Benchmark an OpenAI-compatible endpoint (its API root, e.g. https://host/v1).",
+    )(command)
+    return command
+
+
+def _bench_targets(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    every: bool,
+    endpoint: str | None,
+    endpoint_model: str | None,
+    key_env: str | None,
+) -> tuple[Config | None, list[Any]]:
+    """The targets to benchmark (profiles, then the endpoint) and the config, if used."""
+    from llamaherd.bench.target import endpoint_target, herd_targets
+
+    if endpoint_model and not endpoint:
+        raise UsageError("--model names the model of an --endpoint; profiles are given as IDs")
+    targets = []
+    config = None
+    if endpoint:
+        targets.append(endpoint_target(endpoint, endpoint_model, key_env))
+    if ids or every or not endpoint:
+        config = _config(ctx)
+        targets = herd_targets(config, ids, every) + targets
+    return config, targets
+
+
+def _list_option(text: str, name: str, *, allow_ctx: bool = False) -> tuple[int, ...]:
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if allow_ctx and item == "ctx":
+            values.append(0)
+        elif item.isdigit() and int(item) > 0:
+            values.append(int(item))
+        else:
+            extra = " or 'ctx'" if allow_ctx else ""
+            raise UsageError(f"{name} {text!r}: expected positive integers{extra}, comma-separated")
+    return tuple(values)
+
+
+def _run_each(targets: list[Any], work: Callable[[Any], Any]) -> tuple[list[Any], list[str]]:
+    """Run `work(target)` for every target; one failure is reported and the rest go on."""
+    done, failures = [], []
+    for target in targets:
+        try:
+            done.append(work(target))
+        except HerdError as error:
+            if isinstance(error, UsageError):
+                raise
+            failures.append(f"{target.model}: {error}")
+            err_console.print(Text.assemble(("herd:", "red"), f" {target.model}: {error}"))
+    return done, failures
+
+
+@bench.command("speed")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every profile in herd.toml.")
+@_endpoint_options
+@click.option(
+    "--prompt-lengths",
+    default="512,4096,ctx",
+    show_default=True,
+    help="Prompt sizes in tokens for prompt processing; ctx: near the context size.",
+)
+@click.option(
+    "--gen-tokens",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Tokens each generation request produces.",
+)
+@click.option(
+    "--reps", type=click.IntRange(1), default=3, show_default=True, help="Repetitions of each step."
+)
+@click.option("--concurrency", default="1,2,4,8", show_default=True, help="Parallel streams.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_speed(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    every: bool,
+    endpoint: str | None,
+    endpoint_model: str | None,
+    api_key_env: str | None,
+    prompt_lengths: str,
+    gen_tokens: int,
+    reps: int,
+    concurrency: str,
+    as_json: bool,
+) -> None:
+    """Measure prompt processing, generation, TTFT and a concurrency sweep for the
+    profiles IDS (or --all, or the running one), switching to each in turn."""
+    from llamaherd.bench import report, speed
+    from llamaherd.bench.store import Store
+    from llamaherd.bench.target import prepare, restoring
+
+    settings = speed.SpeedSettings(
+        prompt_lengths=_list_option(prompt_lengths, "--prompt-lengths", allow_ctx=True),
+        gen_tokens=gen_tokens,
+        reps=reps,
+        concurrency=_list_option(concurrency, "--concurrency"),
+    )
+    config, targets = _bench_targets(ctx, ids, every, endpoint, endpoint_model, api_key_env)
+    store = Store()
+    with restoring(config), _BuildProgress(enabled=not as_json, labels={}) as progress:
+
+        def one(target):
+            total, done = settings.steps(), 0
+
+            def advance() -> None:
+                nonlocal done
+                done += 1
+                progress(f"speed {target.model}", done, total)
+
+            def environment() -> dict:
+                return prepare(config, target)
+
+            return speed.run(target, settings, store, environment=environment, advance=advance)
+
+        runs, failures = _run_each(targets, one)
+    if as_json:
+        _emit_json([run.to_json() for run in runs])
+    else:
+        click.echo(report.speed_table(runs).markdown())
+        click.echo(report.concurrency_table(runs).markdown())
+    if failures:
+        sys.exit(1)
+
+
+@bench.command("humaneval")
+@click.argument("ids", nargs=-1)
+@click.option("--local", "local", is_flag=True, help="Every profile in herd.toml.")
+@click.option("--all", "every", is_flag=True, help="Every profile, and --endpoint if given.")
+@_endpoint_options
+@click.option("--mini", is_flag=True, help="HumanEval+ Mini: the same tasks, fewer plus tests.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N tasks (a smoke test).")
+@click.option("--task", "tasks", multiple=True, help="Only this task (e.g. HumanEval/0); repeat.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Requests and test processes at once (at most the CPU cores).",
+)
+@click.option(
+    "--max-tokens", type=click.IntRange(1), help="Tokens per answer, instead of bench.max_tokens."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_humaneval(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    local: bool,
+    every: bool,
+    endpoint: str | None,
+    endpoint_model: str | None,
+    api_key_env: str | None,
+    mini: bool,
+    limit: int | None,
+    tasks: tuple[str, ...],
+    parallel: int,
+    max_tokens: int | None,
+    as_json: bool,
+) -> None:
+    """Score the profiles IDS (or --local, or the running one) on EvalPlus HumanEval+:
+    greedy codegen through the gateway with each profile's [models.ID.bench] settings,
+    then the base and plus tests. An interrupted run resumes when started again."""
+    from llamaherd.bench import humaneval, report
+    from llamaherd.bench.store import Store
+    from llamaherd.bench.target import prepare, restoring
+
+    cores = os.cpu_count() or 1
+    if parallel > cores:
+        raise UsageError(f"--parallel {parallel}: at most {cores} (the CPU cores here)")
+    settings = humaneval.HumanEvalSettings(
+        mini=mini, tasks=tasks, limit=limit, parallel=parallel, max_tokens=max_tokens
+    )
+    config, targets = _bench_targets(
+        ctx, ids, local or every, endpoint, endpoint_model, api_key_env
+    )
+    data = humaneval.data_file(config.humaneval_data if config else None, mini)
+    dataset = humaneval.load_dataset(data, mini)
+    store = Store()
+    phases = {"generate": "generating", "evaluate": "testing"}
+    with restoring(config), _BuildProgress(enabled=not as_json, labels={}) as progress:
+
+        def one(target):
+            def report_progress(phase: str, done: int, total: int) -> None:
+                progress(f"{phases[phase]} {target.model}", done, total)
+
+            return humaneval.run(
+                target,
+                dataset,
+                settings,
+                store,
+                environment=lambda: prepare(config, target),
+                progress=report_progress,
+            )
+
+        runs, failures = _run_each(targets, one)
+    if as_json:
+        _emit_json([run.to_json() for run in runs])
+    else:
+        click.echo(report.quality_table(runs).markdown())
+        click.echo(report.versus_table(runs).markdown())
+    if failures:
+        sys.exit(1)
+
+
+@bench.command("report")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-report"),
+    show_default=True,
+    help="Folder for REPORT.md and charts/.",
+)
+@click.option("--html", "html_page", is_flag=True, help="Also a self-contained report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
+def bench_report(out: Path, html_page: bool, as_json: bool) -> None:
+    """Write REPORT.md (quality, vs published, speed, concurrency, history) and PNG charts
+    from the stored results."""
+    from llamaherd.bench import report
+    from llamaherd.bench.store import Store
+
+    written = report.write(Store(), out, html_page=html_page)
+    if as_json:
+        _emit_json(written)
+        return
+    console.print(f"wrote {written['report']}")
+    for path in written["charts"].values():
+        console.print(f"      {path}")
+    if "html" in written:
+        console.print(f"      {written['html']}")

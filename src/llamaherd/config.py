@@ -81,6 +81,21 @@ class Placement(_Strict):
     devices: list[str] | None = Field(None, min_length=1, examples=[["CUDA0", "CUDA1"]])
 
 
+class BenchSettings(_Strict):
+    """`[models.<id>.bench]`: how `herd bench humaneval` asks this model. Decoding is always
+    greedy; these are what legitimately differs between models (see docs/benchmarks.md)."""
+
+    system_prompt: str | None = Field(None, min_length=1, examples=["You are a Python expert."])
+    reasoning: Literal["none", "low", "medium", "high"] | None = Field(None, examples=["high"])
+    """Sent as `reasoning_effort`; llama-server hands it to the chat template (GPT-OSS)."""
+    reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = Field(
+        None, examples=["none"]
+    )
+    """llama-server's --reasoning-format for these requests; "none" keeps thinking inline."""
+    max_tokens: PositiveInt | None = Field(None, examples=[4096])
+    """Tokens per answer (default 768, EvalPlus's); reasoning models need thousands."""
+
+
 class Profile(_Strict):
     """One runnable model: a GGUF file plus everything llama-server needs to serve it."""
 
@@ -115,6 +130,8 @@ class Profile(_Strict):
     """GPU indices this model may use (docker --gpus, else CUDA_VISIBLE_DEVICES)."""
     rpc: list[str] = Field(default_factory=list, examples=[["192.168.1.20:50052"]])
     """llama.cpp RPC workers (`herd worker`) that hold part of the model (--rpc)."""
+    bench: BenchSettings = Field(default_factory=BenchSettings, examples=[{"max_tokens": 4096}])
+    """`herd bench humaneval`'s settings for this model (system prompt, reasoning ...)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +199,7 @@ class _HerdFile(_Strict):
     models_dir: str | None = Field(None, min_length=1, examples=["~/models"])
     llama_server: str | None = Field(None, min_length=1, examples=["~/llama.cpp/llama-server"])
     default_model: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
+    humaneval_data: str | None = Field(None, min_length=1, examples=["~/data/humanevalplus"])
     server: ServerSettings = Field(default_factory=ServerSettings)
     runtime: Literal["native", "docker"] = Field("native", examples=["docker"])
     docker: DockerSettings = Field(default_factory=DockerSettings)
@@ -197,6 +215,8 @@ class Config:
     models_dir: Path
     llama_server: Path | None = None
     default_model: str | None = None
+    humaneval_data: Path | None = None
+    """A local HumanEval+ copy (file or folder) for `herd bench humaneval` offline."""
     server: ServerSettings = field(default_factory=ServerSettings)
     models: dict[str, Profile] = field(default_factory=dict)
     docker: DockerSettings = field(default_factory=DockerSettings)
@@ -315,6 +335,7 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
         # Only resolved here: binaries.find_llama_server checks it (and `herd doctor` can
         # then still report a config whose binary is missing).
         llama_server=_resolve_path(top.llama_server, base) if top.llama_server else None,
+        humaneval_data=_resolve_path(top.humaneval_data, base) if top.humaneval_data else None,
         server=top.server,
         models=models,
         docker=top.docker,
@@ -347,7 +368,7 @@ _RESERVED_FLAGS: dict[str, str] = {
     "--no-slots": "herd's dashboard reads /slots; it cannot be turned off",
 }
 
-_TABLE_KEYS = ("sampling", "placement", "env")
+_TABLE_KEYS = ("sampling", "placement", "env", "bench")
 """Profile tables that `extends` merges key by key; every other key is replaced whole."""
 _NOT_INHERITED = ("aliases",)
 """A child with its parent's aliases would claim the same names twice."""
@@ -405,7 +426,12 @@ def _load_profiles(
             data,
             path=path,
             table=f"models.{pid}",
-            sections={"": Profile, "sampling": Sampling, "placement": Placement},
+            sections={
+                "": Profile,
+                "sampling": Sampling,
+                "placement": Placement,
+                "bench": BenchSettings,
+            },
             profile=pid,
         )
         _check_args(profile, path)
