@@ -27,3 +27,26 @@ test: llama-server lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# `herd claude`'s tests: Claude Code from the npm registry into .cache/ (ignored), and
+# bubblewrap for the sandbox (Debian's package; CI runs as root). Both quick when there.
+CLAUDE_CODE_VERSION ?= 2.1.197
+CLAUDE_CODE_DIR     := .cache/claude-code
+CLAUDE_CODE_STAMP   := $(CLAUDE_CODE_DIR)/.installed-$(CLAUDE_CODE_VERSION)
+
+.PHONY: claude-code bubblewrap
+test: claude-code bubblewrap
+
+claude-code: $(CLAUDE_CODE_STAMP)
+
+$(CLAUDE_CODE_STAMP):
+	mkdir -p $(CLAUDE_CODE_DIR)
+	cd $(CLAUDE_CODE_DIR) && npm install --no-audit --no-fund --loglevel=error \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(CLAUDE_CODE_DIR)/node_modules/.bin/claude --version
+	touch $@
+
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }; }

@@ -28,6 +28,7 @@ COMMANDS = [
     "reload",
     "top",
     "dash",
+    "claude",
 ]
 
 
