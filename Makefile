@@ -29,13 +29,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # `herd claude`'s tests: Claude Code from the npm registry into .cache/ (ignored), and
-# bubblewrap for the sandbox (Debian's package; CI runs as root). Both quick when there.
+# bubblewrap for herd's sandbox plus socat for Claude Code's own bash sandbox (Debian's
+# packages; CI runs as root). Both quick when already there.
 CLAUDE_CODE_VERSION ?= 2.1.197
 CLAUDE_CODE_DIR     := .cache/claude-code
 CLAUDE_CODE_STAMP   := $(CLAUDE_CODE_DIR)/.installed-$(CLAUDE_CODE_VERSION)
 
-.PHONY: claude-code bubblewrap
-test: claude-code bubblewrap
+.PHONY: claude-code sandbox-tools
+test: claude-code sandbox-tools
 
 claude-code: $(CLAUDE_CODE_STAMP)
 
@@ -46,7 +47,7 @@ $(CLAUDE_CODE_STAMP):
 	$(CLAUDE_CODE_DIR)/node_modules/.bin/claude --version
 	touch $@
 
-bubblewrap:
-	@command -v bwrap >/dev/null || { \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap || \
-		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }; }
+sandbox-tools:
+	@command -v bwrap >/dev/null && command -v socat >/dev/null || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap socat || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap socat; }; }
