@@ -92,11 +92,11 @@ def profiles(claude: str = "") -> Config:
 
 
 def test_claude_table_maps_model_classes_to_profiles_by_id_or_alias() -> None:
-    config = profiles('[claude]\nmodel = "coder"\nhaiku = "s"\n[claude.route]\nthinking = "big"\n')
+    config = profiles('[claude]\nmain = "coder"\nhaiku = "s"\n[claude.route]\nthinking = "big"\n')
     assert config.claude.haiku == "small"  # the alias became the id
     assert config.claude.route.thinking == "big"
     variables = env.claude_env(config, env.main_model(config, None, running="big"))
-    assert variables["ANTHROPIC_MODEL"] == "coder"  # [claude] model wins over the running one
+    assert variables["ANTHROPIC_MODEL"] == "coder"  # [claude] main wins over the running one
     assert variables["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "coder"
     assert variables["ANTHROPIC_DEFAULT_SONNET_MODEL"] == "coder"
     assert variables["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "small"
@@ -425,6 +425,8 @@ def test_real_claude_code_answers_in_print_mode_through_the_gateway(
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    sandboxed = sandbox.unavailable_reason() is None
+    assert ("running without a sandbox" not in result.stderr) == sandboxed
     answer = json.loads(result.stdout)
     assert answer["is_error"] is False and answer["type"] == "result"
     assert isinstance(answer["result"], str)

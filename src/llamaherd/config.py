@@ -180,19 +180,19 @@ class ClaudeSettings(_Strict):
     """Claude Code's CLAUDE_CONFIG_DIR; never the user's normal ~/.claude."""
     binary: str | None = Field(None, min_length=1, examples=["~/.local/bin/claude"])
     """The `claude` executable; unset: PATH, then the npm package."""
-    model: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
+    main: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
     """ANTHROPIC_MODEL; unset: the model running now (or default_model)."""
     opus: str | None = Field(None, min_length=1, examples=["gpt-oss-120b"])
     sonnet: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
     haiku: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
-    """Claude Code's model classes; unset: the same model as `model`."""
+    """Claude Code's model classes; unset: the same model as `main`."""
     api_timeout_ms: PositiveInt = Field(3_000_000, examples=[3_000_000])
     """API_TIMEOUT_MS: local prefill of a long prompt can take minutes."""
     route: ClaudeRoute = Field(default_factory=ClaudeRoute)
 
     def profile_keys(self) -> dict[str, str]:
         """Every key that names a profile, as `claude.<key>` -> the name given."""
-        named = {k: getattr(self, k) for k in ("model", "opus", "sonnet", "haiku")}
+        named = {k: getattr(self, k) for k in ("main", "opus", "sonnet", "haiku")}
         named |= {
             f"route.{k}": getattr(self.route, k) for k in ("small", "thinking", "long_context")
         }

@@ -87,9 +87,9 @@ def gateway_url(config: Config) -> str:
 
 
 def main_model(config: Config, requested: str | None, running: str | None) -> str:
-    """The profile for ANTHROPIC_MODEL: the one asked for, [claude] model, the one running
+    """The profile for ANTHROPIC_MODEL: the one asked for, [claude] main, the one running
     now, default_model, in that order."""
-    name = requested or config.claude.model or running or config.default_model
+    name = requested or config.claude.main or running or config.default_model
     if name is None:
         raise UsageError(f"which model? give an id: {', '.join(config.models)}")
     return config.resolve(name).id

@@ -31,11 +31,11 @@ class Launch:
 
 
 def choose_model(config: Config, requested: str | None) -> str:
-    """The profile Claude Code starts on: the one asked for, [claude] model, the model the
+    """The profile Claude Code starts on: the one asked for, [claude] main, the model the
     daemon runs now, default_model."""
     client = control.connect(config)
     running = None
-    if not requested and not config.claude.model and client.alive():
+    if not requested and not config.claude.main and client.alive():
         running = client.status().get("model")
     return env.main_model(config, requested, running)
 
@@ -80,9 +80,12 @@ def prepare(
     if use_sandbox:
         home_dir = Path(base.get("HOME") or Path.home())
         runtime = base.get("XDG_RUNTIME_DIR")
+        project = (project or Path.cwd()).absolute()
+        if project in (home_dir.absolute(), Path("/")):
+            note = f"the sandbox lets Claude Code write all of {project}; start it in a project"
         argv = sandbox.wrap(
             argv,
-            project=project or Path.cwd(),
+            project=project,
             writable=[Path(variables["CLAUDE_CONFIG_DIR"])],
             home=home_dir,
             runtime_dir=Path(runtime) if runtime else None,
