@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from test_cli import herd as herd_cli
+from test_observability import metric_samples
 
 from llamaherd import control, daemon
 from llamaherd.claude import env, home, launch, route, sandbox
@@ -351,18 +352,6 @@ def test_claude_code_requests_stream_through_the_gateway_and_swap_models(make_he
 # -- the CLI and the real Claude Code ------------------------------------------------------
 
 
-def herd_cli(*args: str, cwd: Path | None = None, timeout: float = 240, **extra: str):
-    return subprocess.run(
-        [sys.executable, "-m", "llamaherd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        env={**os.environ, **extra},
-    )
-
-
 def test_print_env_and_missing_claude_binary(user_home: Path) -> None:
     models = user_home / "models"
     models.mkdir()
@@ -385,15 +374,6 @@ def test_print_env_and_missing_claude_binary(user_home: Path) -> None:
     assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr
     stray = herd_cli("--config", str(path), "claude", "coder", "-p", "hi")
     assert stray.returncode == 2 and "options go after `--`" in stray.stderr
-
-
-def metric_value(api_url: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{api_url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 def test_real_claude_code_answers_in_print_mode_through_the_gateway(
@@ -430,10 +410,9 @@ def test_real_claude_code_answers_in_print_mode_through_the_gateway(
     answer = json.loads(result.stdout)
     assert answer["is_error"] is False and answer["type"] == "result"
     assert isinstance(answer["result"], str)
-    served = metric_value(
-        herd.server.api_url, "herd_endpoint_requests_total", model="long", endpoint="/v1/messages"
-    )
-    assert served >= 1
+    samples = metric_samples(herd.server.api_url)
+    key = ("herd_endpoint_requests_total", (("endpoint", "/v1/messages"), ("model", "long")))
+    assert samples[key] >= 1
     # Claude Code kept to its own config dir: the user's ~/.claude is as it was.
     assert sorted(p.name for p in (user_home / ".claude").iterdir()) == ["settings.json"]
     assert (user_home / ".claude-local" / "settings.json").exists()
