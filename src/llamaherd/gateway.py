@@ -83,8 +83,8 @@ class Gateway:
             await _json(send, 200, self._model_list())
             return
         requested = _requested_model(scope, headers, body)
-        if route.is_auto(requested) and self._find(requested or "") is None:
-            requested = route.choose(requested or "", body, self.supervisor.config)
+        if route.is_auto(requested) and self._find(requested) is None:
+            requested = route.choose(requested, body, self.supervisor.config)
         model_id, problem = self._choose(requested)
         if problem:
             await _error(send, *problem)

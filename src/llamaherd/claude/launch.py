@@ -68,15 +68,7 @@ def prepare(
     variables = herd_environment(config, model, routed=routed)
     full = env.full_environment(base, variables)
     argv = [str(binary), *args]
-    note = None
-    use_sandbox = sandbox_mode is not False
-    if use_sandbox:
-        reason = sandbox.unavailable_reason()
-        if reason and sandbox_mode:
-            raise HerdError(f"--sandbox: {reason}")
-        if reason:
-            note = f"running without a sandbox: {reason} (--no-sandbox silences this)"
-            use_sandbox = False
+    use_sandbox, note = _sandbox_choice(sandbox_mode)
     if use_sandbox:
         home_dir = Path(base.get("HOME") or Path.home())
         runtime = base.get("XDG_RUNTIME_DIR")
@@ -93,3 +85,15 @@ def prepare(
         )
         full = sandbox.scrub(full)
     return Launch(argv, full, variables, model, use_sandbox, note)
+
+
+def _sandbox_choice(mode: bool | None) -> tuple[bool, str | None]:
+    """Whether to sandbox, and what to tell the user when the sandbox cannot run."""
+    if mode is False:
+        return False, None
+    reason = sandbox.unavailable_reason()
+    if reason is None:
+        return True, None
+    if mode:
+        raise HerdError(f"--sandbox: {reason}")
+    return False, f"running without a sandbox: {reason} (--no-sandbox silences this)"

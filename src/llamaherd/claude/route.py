@@ -19,6 +19,7 @@ and a profile called `auto` wins over the rule.
 from __future__ import annotations
 
 import json
+from typing import TypeGuard
 
 from llamaherd.config import Config
 
@@ -30,7 +31,7 @@ BYTES_PER_TOKEN = 4
 token. Good enough to tell a 2k prompt from a 60k one, which is all the rule needs."""
 
 
-def is_auto(name: str | None) -> bool:
+def is_auto(name: str | None) -> TypeGuard[str]:
     return name in NAMES
 
 
