@@ -123,7 +123,7 @@ def test_claude_table_mistakes_are_one_line(table: str, expected: str) -> None:
 
 
 def test_environment_points_claude_code_at_the_gateway_and_nowhere_else(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, user_home: Path
 ) -> None:
     monkeypatch.delenv("HERD_API_KEY", raising=False)
     config = profiles()
@@ -134,7 +134,7 @@ def test_environment_points_claude_code_at_the_gateway_and_nowhere_else(
     assert variables["CLAUDE_CODE_ATTRIBUTION_HEADER"] == "0"
     assert variables["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
     assert int(variables["API_TIMEOUT_MS"]) >= 600_000
-    assert variables["CLAUDE_CONFIG_DIR"] == str(Path.home() / ".claude-local")
+    assert variables["CLAUDE_CONFIG_DIR"] == str(user_home / ".claude-local")
 
     users = {"ANTHROPIC_API_KEY": "sk-ant-real", "PATH": "/usr/bin", "ANTHROPIC_MODEL": "x"}
     full = env.full_environment(users, variables)
@@ -377,7 +377,7 @@ def test_print_env_and_missing_claude_binary(user_home: Path) -> None:
 
 
 def test_real_claude_code_answers_in_print_mode_through_the_gateway(
-    tmp_path: Path, model_files: Path, llama_server: Path, make_herd, user_home: Path
+    make_herd, user_home: Path
 ) -> None:
     binary = claude_binary()
     # Claude Code's system prompt and tool schemas make a ~15k-token first request (more
@@ -391,28 +391,27 @@ def test_real_claude_code_answers_in_print_mode_through_the_gateway(
     )
     project = user_home / "project"
     project.mkdir()
-    result = herd_cli(
-        "--config",
-        str(herd.path),
-        "claude",
-        "long",
-        "--",
-        "-p",
-        "Say hello",
-        "--output-format",
-        "json",
-        cwd=project,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
     sandboxed = sandbox.unavailable_reason() is None
-    assert ("running without a sandbox" not in result.stderr) == sandboxed
-    answer = json.loads(result.stdout)
-    assert answer["is_error"] is False and answer["type"] == "result"
-    assert isinstance(answer["result"], str)
-    samples = metric_samples(herd.server.api_url)
     key = ("herd_endpoint_requests_total", (("endpoint", "/v1/messages"), ("model", "long")))
-    assert samples[key] >= 1
+
+    def ask(*options: str) -> dict:
+        result = herd_cli(
+            "--config", str(herd.path), "claude", *options,
+            "--", "-p", "Say hello", "--output-format", "json",
+            cwd=project,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ("running without a sandbox" not in result.stderr) == sandboxed
+        answer = json.loads(result.stdout)
+        assert answer["type"] == "result" and answer["is_error"] is False, answer
+        assert isinstance(answer["result"], str)
+        return answer
+
+    ask("long")
+    served = metric_samples(herd.server.api_url)[key]
+    assert served >= 1
+    ask("long", "--route")  # every model class is `auto`: the running model answers
+    assert metric_samples(herd.server.api_url)[key] > served
     # Claude Code kept to its own config dir: the user's ~/.claude is as it was.
     assert sorted(p.name for p in (user_home / ".claude").iterdir()) == ["settings.json"]
     assert (user_home / ".claude-local" / "settings.json").exists()
