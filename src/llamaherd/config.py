@@ -192,6 +192,46 @@ class DockerSettings(_Strict):
     """Extra `docker run` options."""
 
 
+class ClaudeRoute(_Strict):
+    """`[claude.route]`: which profile answers a request that names the `auto` model
+    (what `herd claude --route` sets). Unset entries fall back as documented."""
+
+    small: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
+    """Haiku-class background calls (titles, summaries); unset: the current model."""
+    thinking: str | None = Field(None, min_length=1, examples=["gpt-oss-120b"])
+    """Requests with extended thinking on; unset: the current model."""
+    long_context: str | None = Field(None, min_length=1, examples=["qwen3-next-ud-q5"])
+    """Requests over long_context_tokens; unset: the profile with the largest ctx."""
+    long_context_tokens: PositiveInt = Field(32768, examples=[32768])
+    """Estimated prompt tokens (request bytes / 4) above which a request is long."""
+
+
+class ClaudeSettings(_Strict):
+    """`[claude]`: how `herd claude` runs Claude Code against the gateway."""
+
+    config_dir: str = Field("~/.claude-local", min_length=1, examples=["~/.claude-local"])
+    """Claude Code's CLAUDE_CONFIG_DIR; never the user's normal ~/.claude."""
+    binary: str | None = Field(None, min_length=1, examples=["~/.local/bin/claude"])
+    """The `claude` executable; unset: PATH, then the npm package."""
+    main: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
+    """ANTHROPIC_MODEL; unset: the model running now (or default_model)."""
+    opus: str | None = Field(None, min_length=1, examples=["gpt-oss-120b"])
+    sonnet: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
+    haiku: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
+    """Claude Code's model classes; unset: the same model as `main`."""
+    api_timeout_ms: PositiveInt = Field(3_000_000, examples=[3_000_000])
+    """API_TIMEOUT_MS: local prefill of a long prompt can take minutes."""
+    route: ClaudeRoute = Field(default_factory=ClaudeRoute)
+
+    def profile_keys(self) -> dict[str, str]:
+        """Every key that names a profile, as `claude.<key>` -> the name given."""
+        named = {k: getattr(self, k) for k in ("main", "opus", "sonnet", "haiku")}
+        named |= {
+            f"route.{k}": getattr(self.route, k) for k in ("small", "thinking", "long_context")
+        }
+        return {f"claude.{k}": v for k, v in named.items() if v is not None}
+
+
 class _HerdFile(_Strict):
     """The top level of herd.toml. Profiles are checked one by one later (extends needs
     the raw tables), so here `models` is only required to be a table."""
@@ -203,6 +243,7 @@ class _HerdFile(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     runtime: Literal["native", "docker"] = Field("native", examples=["docker"])
     docker: DockerSettings = Field(default_factory=DockerSettings)
+    claude: ClaudeSettings = Field(default_factory=ClaudeSettings)
     models: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -220,6 +261,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     models: dict[str, Profile] = field(default_factory=dict)
     docker: DockerSettings = field(default_factory=DockerSettings)
+    claude: ClaudeSettings = field(default_factory=ClaudeSettings)
 
     def resolve(self, name: str) -> Profile:
         """The profile called `name`, by id or alias; a UsageError that suggests otherwise."""
@@ -318,7 +360,13 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
         data,
         path=path,
         table="",
-        sections={"": _HerdFile, "server": ServerSettings, "docker": DockerSettings},
+        sections={
+            "": _HerdFile,
+            "server": ServerSettings,
+            "docker": DockerSettings,
+            "claude": ClaudeSettings,
+            "claude.route": ClaudeRoute,
+        },
     )
     base = path.parent if path is not None else Path.cwd()
     models_dir = _resolve_path(top.models_dir, base) if top.models_dir else base / "models"
@@ -342,6 +390,7 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
     )
     if top.default_model is not None:
         config.default_model = _default_model(config, top.default_model)
+    config.claude = _claude_profiles(config, top.claude)
     return config
 
 
@@ -640,6 +689,26 @@ def _default_model(config: Config, name: str) -> str:
             key="default_model",
             hint=_did_you_mean(name, list(config.models), what="profiles"),
         ) from None
+
+
+def _claude_profiles(config: Config, claude: ClaudeSettings) -> ClaudeSettings:
+    """[claude] names profiles by id or alias; keep ids, so the gateway compares plainly."""
+    ids: dict[str, str] = {}
+    for key, name in claude.profile_keys().items():
+        try:
+            ids[key] = config.resolve(name).id
+        except UsageError:
+            raise ConfigError(
+                f"'{name}' is not a profile",
+                path=config.path,
+                key=key,
+                hint=_did_you_mean(name, list(config.models), what="profiles"),
+            ) from None
+    route = claude.route.model_copy(
+        update={k.split(".")[-1]: v for k, v in ids.items() if k.startswith("claude.route.")}
+    )
+    top = {k.split(".")[-1]: v for k, v in ids.items() if not k.startswith("claude.route.")}
+    return claude.model_copy(update={**top, "route": route})
 
 
 def _resolve_path(value: str, base: Path) -> Path:

@@ -24,6 +24,7 @@ import aiohttp
 from starlette.datastructures import Headers, QueryParams
 
 from llamaherd.auth import key_matches
+from llamaherd.claude import route
 from llamaherd.config import Profile
 from llamaherd.errors import UsageError
 from llamaherd.metrics import Metrics
@@ -102,6 +103,8 @@ class Gateway:
             await _json(send, 200, self._model_list())
             return
         requested = _requested_model(scope, headers, body)
+        if route.is_auto(requested) and self._find(requested) is None:
+            requested = route.choose(requested, body, self.supervisor.config)
         model_id, problem = self._choose(requested)
         if problem:
             await _error(send, *problem)
@@ -177,7 +180,7 @@ class Gateway:
                         upstream.close()
                 if self.metrics:
                     ttfb = first_byte - received if first_byte else None
-                    self.metrics.request_done(model.id, upstream.status, ttfb)
+                    self.metrics.request_done(model.id, upstream.status, ttfb, path=scope["path"])
         except Busy as error:
             await _error(
                 send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
