@@ -21,6 +21,19 @@ def test_cpu_flags_build_static_rpc_capable_programs() -> None:
     assert not any("LAUNCHER" in a for a in args)
 
 
+def test_web_ui_is_built_with_npm_only_when_asked() -> None:
+    with_npm = build.cmake_args("cpu", build_number=None, ccache=None, ui_with_npm=True)
+    assert "-DLLAMA_BUILD_UI=ON" in with_npm
+    assert "-DLLAMA_USE_PREBUILT_UI=ON" in with_npm  # the fallback when npm fails
+
+
+def test_ui_without_npm_is_a_usage_error(tmp_path, monkeypatch) -> None:
+    (tmp_path / "CMakeLists.txt").write_text("")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm anywhere
+    with pytest.raises(UsageError, match="npm, which is not installed"):
+        build.build(source=tmp_path, ui=True)
+
+
 def test_ccache_is_used_when_present() -> None:
     args = build.cmake_args("cpu", build_number=None, ccache="/usr/bin/ccache")
     assert "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache" in args

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from conftest import wait_until
 
-from llamaherd import control
+from llamaherd import build, control
 from llamaherd.config import Config
 
 SEEDED = {
@@ -68,6 +70,25 @@ def test_get_endpoints_pass_through_and_model_list_shows_profiles(herd: Config) 
         "moe": "stopped",
         "broken": "stopped",
     }
+
+
+def test_web_ui_is_served_through_the_gateway(herd: Config) -> None:
+    if "-DLLAMA_BUILD_UI=ON" not in herd_build_args() and os.environ.get("CI") != "true":
+        pytest.skip("this llama-server was built without npm, so it has no web UI")
+    control.up(herd, "dense")
+    page = httpx.get(f"{herd.server.public_url}/", timeout=10)  # httpx un-gzips it
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<html" in page.text.lower()
+
+
+def herd_build_args() -> list[str]:
+    """The cmake flags of herd's cached build (empty for a llama-server from elsewhere)."""
+    try:
+        stamp = json.loads((build.pinned_build_dir() / "build.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return stamp.get("cmake_args", [])
 
 
 def test_twenty_concurrent_requests_alternating_models_all_succeed(herd: Config) -> None:

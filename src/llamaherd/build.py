@@ -47,19 +47,21 @@ BACKEND_FLAGS: dict[str, list[str]] = {
 BACKEND_PREFERENCE = ("cuda", "vulkan", "cpu")
 
 # Flags common to every backend: static programs (so bin/ can be copied around), RPC for
-# multi-machine workers, no tests/examples. The web UI is not built with npm; llama.cpp's
-# prebuilt UI for this exact build is fetched from its Hugging Face bucket when reachable,
-# and without it (offline) the build still succeeds, serving no UI.
+# multi-machine workers, no tests/examples. The web UI (llama-server's `/`) is built from
+# the tree's sources with npm when `ui_with_npm` (cmake_args); otherwise, or if that fails,
+# llama.cpp's prebuilt UI for this build is fetched from its Hugging Face bucket when
+# reachable; with neither the build still succeeds, serving no UI.
 COMMON_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=OFF",
     "-DGGML_RPC=ON",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_UI=OFF",
     "-DLLAMA_USE_PREBUILT_UI=ON",
     "-DLLAMA_OPENSSL=OFF",
 ]
+# What llama.cpp's UI step logs once it has embedded the assets (scripts/ui-assets.cmake).
+UI_EMBEDDED = re.compile(r"UI: embedded (\d+) assets")
 
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phase is 'download' (bytes) or 'build' (steps)."""
@@ -72,6 +74,7 @@ class BuildResult:
     bin_dir: Path
     built: bool  # False: the cached build was already up to date
     log: Path | None
+    ui_assets: int | None = None  # web UI files embedded in llama-server (None: unknown)
 
 
 def builds_root() -> Path:
@@ -127,16 +130,19 @@ def cmake_args(
     cuda_archs: Sequence[int] = (),
     nvcc: str | None = None,
     native: bool = True,
+    ui_with_npm: bool = False,
 ) -> list[str]:
     """The cmake configure flags for a build; one pure function so tests can check them.
 
     `cuda_archs` are compute capabilities (89, 120), built as real SASS only: herd builds
     for the GPUs it was told about, and PTX for others would only add compile time.
     `native=False` builds CPU code any x86-64 can run (a Docker image moves between hosts).
+    `ui_with_npm` builds the web UI from source (npm from the registry; ~3 min).
     """
     if backend not in BACKEND_FLAGS:
         raise UsageError(f"unknown backend '{backend}'; supported: {', '.join(BACKEND_FLAGS)}")
     args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend], f"-DGGML_NATIVE={'ON' if native else 'OFF'}"]
+    args.append(f"-DLLAMA_BUILD_UI={'ON' if ui_with_npm else 'OFF'}")
     if backend == "cuda":
         if not cuda_archs:
             raise UsageError("a CUDA build needs its architectures, e.g. --cuda-arch 89,120")
@@ -282,12 +288,14 @@ def build(
     cuda_arch: str | None = None,
     targets: Sequence[str] = TARGETS,
     pin: Pin | None = None,
+    ui: bool | None = None,
 ) -> BuildResult:
     """Build llama.cpp's programs for a backend, or say the cached build is up to date.
 
     With `source`, nothing is downloaded (an offline machine builds its own checkout).
     `cuda_arch` overrides the detected GPU architectures ("89,120"); `targets` narrows
-    what is built (llama-server is always among them).
+    what is built (llama-server is always among them). `ui`: build the web UI with npm
+    (None: when npm is installed).
     """
     if backend not in BACKEND_FLAGS:
         cmake_args(backend, build_number=None, ccache=None)  # raises the one message
@@ -303,7 +311,16 @@ def build(
         raise HerdError(
             "cmake not found; install it (apt install cmake, or pip install 'llamaherd[build]')"
         )
-    args = cmake_args(backend, build_number=build_number, ccache=find_tool("ccache"), **toolchain)
+    ui_with_npm = shutil.which("npm") is not None if ui is None else ui
+    if ui_with_npm and not shutil.which("npm"):
+        raise UsageError("--ui builds the web UI with npm, which is not installed; install Node.js")
+    args = cmake_args(
+        backend,
+        build_number=build_number,
+        ccache=find_tool("ccache"),
+        ui_with_npm=ui_with_npm,
+        **toolchain,
+    )
     stamp = {
         "source": str(tree),
         "cmake_args": args,
@@ -317,7 +334,7 @@ def build(
     # A pinned tree never changes, so a matching stamp means nothing to do. A user's
     # checkout can change under us: let the (incremental) build decide.
     if not force and source is None and _read_stamp(stamp_file) == stamp and _has_required(bin_dir):
-        return BuildResult(version, backend, bin_dir, built=False, log=None)
+        return BuildResult(version, backend, bin_dir, False, None, _ui_assets(home / "build.log"))
 
     build_dir = home / "build"
     log = home / "build.log"
@@ -348,7 +365,16 @@ def build(
             staged.replace(bin_dir / target)
     stamp_file.write_text(json.dumps(stamp, indent=2))
     changed = _binary_mtimes(bin_dir) != before
-    return BuildResult(version, backend, bin_dir, built=changed or force, log=log)
+    return BuildResult(version, backend, bin_dir, changed or force, log, _ui_assets(log))
+
+
+def _ui_assets(log: Path) -> int | None:
+    """How many web UI files the build embedded in llama-server, from its log."""
+    try:
+        found = UI_EMBEDDED.findall(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(found[-1]) if found else None
 
 
 def _toolchain(backend: str, cuda_arch: str | None) -> dict:

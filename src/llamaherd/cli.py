@@ -478,6 +478,11 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
 @click.option("-j", "--jobs", type=int, help="Parallel compile jobs (default: all cores).")
 @click.option("--force", is_flag=True, help="Build even if the cached build is up to date.")
 @click.option(
+    "--ui/--no-ui",
+    default=None,
+    help="Build llama-server's web UI with npm (~3 min). Default: when npm is installed.",
+)
+@click.option(
     "--docker",
     "in_docker",
     is_flag=True,
@@ -497,6 +502,7 @@ def build_command(
     targets: tuple[str, ...],
     jobs: int | None,
     force: bool,
+    ui: bool | None,
     in_docker: bool,
     tag: str | None,
     update: bool,
@@ -526,15 +532,22 @@ def build_command(
             progress=progress,
             cuda_arch=cuda_arch,
             targets=targets or build.TARGETS,
+            ui=ui,
         )
     if as_json:
         _emit_json(build.describe(result))
-    elif result.built:
+        return
+    if result.built:
         console.print(f"built llama.cpp {result.version} ({result.backend}) into {result.bin_dir}")
     else:
         console.print(
             f"llama.cpp {result.version} ({result.backend}) is already built "
             f"and up to date: {result.bin_dir}"
+        )
+    if result.ui_assets == 0:
+        console.print(
+            "note: no web UI in this llama-server (it serves the APIs only); install npm "
+            "(Node.js) or go online, then `herd build --force`"
         )
 
 
