@@ -268,6 +268,8 @@ def test_system_without_gpus_says_why(herd: Config) -> None:
 def test_herd_top_prints_a_snapshot(herd: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HERD_FAKE_GPUS", str(FAKE_GPUS))
     control.up(herd, "dense")
+    client = control.connect(herd)
+    assert wait_until(lambda: client.system()["servers"], timeout=5)  # a sample a second
     command = [sys.executable, "-m", "llamaherd", "--config", str(herd.path), "top"]
     result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
