@@ -1,0 +1,190 @@
+"""How close `herd plan` comes to what llama-server itself allocates.
+
+Run it from the project root:
+
+    .venv/bin/python benchmarks/planner_accuracy.py [--models DIR] [--json]
+
+It writes models of realistic shape (a few hundred MB each: a dense llama in F16 and in
+Q8_0, a llama-style mixture of experts, a gemma3 with sliding-window attention; zeros
+for weights, since memory use does not depend on the values), starts the llama-server
+`herd build` made on each with several settings (context, slots, KV cache type, flash
+attention), reads the buffer sizes it logs while loading (`-lv 4`: model, KV, compute
+and output buffers) and prints them beside the planner's estimate for the same settings,
+with the relative error per component. Targets: total within 5%, each component within
+10%. It reports, never fails on a figure.
+
+Weight repacking is turned off (`--no-repack`): on CPUs with AMX or AVX-512 llama.cpp
+copies the matrices into a repacked buffer and also keeps the file mapped, so the log
+would count the weights twice (the planner counts them once, as a GPU would hold them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamaherd import build
+from llamaherd.gguf import check, synth
+from llamaherd.gguf import inspect as gguf_inspect
+from llamaherd.gguf import plan as gguf_plan
+
+MiB = 1024**2
+COMPONENTS = ("weights", "kv_cache", "compute", "overhead", "total")
+
+MODELS = {
+    "dense-f16": synth.Shape(
+        n_embd=1024, n_layer=16, n_head=16, n_head_kv=4, n_ff=2816, n_vocab=32000,
+        weight_type="F16", context_length=32768, name="bench dense f16",
+    ),
+    "dense-q8": synth.Shape(
+        n_embd=2048, n_layer=12, n_head=16, n_head_kv=8, n_ff=5632, n_vocab=32000,
+        weight_type="Q8_0", context_length=32768, name="bench dense q8_0",
+    ),
+    "moe-q8": synth.Shape(
+        n_embd=1024, n_layer=8, n_head=16, n_head_kv=4, n_ff=1408, n_vocab=32000,
+        n_expert=16, n_expert_used=4, weight_type="Q8_0", context_length=32768,
+        name="bench moe q8_0",
+    ),
+    "gemma3-swa-f16": synth.Shape(
+        arch="gemma3", n_embd=1152, n_layer=12, n_head=8, n_head_kv=4, head_dim=128,
+        n_ff=6912, n_vocab=32000, weight_type="F16", context_length=32768,
+        sliding_window=1024, tied_output=True, name="bench gemma3 swa",
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    ctx: int
+    parallel: int | None = None
+    kv_type: str = "f16"
+    flash_attn: str = "auto"
+
+    def settings(self) -> gguf_plan.Settings:
+        return gguf_plan.Settings(
+            ctx=self.ctx,
+            parallel=self.parallel,
+            cache_type_k=self.kv_type,
+            cache_type_v=self.kv_type,
+            flash_attn=self.flash_attn,
+        )
+
+    def flags(self) -> list[str]:
+        out = ["-c", str(self.ctx), "-fa", self.flash_attn]
+        if self.parallel:
+            out += ["-np", str(self.parallel)]
+        if self.kv_type != "f16":
+            out += ["-ctk", self.kv_type, "-ctv", self.kv_type]
+        return out
+
+    @property
+    def label(self) -> str:
+        extra = [
+            f"np={self.parallel}" if self.parallel else "",
+            self.kv_type,
+            f"fa={self.flash_attn}",
+        ]
+        return f"{self.model} ctx={self.ctx} " + " ".join(e for e in extra if e)
+
+
+CASES = [
+    Case("dense-f16", 8192),
+    Case("dense-f16", 32768),
+    Case("dense-f16", 8192, flash_attn="off"),
+    Case("dense-q8", 16384),
+    Case("dense-q8", 16384, parallel=2),
+    Case("dense-q8", 32768, kv_type="q8_0"),
+    Case("dense-q8", 16384, flash_attn="off"),
+    Case("moe-q8", 8192),
+    Case("moe-q8", 32768, parallel=1),
+    Case("gemma3-swa-f16", 8192),
+    Case("gemma3-swa-f16", 32768),
+    Case("gemma3-swa-f16", 8192, flash_attn="off"),
+]
+
+
+def measure(binary: Path, model: Path, case: Case, log: Path) -> dict[str, int]:
+    """Start llama-server, wait until it listens (all buffers allocated), stop it."""
+    argv = [str(binary), "-m", str(model), "--port", "0", "-lv", "4", "--no-repack",
+            "-t", "1", *case.flags()]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and process.poll() is None:
+                if "listening" in log.read_text(errors="replace"):
+                    break
+                time.sleep(0.2)
+        finally:
+            process.terminate()
+            process.wait(30)
+    sizes = check.buffer_sizes(log.read_text(errors="replace")).get("CPU")
+    if not sizes:
+        raise SystemExit(f"{case.label}: no buffer sizes in {log}; see the log")
+    return {**sizes, "total": sum(sizes.values())}
+
+
+def estimated(info: gguf_inspect.ModelInfo, case: Case) -> dict[str, int]:
+    cpu = gguf_plan.estimate(info, case.settings(), gguf_plan.Placement(), []).cpu
+    return {
+        "weights": cpu.weights,
+        "kv_cache": cpu.kv_cache,
+        "compute": cpu.compute,
+        "overhead": cpu.overhead,
+        "total": cpu.total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=Path, help="Where to write the models (kept).")
+    parser.add_argument("--only", help="Run only the cases whose label contains this.")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    binary = build.pinned_build_dir() / "bin" / "llama-server"
+    if not binary.exists():
+        sys.exit("no llama-server: run `herd build` first")
+    models_dir = args.models or Path(tempfile.mkdtemp(prefix="herd-planner-"))
+    rows = []
+    for case in CASES:
+        if args.only and args.only not in case.label:
+            continue
+        path = models_dir / f"{case.model}.gguf"
+        if not path.exists():
+            synth.write(path, MODELS[case.model])
+        info = gguf_inspect.read(path)
+        actual = measure(binary, path, case, models_dir / f"{case.model}.log")
+        estimate = estimated(info, case)
+        errors = {
+            k: (estimate[k] - actual[k]) / actual[k] if actual[k] else None for k in COMPONENTS
+        }
+        rows.append({"case": case.label, "estimate": estimate, "actual": actual, "error": errors})
+        if not args.json:
+            print(case.label)
+            for k in COMPONENTS:
+                err = errors[k]
+                shown = f"{err * 100:+6.1f}%" if err is not None else "     —"
+                print(
+                    f"  {k:<9} estimate {estimate[k] / MiB:9.2f} MiB   "
+                    f"llama-server {actual[k] / MiB:9.2f} MiB   {shown}"
+                )
+    worst = {
+        k: max((abs(r["error"][k]) for r in rows if r["error"][k] is not None), default=0.0)
+        for k in COMPONENTS
+    }
+    if args.json:
+        print(json.dumps({"rows": rows, "worst": worst}, indent=2))
+    else:
+        print("worst relative error: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in worst.items()))
+        print("targets: total within 5%, each component within 10%")
+
+
+if __name__ == "__main__":
+    main()
