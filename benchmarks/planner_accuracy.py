@@ -56,6 +56,17 @@ MODELS = {
         n_ff=6912, n_vocab=32000, weight_type="F16", context_length=32768,
         sliding_window=1024, tied_output=True, name="bench gemma3 swa",
     ),
+    # Held out: not used to fit the compute coefficients (other width ratios, a 128k
+    # vocabulary, many small experts), to show how the formulas carry to new shapes.
+    "heldout-dense-128k-vocab": synth.Shape(
+        n_embd=1536, n_layer=6, n_head=12, n_head_kv=2, head_dim=128, n_ff=4096,
+        n_vocab=128256, weight_type="Q8_0", context_length=131072, name="held-out dense",
+    ),
+    "heldout-moe-64x": synth.Shape(
+        n_embd=1024, n_layer=4, n_head=32, n_head_kv=4, head_dim=128, n_ff=512,
+        n_vocab=50000, n_expert=64, n_expert_used=8, weight_type="Q8_0",
+        context_length=65536, name="held-out moe",
+    ),
 }  # fmt: skip
 
 
@@ -107,6 +118,13 @@ CASES = [
     Case("gemma3-swa-f16", 8192),
     Case("gemma3-swa-f16", 32768),
     Case("gemma3-swa-f16", 8192, flash_attn="off"),
+    Case("heldout-dense-128k-vocab", 65536),
+    Case("heldout-dense-128k-vocab", 16384, parallel=3, kv_type="q4_0"),
+    Case("heldout-dense-128k-vocab", 4096, flash_attn="off"),
+    Case("heldout-moe-64x", 32768),
+    Case("heldout-moe-64x", 8192, parallel=8, flash_attn="off"),
+    Case("heldout-moe-64x", 16384, parallel=2, kv_type="q8_0", flash_attn="on"),
+    Case("heldout-dense-128k-vocab", 8192, parallel=2, flash_attn="off"),
 ]
 
 

@@ -316,7 +316,7 @@ def compute_bytes(info: ModelInfo, s: Settings, *, output: bool, layers: bool) -
     activations of n_ubatch tokens, plus the KQ masks that live through the graph:
     FFN 3 x n_ff (experts: 3 x used x n_ff) + 5 x n_embd per token; attention with flash
     attention 5 x n_embd + 2 x (q + kv) dims, without it the n_kv x n_head KQ scores per
-    token on top. The coefficients are fitted to llama-server's reported compute buffers
+    token plus 4 x n_embd + 2 x (q + kv) dims. The coefficients are fitted to llama-server's reported compute buffers
     (benchmarks/planner_accuracy.py; docs/memory.md has the figures)."""
     n_ub = min(_pad(s.ctx, CTX_PAD), s.n_ubatch)
     # llama-server caps the outputs per batch at its slot count (server-context.cpp sets
@@ -340,7 +340,7 @@ def compute_bytes(info: ModelInfo, s: Settings, *, output: bool, layers: bool) -
             peaks.append(per_token * (5 * e + 2 * q_dim + 2 * kv_dim))
         elif info.attention_layers:
             scores = n_kv * n_ub * info.n_head * f32
-            peaks.append(scores + per_token * (6 * e + 2 * kv_dim))
+            peaks.append(scores + per_token * (4 * e + 2 * q_dim + 2 * kv_dim))
     if output:
         peaks.append(info.n_vocab * n_out * f32 + 2 * e * per_token)
     masks = 0
