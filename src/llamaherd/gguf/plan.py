@@ -316,8 +316,8 @@ def compute_bytes(info: ModelInfo, s: Settings, *, output: bool, layers: bool) -
     activations of n_ubatch tokens, plus the KQ masks that live through the graph:
     FFN 3 x n_ff (experts: 3 x used x n_ff) + 5 x n_embd per token; attention with flash
     attention 5 x n_embd + 2 x (q + kv) dims, without it the n_kv x n_head KQ scores per
-    token plus 4 x n_embd + 2 x (q + kv) dims. The coefficients are fitted to llama-server's reported compute buffers
-    (benchmarks/planner_accuracy.py; docs/memory.md has the figures)."""
+    token plus 4 x n_embd + 2 x (q + kv) dims. The coefficients are fitted to the compute
+    buffers llama-server reports (benchmarks/planner_accuracy.py, docs/memory.md)."""
     n_ub = min(_pad(s.ctx, CTX_PAD), s.n_ubatch)
     # llama-server caps the outputs per batch at its slot count (server-context.cpp sets
     # n_outputs_max = n_parallel), so the logits are small; llama-fit-params keeps n_batch.
