@@ -20,6 +20,7 @@ from llamaherd import __version__
 from llamaherd.auth import key_matches
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.events import sse
+from llamaherd.gguf import budget
 from llamaherd.metrics import Metrics
 from llamaherd.monitor import Sampler
 from llamaherd.supervisor import Supervisor
@@ -62,6 +63,10 @@ def create_app(
 
     @app.get("/models")
     async def models() -> dict:
+        profiles = list(supervisor.config.models.values())
+        memory = await asyncio.to_thread(
+            lambda: budget.summaries(profiles, supervisor.memory.gpus())
+        )
         return {
             "models": [
                 {
@@ -75,6 +80,7 @@ def create_app(
                     "ttl": p.ttl,
                     "state": str(supervisor.state_of(p.id)),
                     "speed_tps": None,  # measured by `herd bench speed` (benchmarks issue)
+                    "memory": memory.get(p.id),  # the planner's estimate (gguf/budget.py)
                 }
                 for p in supervisor.config.models.values()
             ]

@@ -174,8 +174,18 @@ def _picker_rows(config: Config) -> tuple[list[dict], str | None]:
         status = client.status()
         running = status["model"] if status.get("state") == "ready" else None
         return client.models(), running
+    from llamaherd.gguf import budget
+
+    memory = budget.summaries(list(config.models.values()), budget.gpu_totals())
     rows = [
-        {"id": p.id, "name": p.name, "ctx": p.ctx, "best_for": p.best_for, "aliases": p.aliases}
+        {
+            "id": p.id,
+            "name": p.name,
+            "ctx": p.ctx,
+            "best_for": p.best_for,
+            "aliases": p.aliases,
+            "memory": memory.get(p.id),
+        }
         for p in config.models.values()
     ]
     return rows, None

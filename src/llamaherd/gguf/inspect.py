@@ -11,7 +11,9 @@ list of architectures, so new architectures mostly work unchanged.
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import numpy as np
 
 from llamaherd.errors import UsageError
 
@@ -171,59 +172,123 @@ def read(path: str | Path) -> ModelInfo:
         what = "is a directory, not a GGUF file" if path.is_dir() else "not found"
         raise UsageError(f"{path}: {what} (give the path of a .gguf file)")
     files = split_parts(path)
-    readers = [_reader(p) for p in files]
-    kv: dict[str, Any] = {}
-    for reader in readers:
-        for key, value in reader.fields.items():
-            kv.setdefault(key, value)  # the first part carries the metadata
-    tensors = [t for reader in readers for t in _tensors(reader)]
-    return _model_info(files[0], files, kv, tensors)
+    values: dict[str, Any] = {}
+    tensors: list[TensorInfo] = []
+    for part in files:
+        part_values, part_tensors = _read_header(part)
+        for key, value in part_values.items():
+            values.setdefault(key, value)  # the first part carries the metadata
+        tensors += part_tensors
+    return _model_info(files[0], files, values, tensors)
 
 
-def _reader(path: Path) -> gguf.GGUFReader:
+# GGUF value types (gguf-py constants.py GGUFValueType) -> struct format; 8 string, 9 array.
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+            12: "d"}  # fmt: skip
+_STRING, _ARRAY = 8, 9
+# String arrays longer than this (vocabularies, merges) are counted, not decoded.
+_DECODE_LIMIT = 4096
+
+
+class _Skipped(int):
+    """The length of a long string array whose items were not decoded."""
+
+
+class _Header:
+    """A little-endian cursor over the file's bytes (the header is read, never the data).
+
+    The gguf package's GGUFReader builds a numpy view per array item, which takes
+    seconds on a 150k-token vocabulary; this reads the same layout in a fraction of it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("rb")
+        self.buffer = b""
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.buffer):
+            chunk = self.file.read(max(n, 1 << 20))
+            self.buffer = self.buffer[self.pos :] + chunk
+            self.pos = 0
+            if n > len(self.buffer):
+                raise ValueError("file ends inside the header")
+        data = self.buffer[self.pos : self.pos + n]
+        self.pos += n
+        return data
+
+    def scalar(self, fmt: str) -> Any:
+        size = struct.calcsize("<" + fmt)
+        return struct.unpack("<" + fmt, self.take(size))[0]
+
+    def string(self) -> str:
+        return self.take(self.scalar("Q")).decode("utf-8", "replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.scalar(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item, count = self.scalar("I"), self.scalar("Q")
+            if item == _STRING:
+                if count > _DECODE_LIMIT:
+                    for _ in range(count):
+                        self.take(self.scalar("Q"))
+                    return _Skipped(count)
+                return [self.string() for _ in range(count)]
+            if item in _SCALARS:
+                fmt = _SCALARS[item]
+                raw = self.take(struct.calcsize("<" + fmt) * count)
+                if count > _DECODE_LIMIT:
+                    return _Skipped(count)
+                return list(struct.unpack(f"<{count}{fmt}", raw))
+            return [self.value(item) for _ in range(count)]  # nested arrays
+        raise ValueError(f"unknown value type {kind}")
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], list[TensorInfo]]:
+    header = _Header(path)
     try:
-        return gguf.GGUFReader(path, "r")
-    except (ValueError, OSError, IndexError, KeyError) as error:
+        if header.take(4) != b"GGUF":
+            raise ValueError("no GGUF magic number at the start")
+        version = header.scalar("I")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} (llama.cpp reads 2 and 3)")
+        n_tensors, n_kv = header.scalar("Q"), header.scalar("Q")
+        values = {}
+        for _ in range(n_kv):
+            key = header.string()
+            values[key] = header.value(header.scalar("I"))
+        tensors = []
+        for _ in range(n_tensors):
+            name = header.string()
+            dims = [header.scalar("Q") for _ in range(header.scalar("I"))]
+            kind, _offset = header.scalar("I"), header.scalar("Q")
+            tensors.append(_tensor(name, dims, kind))
+    except (ValueError, struct.error, UnicodeDecodeError, OSError) as error:
         raise UsageError(
             f"{path}: not a readable GGUF file ({error}); re-download it or check the path"
         ) from None
+    finally:
+        header.file.close()
+    return values, tensors
 
 
-def _value(field_: Any) -> Any:
-    """A header value as a Python object (arrays of strings or numbers as lists)."""
-    types = field_.types
-    if not types:
-        return None
-    if types[0] == gguf.GGUFValueType.ARRAY:
-        if len(types) > 1 and types[1] == gguf.GGUFValueType.STRING:
-            return [bytes(field_.parts[i]).decode("utf-8", "replace") for i in field_.data]
-        return [_scalar(field_.parts[i]) for i in field_.data]
-    if types[0] == gguf.GGUFValueType.STRING:
-        return bytes(field_.parts[field_.data[0]]).decode("utf-8", "replace")
-    return _scalar(field_.parts[field_.data[0]])
-
-
-def _scalar(part: np.ndarray) -> Any:
-    return part.tolist()[0] if part.size == 1 else part.tolist()
-
-
-def _tensors(reader: gguf.GGUFReader) -> list[TensorInfo]:
-    out = []
-    for tensor in reader.tensors:
-        name = tensor.name
-        layer = int(name.split(".")[1]) if name.startswith("blk.") else None
-        out.append(
-            TensorInfo(
-                name=name,
-                type=tensor.tensor_type.name,
-                shape=[int(x) for x in tensor.shape],
-                n_params=int(tensor.n_elements),
-                n_bytes=int(tensor.n_bytes),
-                layer=layer,
-                group=_group(name, layer),
-            )
-        )
-    return out
+def _tensor(name: str, dims: list[int], kind: int) -> TensorInfo:
+    qtype = gguf.GGMLQuantizationType(kind)
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n_params = math.prod(dims)
+    layer = int(name.split(".")[1]) if name.startswith("blk.") else None
+    return TensorInfo(
+        name=name,
+        type=qtype.name,
+        shape=dims,
+        n_params=n_params,
+        n_bytes=n_params // block * size,
+        layer=layer,
+        group=_group(name, layer),
+    )
 
 
 def _group(name: str, layer: int | None) -> str:
@@ -245,11 +310,9 @@ def _group(name: str, layer: int | None) -> str:
     return "other"
 
 
-def _model_info(path: Path, files: list[Path], kv: dict[str, Any], tensors: list) -> ModelInfo:
-    # The vocabulary arrays are the bulk of the header and only their length matters here.
-    bulky = {"tokenizer.ggml.merges", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"}
-    bulky |= {"tokenizer.ggml.scores"}
-    values = {key: _value(f) for key, f in kv.items() if key not in bulky}
+def _model_info(
+    path: Path, files: list[Path], values: dict[str, Any], tensors: list[TensorInfo]
+) -> ModelInfo:
     arch = values.get("general.architecture")
     if not isinstance(arch, str):
         raise UsageError(f"{path}: GGUF file without general.architecture (not a model?)")
@@ -292,8 +355,10 @@ def _model_info(path: Path, files: list[Path], kv: dict[str, Any], tensors: list
     window = int(window) if window else None
     swa_layers = _swa_layers(arch, n_layer, window, key("attention.sliding_window_pattern"))
 
-    tokens = kv.get("tokenizer.ggml.tokens")
-    n_vocab = int(key("vocab_size", 0)) or (len(tokens.data) if tokens is not None else 0)
+    tokens = values.get("tokenizer.ggml.tokens")
+    n_vocab = int(key("vocab_size", 0)) or (
+        int(tokens) if isinstance(tokens, int) else len(tokens or [])
+    )
     if not n_vocab:
         embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
         n_vocab = embd.shape[1] if embd else 0

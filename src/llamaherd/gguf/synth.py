@@ -10,6 +10,7 @@ with filler tokens up to the vocabulary size.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,27 +57,58 @@ class Shape:
         return self.head_dim or self.n_embd // self.n_head
 
 
-def write(path: str | Path, shape: Shape) -> Path:
-    """Write `shape` to path atomically; returns the path."""
+def write(path: str | Path, shape: Shape, *, sparse: bool = False) -> Path:
+    """Write `shape` to path atomically; returns the path.
+
+    `sparse`: write the header only and extend the file to its full size without writing
+    the weights (a sparse file: a 60 GB model takes a few kB of disk). Header readers
+    (inspect, plan) see a complete model; llama-server would load zeros."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with demo._temp_beside(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch=shape.arch)
         _metadata(writer, shape)
-        for name, dims in _tensor_shapes(shape):
-            _add(writer, name, dims, shape.weight_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
+        if sparse:
+            _write_sparse(writer, shape)
+        else:
+            for name, dims in _tensor_shapes(shape):
+                _add(writer, name, dims, shape.weight_type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
         writer.close()
         os.replace(tmp, path)
     return path
+
+
+def _write_sparse(writer: gguf.GGUFWriter, shape: Shape) -> None:
+    data_bytes = 0
+    for name, dims in _tensor_shapes(shape):
+        if len(dims) == 1 or shape.weight_type == "F32":
+            info = (dims, np.dtype(np.float32), 4 * math.prod(dims), None)
+        elif shape.weight_type == "F16":
+            info = (dims, np.dtype(np.float16), 2 * math.prod(dims), None)
+        else:
+            qtype = WEIGHT_TYPES[shape.weight_type]
+            block, size = gguf.GGML_QUANT_SIZES[qtype]
+            raw = (*dims[:-1], dims[-1] // block * size)
+            info = (raw, np.dtype(np.uint8), math.prod(raw), qtype)
+        writer.add_tensor_info(name, info[0], info[1], info[2], raw_dtype=info[3])
+        data_bytes += -(-info[2] // writer.data_alignment) * writer.data_alignment
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    assert writer.fout is not None
+    out = writer.fout[0]
+    writer.write_padding(out, out.tell())
+    out.truncate(out.tell() + data_bytes)
 
 
 def write_split(path: str | Path, shape: Shape, parts: int) -> list[Path]:
     """The same model as `write`, in `parts` files named like gguf-split's output
     (`<stem>-00001-of-0000N.gguf`); metadata in the first, tensors spread over all."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.name.removesuffix(".gguf")
     names = [path.with_name(f"{stem}-{i:05d}-of-{parts:05d}.gguf") for i in range(1, parts + 1)]
     tensors = list(_tensor_shapes(shape))
