@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamaherd import build
 from llamaherd.gguf import check, synth
 from llamaherd.gguf import inspect as gguf_inspect
 from llamaherd.gguf import plan as gguf_plan
@@ -77,6 +76,8 @@ class Case:
     parallel: int | None = None
     kv_type: str = "f16"
     flash_attn: str = "auto"
+    ngl: int | None = None  # GPU cases: layers offloaded (the output layer counts as one)
+    n_cpu_moe: int = 0
 
     def settings(self) -> gguf_plan.Settings:
         return gguf_plan.Settings(
@@ -87,12 +88,18 @@ class Case:
             flash_attn=self.flash_attn,
         )
 
+    def placement(self) -> gguf_plan.Placement:
+        return gguf_plan.Placement(self.ngl or 0, (), self.n_cpu_moe)
+
     def flags(self) -> list[str]:
         out = ["-c", str(self.ctx), "-fa", self.flash_attn]
         if self.parallel:
             out += ["-np", str(self.parallel)]
         if self.kv_type != "f16":
             out += ["-ctk", self.kv_type, "-ctv", self.kv_type]
+        out += ["--fit", "off", "-ngl", str(self.ngl or 0)]
+        if self.n_cpu_moe:
+            out += ["--n-cpu-moe", str(self.n_cpu_moe)]
         return out
 
     @property
@@ -101,6 +108,8 @@ class Case:
             f"np={self.parallel}" if self.parallel else "",
             self.kv_type,
             f"fa={self.flash_attn}",
+            f"ngl={self.ngl}" if self.ngl is not None else "",
+            f"n-cpu-moe={self.n_cpu_moe}" if self.n_cpu_moe else "",
         ]
         return f"{self.model} ctx={self.ctx} " + " ".join(e for e in extra if e)
 
@@ -127,9 +136,22 @@ CASES = [
     Case("heldout-dense-128k-vocab", 8192, parallel=2, flash_attn="off"),
 ]
 
+# With a GPU build (--gpu): offload rules, per device. One GPU, so no tensor split.
+GPU_CASES = [
+    Case("dense-f16", 32768, ngl=17),  # everything: only token_embd stays on the CPU
+    Case("dense-f16", 8192, ngl=8),  # the output layer and the last 7 layers
+    Case("dense-q8", 16384, ngl=1),  # the output layer alone
+    Case("dense-q8", 16384, ngl=13, flash_attn="off"),
+    Case("moe-q8", 8192, ngl=9, n_cpu_moe=4),  # experts of layers 0-3 on the CPU
+    Case("gemma3-swa-f16", 32768, ngl=13),  # tied output: token_embd copied to the GPU
+    Case("heldout-dense-128k-vocab", 65536, ngl=7, parallel=2),
+    Case("heldout-moe-64x", 32768, ngl=5, n_cpu_moe=2, kv_type="q8_0"),
+]
 
-def measure(binary: Path, model: Path, case: Case, log: Path) -> dict[str, int]:
-    """Start llama-server, wait until it listens (all buffers allocated), stop it."""
+
+def measure(binary: Path, model: Path, case: Case, log: Path) -> dict[str, dict[str, int]]:
+    """Start llama-server, wait until it listens (all buffers allocated), stop it.
+    {device: components} as its log reports them."""
     argv = [str(binary), "-m", str(model), "--port", "0", "-lv", "4", "--no-repack",
             "-t", "1", *case.flags()]  # fmt: skip
     with log.open("w") as out:
@@ -143,35 +165,46 @@ def measure(binary: Path, model: Path, case: Case, log: Path) -> dict[str, int]:
         finally:
             process.terminate()
             process.wait(30)
-    sizes = check.buffer_sizes(log.read_text(errors="replace")).get("CPU")
+    sizes = check.buffer_sizes(log.read_text(errors="replace"))
     if not sizes:
         raise SystemExit(f"{case.label}: no buffer sizes in {log}; see the log")
-    return {**sizes, "total": sum(sizes.values())}
+    return {device: {**parts, "total": sum(parts.values())} for device, parts in sizes.items()}
 
 
-def estimated(info: gguf_inspect.ModelInfo, case: Case) -> dict[str, int]:
-    cpu = gguf_plan.estimate(info, case.settings(), gguf_plan.Placement(), []).cpu
-    return {
-        "weights": cpu.weights,
-        "kv_cache": cpu.kv_cache,
-        "compute": cpu.compute,
-        "overhead": cpu.overhead,
-        "total": cpu.total,
-    }
+def estimated(info: gguf_inspect.ModelInfo, case: Case, gpu: bool) -> dict[str, dict[str, int]]:
+    gpus = [gguf_plan.Gpu("CUDA0", 80 * 1024**3)] if gpu else []
+    est = gguf_plan.estimate(info, case.settings(), case.placement(), gpus)
+    out = {}
+    for device in est.devices:
+        overhead = 0 if device.budget is not None else device.overhead  # no margin on a GPU
+        parts = {
+            "weights": device.weights,
+            "kv_cache": device.kv_cache,
+            "compute": device.compute,
+            "overhead": overhead,
+        }
+        out[device.name] = {**parts, "total": sum(parts.values())}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=Path, help="Where to write the models (kept).")
     parser.add_argument("--only", help="Run only the cases whose label contains this.")
+    parser.add_argument("--llama-server", type=Path, help="Default: the one herd build made.")
+    parser.add_argument("--gpu", action="store_true", help="The GPU cases (a CUDA build).")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    binary = build.pinned_build_dir() / "bin" / "llama-server"
+    binary = args.llama_server
+    if binary is None:
+        from llamaherd import build  # not on a GPU machine: it needs platformdirs
+
+        binary = build.pinned_build_dir() / "bin" / "llama-server"
     if not binary.exists():
         sys.exit("no llama-server: run `herd build` first")
     models_dir = args.models or Path(tempfile.mkdtemp(prefix="herd-planner-"))
     rows = []
-    for case in CASES:
+    for case in GPU_CASES if args.gpu else CASES:
         if args.only and args.only not in case.label:
             continue
         path = models_dir / f"{case.model}.gguf"
@@ -179,20 +212,24 @@ def main() -> None:
             synth.write(path, MODELS[case.model])
         info = gguf_inspect.read(path)
         actual = measure(binary, path, case, models_dir / f"{case.model}.log")
-        estimate = estimated(info, case)
-        errors = {
-            k: (estimate[k] - actual[k]) / actual[k] if actual[k] else None for k in COMPONENTS
-        }
-        rows.append({"case": case.label, "estimate": estimate, "actual": actual, "error": errors})
-        if not args.json:
-            print(case.label)
-            for k in COMPONENTS:
-                err = errors[k]
-                shown = f"{err * 100:+6.1f}%" if err is not None else "     —"
-                print(
-                    f"  {k:<9} estimate {estimate[k] / MiB:9.2f} MiB   "
-                    f"llama-server {actual[k] / MiB:9.2f} MiB   {shown}"
-                )
+        estimate = estimated(info, case, args.gpu)
+        for device in sorted(set(actual) | set(estimate)):
+            mine = estimate.get(device, dict.fromkeys(COMPONENTS, 0))
+            theirs = actual.get(device, dict.fromkeys(COMPONENTS, 0))
+            errors = {
+                k: (mine[k] - theirs[k]) / theirs[k] if theirs[k] else None for k in COMPONENTS
+            }
+            row = {"case": case.label, "device": device, "estimate": mine, "actual": theirs}
+            rows.append({**row, "error": errors})
+            if not args.json:
+                print(f"{case.label}  [{device}]")
+                for k in COMPONENTS:
+                    err = errors[k]
+                    shown = f"{err * 100:+6.1f}%" if err is not None else "     —"
+                    print(
+                        f"  {k:<9} estimate {mine[k] / MiB:9.2f} MiB   "
+                        f"llama-server {theirs[k] / MiB:9.2f} MiB   {shown}"
+                    )
     worst = {
         k: max((abs(r["error"][k]) for r in rows if r["error"][k] is not None), default=0.0)
         for k in COMPONENTS

@@ -638,6 +638,7 @@ def plan_command(
     result = gguf_plan.best_plan(
         info, settings, gguf_plan.detected_gpus() if gpus is None else gpus
     )
+    result.notes += gguf_plan.ram_notes(result.estimate)
     checked = _fit_check(ctx, info.path, result.flags()) if check else None
     if as_json:
         _emit_json({**result.summary(), "llama_cpp": checked})

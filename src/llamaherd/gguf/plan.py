@@ -412,7 +412,7 @@ def best_plan(info: ModelInfo, settings: Settings, gpus: list[Gpu]) -> Plan:
 
     # A: one GPU holds it all (no traffic between GPUs), the largest GPU first.
     for index in sorted(range(len(gpus)), key=lambda i: -gpus[i].memory):
-        split = tuple(float(i == index) * all_layers for i in range(len(gpus)))
+        split = tuple(int(i == index) * all_layers for i in range(len(gpus)))
         alone = Placement(all_layers, split if len(gpus) > 1 else (), 0)
         est = estimate(info, settings, alone, gpus)
         if est.fits:
@@ -524,6 +524,20 @@ def _notes(info: ModelInfo, s: Settings) -> list[str]:
     if info.tied_output:
         notes.append("tied embeddings: the output layer's device gets a copy of token_embd")
     return notes
+
+
+def ram_notes(est: Estimate) -> list[str]:
+    """A warning when the CPU's share exceeds this machine's RAM (mmap would page weights
+    in from disk on every token: it runs, very slowly)."""
+    import psutil
+
+    ram = psutil.virtual_memory().total
+    if est.cpu.total <= ram:
+        return []
+    return [
+        f"the CPU part needs {format_size(est.cpu.total)} but this machine has "
+        f"{format_size(ram)} of RAM: weights would be paged from disk (very slow)"
+    ]
 
 
 def detected_gpus() -> list[Gpu]:
