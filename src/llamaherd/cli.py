@@ -645,9 +645,13 @@ def plan_command(
         return
     report.print_plan(console, result, info)
     if checked:
+        console.print(
+            "llama.cpp's own projection (llama-fit-params; its Host weights leave out the "
+            "mmapped file, its compute reserves logits for n_batch outputs):"
+        )
         for device, sizes in checked.items():
             parts = ", ".join(f"{k} {gguf_plan.format_size(v)}" for k, v in sizes.items())
-            console.print(f"llama.cpp {device}: {parts}")
+            console.print(f"  {device}: {parts}")
     if not result.fits:
         sys.exit(1)
 
