@@ -585,7 +585,10 @@ def _plan_options(command):
         "--kv-type", help="KV cache type for K and V (f16, q8_0, q4_0 ...; default f16)."
     )(command)
     return click.option(
-        "--ctx", "ctx_size", type=click.IntRange(1), help="Context size in tokens."
+        "--ctx",
+        "ctx_size",
+        type=click.IntRange(1),
+        help="Context size in tokens (default: the trained context; herd add: at most 32768).",
     )(command)
 
 
