@@ -8,6 +8,7 @@ planner sees exactly what a downloaded file would show it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -197,6 +198,13 @@ def test_kv_cache_follows_llama_cpp_padding_swa_and_slots(models) -> None:
     assert (full, windowed) == (32768, 512 * 4 + 512)  # window x 4 slots + ubatch
     per_layer = gguf_plan.kv_bytes_per_layer(swa, Settings(ctx=32768))
     assert per_layer[5] > per_layer[0] * 10  # the global layer keeps the whole context
+
+
+def test_latent_attention_caches_k_only(models) -> None:
+    info = gguf_inspect.read(models["dense"])
+    mla = dataclasses.replace(info, mla=True)  # DeepSeek-style: V is a view of K
+    full = gguf_plan.kv_bytes_per_layer(info, Settings(ctx=4096))[0]
+    assert gguf_plan.kv_bytes_per_layer(mla, Settings(ctx=4096))[0] == full // 2
 
 
 def test_quantized_v_cache_needs_flash_attention(models) -> None:

@@ -97,6 +97,7 @@ class ModelInfo:
     n_head_kv: list[int]  # per layer (llama.cpp accepts an array; 0 = no attention)
     head_dim_k: int
     head_dim_v: int
+    mla: bool  # multi-head latent attention: the cache keeps K only (V is a view of it)
     n_ff: int | None
     n_vocab: int
     context_length: int | None
@@ -383,6 +384,7 @@ def _model_info(
         n_head_kv=n_head_kv,
         head_dim_k=head_dim_k,
         head_dim_v=head_dim_v,
+        mla=bool(key("attention.key_length_mla", 0)),
         n_ff=_first(key("feed_forward_length")) or None,
         n_vocab=n_vocab,
         context_length=key("context_length"),

@@ -301,7 +301,8 @@ def kv_bytes_per_layer(info: ModelInfo, s: Settings) -> dict[int, int]:
     for il in info.attention_layers:
         kv_heads = info.n_head_kv[il] if il < len(info.n_head_kv) else info.n_head_kv[-1]
         row = _row_size(s.cache_type_k, info.head_dim_k * kv_heads)
-        row += _row_size(s.cache_type_v, info.head_dim_v * kv_heads)
+        if not info.mla:  # llama-kv-cache.cpp: has_v = !is_mla
+            row += _row_size(s.cache_type_v, info.head_dim_v * kv_heads)
         out[il] = row * (swa if il in swa_layers else full)
     for il in info.recurrent_layers:
         out[il] = out.get(il, 0) + info.recurrent_state_bytes * s.n_seq
