@@ -21,6 +21,7 @@ would count the weights twice (the planner counts them once, as a GPU would hold
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--only", help="Run only the cases whose label contains this.")
     parser.add_argument("--llama-server", type=Path, help="Default: the one herd build made.")
     parser.add_argument("--gpu", action="store_true", help="The GPU cases (a CUDA build).")
+    parser.add_argument(
+        "--flash-attn", choices=["on", "off", "auto"], help="Override every case's setting."
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     binary = args.llama_server
@@ -205,6 +209,10 @@ def main() -> None:
     models_dir = args.models or Path(tempfile.mkdtemp(prefix="herd-planner-"))
     rows = []
     for case in GPU_CASES if args.gpu else CASES:
+        if args.flash_attn:  # e.g. a CUDA build without FlashAttention kernels
+            case = dataclasses.replace(case, flash_attn=args.flash_attn)
+            if args.flash_attn == "off" and case.kv_type != "f16":
+                continue  # a quantized V cache needs flash attention: llama.cpp refuses
         if args.only and args.only not in case.label:
             continue
         path = models_dir / f"{case.model}.gguf"

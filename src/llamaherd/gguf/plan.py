@@ -323,11 +323,7 @@ def compute_bytes(info: ModelInfo, s: Settings, *, output: bool, layers: bool) -
     # llama-server caps the outputs per batch at its slot count (server-context.cpp sets
     # n_outputs_max = n_parallel), so the logits are small; llama-fit-params keeps n_batch.
     n_out = min(n_ub, s.n_seq)
-    n_kv, n_kv_swa = kv_cells(info, s)
-    if not s.unified:  # one stream per slot: each ubatch attends its own stream
-        n_kv, n_kv_swa = n_kv // s.n_seq, n_kv_swa // s.n_seq
-    if info.swa_layers and len(info.swa_layers) == len(info.attention_layers):
-        n_kv = n_kv_swa  # every attention layer is windowed
+    n_kv, _ = _kv_per_stream(info, s)
     f32 = 4
     per_token = n_ub * f32
     e = info.n_embd
@@ -344,13 +340,41 @@ def compute_bytes(info: ModelInfo, s: Settings, *, output: bool, layers: bool) -
             peaks.append(scores + per_token * (4 * e + 2 * q_dim + 2 * kv_dim))
     if output:
         peaks.append(info.n_vocab * n_out * f32 + 2 * e * per_token)
-    masks = 0
-    if layers and info.attention_layers:
-        mask_bytes = 2 if s.flash else f32  # F16 masks with flash attention
-        masks = n_kv * _pad(n_ub, 64) * mask_bytes
-        if info.swa_layers and n_kv != n_kv_swa:
-            masks += n_kv_swa * _pad(n_ub, 64) * mask_bytes
-    return max(peaks) + masks
+    return max(peaks) + (_mask_bytes(info, s) if layers else 0)
+
+
+def _kv_per_stream(info: ModelInfo, s: Settings) -> tuple[int, int]:
+    n_kv, n_kv_swa = kv_cells(info, s)
+    if not s.unified:  # one stream per slot: each ubatch attends its own stream
+        n_kv, n_kv_swa = n_kv // s.n_seq, n_kv_swa // s.n_seq
+    if info.swa_layers and len(info.swa_layers) == len(info.attention_layers):
+        n_kv = n_kv_swa  # every attention layer is windowed
+    return n_kv, n_kv_swa
+
+
+def _mask_bytes(info: ModelInfo, s: Settings) -> int:
+    """The KQ masks, graph inputs that live through the whole graph (F16 with flash
+    attention, F32 without), one for full and one for sliding-window layers."""
+    if not info.attention_layers:
+        return 0
+    n_kv, n_kv_swa = _kv_per_stream(info, s)
+    n_ub = min(_pad(s.ctx, CTX_PAD), s.n_ubatch)
+    per_cell = _pad(n_ub, 64) * (2 if s.flash else 4)
+    masks = n_kv * per_cell
+    if info.swa_layers and n_kv != n_kv_swa:
+        masks += n_kv_swa * per_cell
+    return masks
+
+
+def host_compute_bytes(info: ModelInfo, s: Settings) -> int:
+    """The CPU's compute buffer when a GPU runs the graph (CUDA_Host in llama-server's
+    log): the graph inputs (masks, token embeddings) staged in host memory. Layers whose
+    weights stay in RAM add nothing here: for a batch of 512 tokens llama.cpp offloads
+    their matrix products to the GPU (op offload). Fitted on an H100 (docs/memory.md)."""
+    n_ub = min(_pad(s.ctx, CTX_PAD), s.n_ubatch)
+    q_dim = info.n_head * info.head_dim_k
+    kv_dim = max(info.n_head_kv, default=0) * info.head_dim_k
+    return _mask_bytes(info, s) + n_ub * 4 * (2 * info.n_embd + 2 * q_dim + 2 * kv_dim)
 
 
 def estimate(
@@ -380,15 +404,16 @@ def estimate(
     for index in range(info.n_layer + 1):
         device(where[index]).layers.append(index)
 
-    for d in devices:
-        runs_layers = any(i < info.n_layer for i in d.layers)
-        is_output = d is output_dev
-        if d is cpu and placement.n_cpu_moe:
-            runs_layers = True  # the experts kept on the CPU are computed there
-        if runs_layers or is_output:
-            d.compute = compute_bytes(info, settings, output=is_output, layers=runs_layers)
-    if cpu.compute == 0:
-        cpu.compute = compute_bytes(info, settings, output=False, layers=False)
+    # A GPU holding any layer computes the whole batch's big products, those of layers
+    # left in RAM included (op offload), so its buffer is the full graph's peak; the CPU
+    # then only stages the inputs. Without a GPU the CPU runs everything.
+    used = [d for d in devices[:-1] if d.layers]
+    for d in used:
+        d.compute = compute_bytes(info, settings, output=d is output_dev, layers=True)
+    if used:
+        cpu.compute = host_compute_bytes(info, settings)
+    else:
+        cpu.compute = compute_bytes(info, settings, output=True, layers=True)
     cpu.overhead = info.n_vocab * settings.n_seq * 4  # the host logits buffer
     return Estimate(placement, devices)
 
