@@ -397,3 +397,25 @@ def test_daemon_evicts_for_vram_with_fake_gpus(make_herd, tmp_path, monkeypatch)
 def test_cli_has_help_for_the_new_commands(command: str) -> None:
     result = CliRunner().invoke(cli.cli, [command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_picker_shows_the_estimated_memory(models, tmp_path) -> None:
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from llamaherd.tui.picker import PickerApp
+
+    config = _profile(tmp_path, models["small_dense"], '{ n_gpu_layers = "all" }')
+    memory = budget.summaries(list(config.models.values()), [Gpu("GPU0", 24 * GiB)])
+    rows = [{"id": pid, "name": pid, "ctx": 8192, "memory": memory[pid]} for pid in memory]
+
+    async def scenario() -> list[str]:
+        app = PickerApp(rows)
+        async with app.run_test(size=(140, 30)) as pilot:
+            await pilot.pause(0.1)
+            table = app.screen.query_one(DataTable)
+            return [str(cell) for cell in table.get_row_at(0)]
+
+    cells = asyncio.run(scenario())
+    assert any(c.startswith("8.") and "GiB GPU +" in c and "RAM" in c for c in cells), cells
