@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -222,3 +223,13 @@ def test_added_profile_is_served_by_herd_up(
     status = herd("--config", str(config), "status", "--json")
     assert status.returncode == 1  # the daemon --test started is gone again
     assert load_config(config).models["tiny-chat"].ctx == 2048
+
+
+def test_add_without_any_herd_toml_creates_one_in_the_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./herd.toml here; HERD_CONFIG_DIR is private (conftest)
+    model = synth.write(tmp_path / "elsewhere" / "solo.gguf", SHAPE)
+    added = onboard.add(str(model), gpus=[])
+    assert added.config_path == Path(os.environ["HERD_CONFIG_DIR"]) / "herd.toml"
+    assert load_config(added.config_path).models["solo"].file == model  # absolute path
