@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint llama-server clean
+.PHONY: demo test lint llama-server clean claude-code sandbox-tools
 
 # The virtualenv with herd installed (editable) and the test tools.
 $(BIN)/herd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,build]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,build,bench]'
 	touch $@
 
 # Builds llama-server into herd's cache the first time (~15 min on 2 cores); then a no-op.
@@ -22,8 +22,30 @@ lint: $(BIN)/herd
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: llama-server lint
+test: llama-server lint claude-code sandbox-tools
 	$(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# `herd claude`'s tests: Claude Code from the npm registry into .cache/ (ignored), and
+# bubblewrap for herd's sandbox plus socat for Claude Code's own bash sandbox (Debian's
+# packages; CI runs as root). Both quick when already there.
+CLAUDE_CODE_VERSION ?= 2.1.197
+CLAUDE_CODE_DIR     := .cache/claude-code
+CLAUDE_CODE_STAMP   := $(CLAUDE_CODE_DIR)/.installed-$(CLAUDE_CODE_VERSION)
+
+
+claude-code: $(CLAUDE_CODE_STAMP)
+
+$(CLAUDE_CODE_STAMP):
+	mkdir -p $(CLAUDE_CODE_DIR)
+	cd $(CLAUDE_CODE_DIR) && npm install --no-audit --no-fund --loglevel=error \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(CLAUDE_CODE_DIR)/node_modules/.bin/claude --version
+	touch $@
+
+sandbox-tools:
+	@command -v bwrap >/dev/null && command -v socat >/dev/null || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap socat || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap socat; }; }

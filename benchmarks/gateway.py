@@ -47,6 +47,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from llamaherd import build, control, daemon, demo, runtime
+from llamaherd.bench.speed import percentile
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
 from llamaherd.errors import HerdError
@@ -133,15 +134,6 @@ class Throughput:
             "relay_ceiling_tok_s_per_core": self.gateway_tokens / max(self.gateway_cpu_s, 1e-9),
             "errors": self.errors,
         }
-
-
-def percentile(samples: list[float], pct: float) -> float:
-    """Linear-interpolated percentile; p99 of a few hundred samples is still meaningful."""
-    ordered = sorted(samples)
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # --- the daemon ------------------------------------------------------------------------

@@ -28,16 +28,20 @@ COMMANDS = [
     "reload",
     "top",
     "dash",
+    "claude",
 ]
 
 
-def herd(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
+def herd(
+    *args: str, timeout: float = 180, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llamaherd", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        cwd=cwd,
         env={**os.environ, **env},
     )
 

@@ -59,8 +59,9 @@ def test_get_endpoints_pass_through_and_model_list_shows_profiles(herd: Config) 
     control.up(herd, "dense")
     gateway = herd.server.public_url
     assert httpx.get(f"{gateway}/health", timeout=10).json()["status"] == "ok"
-    props = httpx.get(f"{gateway}/props", timeout=10).json()
-    assert "chat_template" in props
+    props = httpx.get(f"{gateway}/props", timeout=10)
+    assert "chat_template" in props.json()
+    assert props.headers.get_list("server") == ["llama.cpp"]  # llama-server's, once
     models = httpx.get(f"{gateway}/v1/models", timeout=10).json()["data"]
     assert {m["id"]: m["state"] for m in models} == {
         "dense": "ready",

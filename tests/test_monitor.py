@@ -119,6 +119,7 @@ def test_nvml_unsupported_fields_are_none(monkeypatch: pytest.MonkeyPatch) -> No
         nvmlDeviceGetEnforcedPowerLimit=unsupported,
         nvmlDeviceGetFanSpeed=unsupported,
         nvmlDeviceGetClockInfo=lambda h, clock: {1: 1300, 2: 3600}[clock],
+        nvmlDeviceGetCudaComputeCapability=lambda h: (6, 1),
         nvmlDeviceGetComputeRunningProcesses=lambda h: [process],
         nvmlDeviceGetGraphicsRunningProcesses=lambda h: [process],
     )
@@ -128,6 +129,7 @@ def test_nvml_unsupported_fields_are_none(monkeypatch: pytest.MonkeyPatch) -> No
     assert gpu["utilization"] == 60 and gpu["temperature"] == 70
     assert gpu["power_draw"] is None and gpu["power_limit"] is None and gpu["fan"] is None
     assert (gpu["clock_sm"], gpu["clock_memory"]) == (1300, 3600)
+    assert gpu["compute_cap"] == "6.1"  # what herd build --backend cuda compiles for
     assert gpu["processes"] == [{"pid": 4242, "used_memory": 3 * GB}]  # listed once
 
 

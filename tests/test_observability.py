@@ -129,6 +129,7 @@ def test_reload_applies_a_good_file_and_keeps_the_old_on_a_bad_one(herd: Config)
     assert client.status()["state"] == "ready"
 
     herd.path.write_text(original)
+    client.reload()  # now, not when the file watcher gets to it: the restart must see it
     assert client.switch("dense", restart=True)["ok"]
     assert client.status()["stale"] == []
 

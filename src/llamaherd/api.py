@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from llamaherd import __version__
 from llamaherd.auth import key_matches
+from llamaherd.bench.store import latest_speeds
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.events import sse
 from llamaherd.gguf import budget
@@ -63,6 +64,7 @@ def create_app(
 
     @app.get("/models")
     async def models() -> dict:
+        speeds = latest_speeds()  # the store in the state dir; {} until something is measured
         profiles = list(supervisor.config.models.values())
         memory = await asyncio.to_thread(
             lambda: budget.summaries(profiles, supervisor.memory.gpus())
@@ -79,7 +81,7 @@ def create_app(
                     "persistent": p.persistent,
                     "ttl": p.ttl,
                     "state": str(supervisor.state_of(p.id)),
-                    "speed_tps": None,  # measured by `herd bench speed` (benchmarks issue)
+                    "speed_tps": speeds.get(p.id),
                     "memory": memory.get(p.id),  # the planner's estimate (gguf/budget.py)
                 }
                 for p in supervisor.config.models.values()

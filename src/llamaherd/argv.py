@@ -44,6 +44,7 @@ def server_argv(binary: Path, profile: Profile, *, host: str, port: int) -> list
         ("--override-tensor", placement.override_tensor),
         ("--main-gpu", placement.main_gpu),
         ("--device", placement.devices),
+        ("--rpc", profile.rpc),  # remote devices join the local ones (rpc.py)
     ]
     argv = [str(binary), "-m", str(profile.file), "--host", host, "--port", str(port)]
     argv += ["--alias", profile.id]
@@ -57,8 +58,10 @@ def server_argv(binary: Path, profile: Profile, *, host: str, port: int) -> list
 
 
 def server_env(profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
-    """The environment for llama-server: `base` (usually os.environ) with profile.env on top."""
-    return {**base, **profile.env}
+    """The environment for llama-server: `base` (usually os.environ), the profile's `gpus`
+    as CUDA_VISIBLE_DEVICES, then profile.env on top (it wins)."""
+    gpus = {"CUDA_VISIBLE_DEVICES": format_value(profile.gpus)} if profile.gpus else {}
+    return {**base, **gpus, **profile.env}
 
 
 def format_value(value: ArgValue) -> str:

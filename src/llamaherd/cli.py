@@ -9,7 +9,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -17,8 +19,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from llamaherd import __version__, build, control, daemon, doctor, top
+from llamaherd import __version__, binaries, build, control, daemon, doctor, rpc, top
+from llamaherd import update as updater
+from llamaherd.bench.store import latest_speeds
 from llamaherd.config import Config
+from llamaherd.docker import compose, image
 from llamaherd.errors import HerdError, UsageError
 
 # Markup off: model names, paths and llama-server log lines often contain [brackets].
@@ -74,6 +79,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     """List the model profiles, with their state when the daemon runs."""
     config = _config(ctx)
     states = _live_states(config)
+    speeds = latest_speeds()
     rows = [
         {
             "id": p.id,
@@ -82,7 +88,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "best_for": p.best_for,
             "aliases": p.aliases,
             "state": states.get(p.id, "stopped"),
-            "speed_tps": None,
+            "speed_tps": speeds.get(p.id),
         }
         for p in config.models.values()
     ]
@@ -148,9 +154,11 @@ def _pick_model(config: Config) -> str:
             raise click.exceptions.Abort()
         return chosen
     table = Table("#", "id", "name", "speed", "ctx", "best for")
+    speeds = latest_speeds()
     for number, profile in enumerate(config.models.values(), 1):
         ctx_text = f"{profile.ctx // 1024}K" if profile.ctx else "model"
-        table.add_row(str(number), profile.id, profile.name, "—", ctx_text, profile.best_for)
+        speed = f"{speeds[profile.id]:.0f} t/s" if profile.id in speeds else "—"
+        table.add_row(str(number), profile.id, profile.name, speed, ctx_text, profile.best_for)
     console.print(table)
     default = ids.index(config.default_model) + 1 if config.default_model in ids else 1
     choice = click.prompt("model", type=click.IntRange(1, len(ids)), default=default)
@@ -174,6 +182,7 @@ def _picker_rows(config: Config) -> tuple[list[dict], str | None]:
         status = client.status()
         running = status["model"] if status.get("state") == "ready" else None
         return client.models(), running
+    speeds = latest_speeds()
     from llamaherd.gguf import budget
 
     memory = budget.summaries(list(config.models.values()), budget.gpu_totals())
@@ -184,6 +193,7 @@ def _picker_rows(config: Config) -> tuple[list[dict], str | None]:
             "ctx": p.ctx,
             "best_for": p.best_for,
             "aliases": p.aliases,
+            "speed_tps": speeds.get(p.id),
             "memory": memory.get(p.id),
         }
         for p in config.models.values()
@@ -309,6 +319,13 @@ def _print_status(status: dict) -> None:
         console.print(line)
     else:
         console.print("model    none running")
+    if status.get("runtime") == "docker" and status["pid"]:
+        console.print(f"runtime  docker (container herd-{status['model']})")
+    if status.get("rpc"):
+        workers = ", ".join(
+            w["endpoint"] + ("" if w["reachable"] else " (unreachable)") for w in status["rpc"]
+        )
+        console.print(f"workers  {workers}")
     if status["url"]:
         console.print(
             f"serving  {d['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
@@ -441,18 +458,79 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
 @click.option(
     "--source",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Build from this llama.cpp checkout instead of the pinned release.",
+    help="Build from this llama.cpp checkout instead of the pinned release (no download).",
 )
-@click.option("--backend", default="cpu", show_default=True, help="cpu (cuda arrives later).")
+@click.option(
+    "--backend",
+    type=click.Choice(list(build.BACKEND_FLAGS)),
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda (NVIDIA; needs nvcc) or vulkan (needs glslc).",
+)
+@click.option(
+    "--cuda-arch",
+    metavar="LIST",
+    help="CUDA compute capabilities to build for, e.g. 89,120 (default: this machine's GPUs).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(list(build.TARGETS)),
+    help="Build only these programs (repeatable; llama-server always).",
+)
 @click.option("-j", "--jobs", type=int, help="Parallel compile jobs (default: all cores).")
 @click.option("--force", is_flag=True, help="Build even if the cached build is up to date.")
+@click.option(
+    "--docker",
+    "in_docker",
+    is_flag=True,
+    help="Build the Docker image (llama-server + rpc-server) instead; cuda or cpu.",
+)
+@click.option("--tag", help="Image tag for --docker (default: llamaherd/llama-server:BACKEND).")
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Build the newest llama.cpp release; the old build stays until the new one passes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def build_command(
-    source: Path | None, backend: str, jobs: int | None, force: bool, as_json: bool
+    source: Path | None,
+    backend: str,
+    cuda_arch: str | None,
+    targets: tuple[str, ...],
+    jobs: int | None,
+    force: bool,
+    in_docker: bool,
+    tag: str | None,
+    update: bool,
+    as_json: bool,
 ) -> None:
-    """Build llama-server (and llama-bench, rpc-server) into herd's cache."""
+    """Build llama-server (and llama-bench, rpc-server) into herd's cache, or an image."""
+    if in_docker:
+        built, argv = image.build_image(source, backend, cuda_arch=cuda_arch, tag=tag)
+        if as_json:
+            _emit_json({"image": built, "argv": argv})
+        else:
+            console.print(f'built image {built}; use it with runtime = "docker" in herd.toml')
+        return
+    if tag:
+        raise UsageError("--tag goes with --docker")
+    if update:
+        if source:
+            raise UsageError("--update moves the pinned release; it does not go with --source")
+        _update(backend, jobs, cuda_arch, targets, as_json)
+        return
     with _BuildProgress(enabled=not as_json) as progress:
-        result = build.build(source, backend, jobs=jobs, force=force, progress=progress)
+        result = build.build(
+            source,
+            backend,
+            jobs=jobs,
+            force=force,
+            progress=progress,
+            cuda_arch=cuda_arch,
+            targets=targets or build.TARGETS,
+        )
     if as_json:
         _emit_json(build.describe(result))
     elif result.built:
@@ -464,11 +542,37 @@ def build_command(
         )
 
 
-class _BuildProgress:
-    """Rich bars in a terminal; a line every 10% elsewhere (CI logs, make)."""
+def _update(
+    backend: str, jobs: int | None, cuda_arch: str | None, targets: tuple[str, ...], as_json: bool
+) -> None:
+    with _BuildProgress(enabled=not as_json) as progress:
+        done = updater.update(
+            backend,
+            jobs=jobs,
+            progress=progress,
+            cuda_arch=cuda_arch,
+            targets=targets or build.TARGETS,
+        )
+    if as_json:
+        result = build.describe(done.result) if done.result else None
+        _emit_json({"old": done.old, "new": done.new, "build": result, "removed": done.removed})
+    elif done.result is None:
+        console.print(f"llama.cpp {done.old} is the newest release; nothing to update")
+    else:
+        console.print(
+            f"updated llama.cpp {done.old} -> {done.new} ({backend}): {done.result.bin_dir}"
+        )
+        if done.removed:
+            console.print(f"removed the old build {done.removed}")
 
-    def __init__(self, enabled: bool) -> None:
+
+class _BuildProgress:
+    """Rich bars in a terminal; a line every 10% elsewhere (CI logs, make). `labels`
+    names the bars by phase (default: herd build's two phases)."""
+
+    def __init__(self, enabled: bool, labels: dict[str, str] | None = None) -> None:
         self.enabled = enabled
+        self.labels = labels
         self.bar: Progress | None = None
         self.tasks: dict[str, int] = {}
         self.last_decile: dict[str, int] = {}
@@ -495,6 +599,8 @@ class _BuildProgress:
         if self.bar:
             if phase not in self.tasks:
                 label = "downloading llama.cpp" if phase == "download" else "compiling"
+                if self.labels is not None:
+                    label = self.labels.get(phase, phase)
                 self.tasks[phase] = self.bar.add_task(label, total=total or None)
             self.bar.update(self.tasks[phase], completed=done, total=total or None)
             return
@@ -554,6 +660,403 @@ def _print_doctor(result: dict) -> None:
         if isinstance(entry, dict)
     )
     line(ports["ok"], "ports", f"{ports['host']}: {port_text}")
+    _print_doctor_beyond(result, line)
+
+
+def _print_doctor_beyond(result: dict, line) -> None:
+    """The CUDA toolkit, docker and RPC worker sections."""
+    gpu_build = result["cuda"]
+    archs = ", ".join(f"sm_{a}" for a in gpu_build["archs"]) or "none"
+    nvcc = f"nvcc {gpu_build['release']}" if gpu_build.get("release") else "no nvcc"
+    detail = "; ".join(gpu_build.get("problems") or []) or gpu_build.get("note", "")
+    line(gpu_build["ok"], "cuda", f"GPU archs {archs}, {nvcc}" + (f": {detail}" if detail else ""))
+    docker = result["docker"]
+    if docker["cli"] is None or not docker["daemon"]:
+        text = docker.get("error", "")
+    else:
+        toolkit = "NVIDIA toolkit yes" if docker["nvidia_toolkit"] else "no NVIDIA toolkit"
+        text = f"{docker['cli']}, daemon up, {toolkit}" + (
+            f": {docker['error']}" if docker.get("error") else ""
+        )
+    line(docker["ok"], "docker", text + ("" if docker["needed"] else " (no profile uses it)"))
+    for worker in result["workers"]["workers"]:
+        state = "reachable" if worker["reachable"] else f"unreachable ({worker['error']})"
+        line(worker["reachable"], "rpc worker", f"{worker['endpoint']} {state}")
+
+
+# -- beyond one machine ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; a LAN address lets other machines use this one.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=rpc.DEFAULT_PORT, show_default=True)
+@click.option("--gpu", metavar="N[,M]", help="Only these CUDA devices (CUDA_VISIBLE_DEVICES).")
+@click.option("--cache", is_flag=True, help="Cache tensors on local disk (faster reloads).")
+@click.pass_context
+def worker(ctx: click.Context, host: str, port: int, gpu: str | None, cache: bool) -> None:
+    """Run llama.cpp's rpc-server: lend this machine's GPUs to a herd on another machine.
+
+    Never let it face an untrusted network: the RPC protocol has no authentication.
+    """
+    config = _optional_config(ctx)
+    binary = binaries.find_rpc_server(config.llama_server if config else None)
+    argv = rpc.worker_argv(binary, host, port, cache=cache)
+    endpoint = rpc.format_endpoint(rpc.advertised_host(host), port)
+    console.print(f"worker      {binary}")
+    console.print(f"listening   {rpc.format_endpoint(host, port)}")
+    console.print(f'coordinator add to the profile in herd.toml:  rpc = ["{endpoint}"]')
+    if rpc.is_loopback(host):
+        console.print("note        loopback only: use --host <LAN address> for other machines")
+    else:
+        console.print("warning     no authentication: keep this port on a trusted network only")
+    sys.stdout.flush()
+    # exec: Ctrl-C and service managers reach rpc-server directly, and nothing is left over.
+    os.execve(argv[0], argv, rpc.worker_env(os.environ, gpu))
+
+
+@cli.command("compose")
+@click.argument("model")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write docker-compose.yml and .env.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port to publish (default: [server] port)."
+)
+@click.pass_context
+def compose_command(ctx: click.Context, model: str, directory: Path, port: int | None) -> None:
+    """Write docker-compose.yml and .env that serve MODEL with `docker compose up`."""
+    config = _config(ctx)
+    profile = config.resolve(model)
+    written = compose.write(config, profile, directory, port or config.server.port)
+    console.print(f"wrote {', '.join(str(p) for p in written)}")
+    console.print(f"run      docker compose --project-directory {directory} up -d")
+
+
+# -- benchmarks --------------------------------------------------------------------------
+
+
+@cli.group()
+def bench() -> None:
+    """Measure speed and HumanEval+ quality; every result is kept (state dir, SQLite)
+    and `herd bench report` turns them into REPORT.md with charts."""
+
+
+def _endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--endpoint URL --model NAME --api-key-env VAR, shared by the bench commands."""
+    command = click.option(
+        "--api-key-env", metavar="VAR", help="Environment variable holding the endpoint's key."
+    )(command)
+    command = click.option("--model", "endpoint_model", help="Model name for --endpoint.")(command)
+    command = click.option(
+        "--endpoint",
+        metavar="URL",
+        help="Benchmark an OpenAI-compatible endpoint (its API root, e.g. https://host/v1).",
+    )(command)
+    return command
+
+
+def _bench_targets(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    every: bool,
+    endpoint: str | None,
+    endpoint_model: str | None,
+    key_env: str | None,
+) -> tuple[Config | None, list[Any]]:
+    """The targets to benchmark (profiles, then the endpoint) and the config, if used."""
+    from llamaherd.bench.target import endpoint_target, herd_targets
+
+    if endpoint_model and not endpoint:
+        raise UsageError("--model names the model of an --endpoint; profiles are given as IDs")
+    targets = []
+    config = None
+    if endpoint:
+        targets.append(endpoint_target(endpoint, endpoint_model, key_env))
+    if ids or every or not endpoint:
+        config = _config(ctx)
+        targets = herd_targets(config, ids, every) + targets
+    return config, targets
+
+
+def _list_option(text: str, name: str, *, allow_ctx: bool = False) -> tuple[int, ...]:
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if allow_ctx and item == "ctx":
+            values.append(0)
+        elif item.isdigit() and int(item) > 0:
+            values.append(int(item))
+        else:
+            extra = " or 'ctx'" if allow_ctx else ""
+            raise UsageError(f"{name} {text!r}: expected positive integers{extra}, comma-separated")
+    return tuple(values)
+
+
+def _run_each(targets: list[Any], work: Callable[[Any], Any]) -> tuple[list[Any], list[str]]:
+    """Run `work(target)` for every target; one failure is reported and the rest go on."""
+    done, failures = [], []
+    for target in targets:
+        try:
+            done.append(work(target))
+        except HerdError as error:
+            if isinstance(error, UsageError):
+                raise
+            failures.append(f"{target.model}: {error}")
+            err_console.print(Text.assemble(("herd:", "red"), f" {target.model}: {error}"))
+    return done, failures
+
+
+@bench.command("speed")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every profile in herd.toml.")
+@_endpoint_options
+@click.option(
+    "--prompt-lengths",
+    default="512,4096,ctx",
+    show_default=True,
+    help="Prompt sizes in tokens for prompt processing; ctx: near the context size.",
+)
+@click.option(
+    "--gen-tokens",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Tokens each generation request produces.",
+)
+@click.option(
+    "--reps", type=click.IntRange(1), default=3, show_default=True, help="Repetitions of each step."
+)
+@click.option("--concurrency", default="1,2,4,8", show_default=True, help="Parallel streams.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_speed(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    every: bool,
+    endpoint: str | None,
+    endpoint_model: str | None,
+    api_key_env: str | None,
+    prompt_lengths: str,
+    gen_tokens: int,
+    reps: int,
+    concurrency: str,
+    as_json: bool,
+) -> None:
+    """Measure prompt processing, generation, TTFT and a concurrency sweep for the
+    profiles IDS (or --all, or the running one), switching to each in turn."""
+    from llamaherd.bench import report, speed
+    from llamaherd.bench.store import Store
+    from llamaherd.bench.target import prepare, restoring
+
+    settings = speed.SpeedSettings(
+        prompt_lengths=_list_option(prompt_lengths, "--prompt-lengths", allow_ctx=True),
+        gen_tokens=gen_tokens,
+        reps=reps,
+        concurrency=_list_option(concurrency, "--concurrency"),
+    )
+    config, targets = _bench_targets(ctx, ids, every, endpoint, endpoint_model, api_key_env)
+    store = Store()
+    with restoring(config), _BuildProgress(enabled=not as_json, labels={}) as progress:
+
+        def one(target):
+            total, done = settings.steps(), 0
+
+            def advance() -> None:
+                nonlocal done
+                done += 1
+                progress(f"speed {target.model}", done, total)
+
+            def environment() -> dict:
+                return prepare(config, target)
+
+            return speed.run(target, settings, store, environment=environment, advance=advance)
+
+        runs, failures = _run_each(targets, one)
+    if as_json:
+        _emit_json([run.to_json() for run in runs])
+    else:
+        click.echo(report.speed_table(runs).markdown())
+        click.echo(report.concurrency_table(runs).markdown())
+    if failures:
+        sys.exit(1)
+
+
+@bench.command("humaneval")
+@click.argument("ids", nargs=-1)
+@click.option("--local", "local", is_flag=True, help="Every profile in herd.toml.")
+@click.option("--all", "every", is_flag=True, help="Every profile, and --endpoint if given.")
+@_endpoint_options
+@click.option("--mini", is_flag=True, help="HumanEval+ Mini: the same tasks, fewer plus tests.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N tasks (a smoke test).")
+@click.option("--task", "tasks", multiple=True, help="Only this task (e.g. HumanEval/0); repeat.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Requests and test processes at once (at most the CPU cores).",
+)
+@click.option(
+    "--max-tokens", type=click.IntRange(1), help="Tokens per answer, instead of bench.max_tokens."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def bench_humaneval(
+    ctx: click.Context,
+    ids: tuple[str, ...],
+    local: bool,
+    every: bool,
+    endpoint: str | None,
+    endpoint_model: str | None,
+    api_key_env: str | None,
+    mini: bool,
+    limit: int | None,
+    tasks: tuple[str, ...],
+    parallel: int,
+    max_tokens: int | None,
+    as_json: bool,
+) -> None:
+    """Score the profiles IDS (or --local, or the running one) on EvalPlus HumanEval+:
+    greedy codegen through the gateway with each profile's [models.ID.bench] settings,
+    then the base and plus tests. An interrupted run resumes when started again."""
+    from llamaherd.bench import humaneval, report
+    from llamaherd.bench.store import Store
+    from llamaherd.bench.target import prepare, restoring
+
+    cores = os.cpu_count() or 1
+    if parallel > cores:
+        raise UsageError(f"--parallel {parallel}: at most {cores} (the CPU cores here)")
+    settings = humaneval.HumanEvalSettings(
+        mini=mini, tasks=tasks, limit=limit, parallel=parallel, max_tokens=max_tokens
+    )
+    config, targets = _bench_targets(
+        ctx, ids, local or every, endpoint, endpoint_model, api_key_env
+    )
+    data = humaneval.data_file(config.humaneval_data if config else None, mini)
+    dataset = humaneval.load_dataset(data, mini)
+    store = Store()
+    phases = {"generate": "generating", "evaluate": "testing"}
+    with restoring(config), _BuildProgress(enabled=not as_json, labels={}) as progress:
+
+        def one(target):
+            def report_progress(phase: str, done: int, total: int) -> None:
+                progress(f"{phases[phase]} {target.model}", done, total)
+
+            return humaneval.run(
+                target,
+                dataset,
+                settings,
+                store,
+                environment=lambda: prepare(config, target),
+                progress=report_progress,
+            )
+
+        runs, failures = _run_each(targets, one)
+    if as_json:
+        _emit_json([run.to_json() for run in runs])
+    else:
+        click.echo(report.quality_table(runs).markdown())
+        click.echo(report.versus_table(runs).markdown())
+    if failures:
+        sys.exit(1)
+
+
+@bench.command("report")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench-report"),
+    show_default=True,
+    help="Folder for REPORT.md and charts/.",
+)
+@click.option("--html", "html_page", is_flag=True, help="Also a self-contained report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
+def bench_report(out: Path, html_page: bool, as_json: bool) -> None:
+    """Write REPORT.md (quality, vs published, speed, concurrency, history) and PNG charts
+    from the stored results."""
+    from llamaherd.bench import report
+    from llamaherd.bench.store import Store
+
+    written = report.write(Store(), out, html_page=html_page)
+    if as_json:
+        _emit_json(written)
+        return
+    console.print(f"wrote {written['report']}")
+    for path in written["charts"].values():
+        console.print(f"      {path}")
+    if "html" in written:
+        console.print(f"      {written['html']}")
+
+
+# -- Claude Code -------------------------------------------------------------------------
+
+
+class _PassThroughCommand(click.Command):
+    """Everything after `--` goes to the wrapped program untouched, so an optional
+    argument (ID) is never mistaken for one of its words."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            split = args.index("--")
+            ctx.meta["passthrough"] = args[split + 1 :]
+            args = args[:split]
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            error.message += " Claude Code's own options go after `--`, e.g. herd claude -- -p hi"
+            raise
+
+
+@cli.command("claude", cls=_PassThroughCommand)
+@click.argument("model", required=False)
+@click.option(
+    "--sandbox/--no-sandbox",
+    default=None,
+    help="Run Claude Code in bubblewrap (default: when bwrap can run here).",
+)
+@click.option("--route", is_flag=True, help="Let the gateway pick the model per request.")
+@click.option("--print-env", is_flag=True, help="Print the exports (for VS Code, a shell).")
+@click.pass_context
+def claude_command(
+    ctx: click.Context, model: str | None, sandbox: bool | None, route: bool, print_env: bool
+) -> None:
+    """Run Claude Code on the local models: herd claude [ID] [-- CLAUDE ARGS].
+
+    Starts the daemon and ID (default: the model running now) if needed, seeds its own
+    config dir (~/.claude-local), and runs `claude` against the gateway, where
+    `/model <profile>` switches models. See docs/claude-code.md.
+    """
+    from llamaherd.claude import env, launch  # only this command needs them
+
+    config = _config(ctx)
+    chosen = launch.choose_model(config, model)
+    if print_env:
+        click.echo(env.exports(launch.herd_environment(config, chosen, routed=route)))
+        return
+    plan = launch.prepare(
+        config,
+        chosen,
+        sandbox_mode=sandbox,
+        routed=route,
+        args=ctx.meta.get("passthrough", []),
+    )
+    answer = control.up(config, chosen)
+    if not answer.get("ok"):
+        _report_switch(answer, False, control.connect(config))
+    if plan.note:
+        err_console.print(f"herd: {plan.note}")
+    sys.stdout.flush()
+    os.execvpe(plan.argv[0], plan.argv, plan.environ)
 
 
 # -- models: inspect, plan, add ----------------------------------------------------------

@@ -29,7 +29,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from llamaherd import paths
+from llamaherd import paths, rpc
 from llamaherd.errors import ConfigError, UsageError
 
 CONFIG_NAME = "herd.toml"
@@ -81,6 +81,21 @@ class Placement(_Strict):
     devices: list[str] | None = Field(None, min_length=1, examples=[["CUDA0", "CUDA1"]])
 
 
+class BenchSettings(_Strict):
+    """`[models.<id>.bench]`: how `herd bench humaneval` asks this model. Decoding is always
+    greedy; these are what legitimately differs between models (see docs/benchmarks.md)."""
+
+    system_prompt: str | None = Field(None, min_length=1, examples=["You are a Python expert."])
+    reasoning: Literal["none", "low", "medium", "high"] | None = Field(None, examples=["high"])
+    """Sent as `reasoning_effort`; llama-server hands it to the chat template (GPT-OSS)."""
+    reasoning_format: Literal["none", "auto", "deepseek", "deepseek-legacy"] | None = Field(
+        None, examples=["none"]
+    )
+    """llama-server's --reasoning-format for these requests; "none" keeps thinking inline."""
+    max_tokens: PositiveInt | None = Field(None, examples=[4096])
+    """Tokens per answer (default 768, EvalPlus's); reasoning models need thousands."""
+
+
 class Profile(_Strict):
     """One runnable model: a GGUF file plus everything llama-server needs to serve it."""
 
@@ -109,6 +124,14 @@ class Profile(_Strict):
     """What to do when llama-server dies on its own: start it again (with backoff), or not."""
     max_restarts: NonNegativeInt = Field(3, examples=[3])
     """Restarts allowed in a row before the model stays failed; a clean hour resets it."""
+    runtime: Literal["native", "docker"] | None = Field(None, examples=["docker"])
+    """How llama-server runs; unset: the top-level `runtime` (docs/docker.md)."""
+    gpus: list[NonNegativeInt] | None = Field(None, min_length=1, examples=[[0, 1]])
+    """GPU indices this model may use (docker --gpus, else CUDA_VISIBLE_DEVICES)."""
+    rpc: list[str] = Field(default_factory=list, examples=[["192.168.1.20:50052"]])
+    """llama.cpp RPC workers (`herd worker`) that hold part of the model (--rpc)."""
+    bench: BenchSettings = Field(default_factory=BenchSettings, examples=[{"max_tokens": 4096}])
+    """`herd bench humaneval`'s settings for this model (system prompt, reasoning ...)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -159,6 +182,56 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
+class DockerSettings(_Strict):
+    """The `[docker]` table: the image the docker runtime runs (`herd build --docker`)."""
+
+    image: str = Field("llamaherd/llama-server:cuda", min_length=1, examples=["my/llama:cuda"])
+    gpus: bool = Field(True, examples=[False])
+    """Pass GPUs to containers (false for the CPU image or a box without the toolkit)."""
+    args: list[str] = Field(default_factory=list, examples=[["--shm-size", "1g"]])
+    """Extra `docker run` options."""
+
+
+class ClaudeRoute(_Strict):
+    """`[claude.route]`: which profile answers a request that names the `auto` model
+    (what `herd claude --route` sets). Unset entries fall back as documented."""
+
+    small: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
+    """Haiku-class background calls (titles, summaries); unset: the current model."""
+    thinking: str | None = Field(None, min_length=1, examples=["gpt-oss-120b"])
+    """Requests with extended thinking on; unset: the current model."""
+    long_context: str | None = Field(None, min_length=1, examples=["qwen3-next-ud-q5"])
+    """Requests over long_context_tokens; unset: the profile with the largest ctx."""
+    long_context_tokens: PositiveInt = Field(32768, examples=[32768])
+    """Estimated prompt tokens (request bytes / 4) above which a request is long."""
+
+
+class ClaudeSettings(_Strict):
+    """`[claude]`: how `herd claude` runs Claude Code against the gateway."""
+
+    config_dir: str = Field("~/.claude-local", min_length=1, examples=["~/.claude-local"])
+    """Claude Code's CLAUDE_CONFIG_DIR; never the user's normal ~/.claude."""
+    binary: str | None = Field(None, min_length=1, examples=["~/.local/bin/claude"])
+    """The `claude` executable; unset: PATH, then the npm package."""
+    main: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
+    """ANTHROPIC_MODEL; unset: the model running now (or default_model)."""
+    opus: str | None = Field(None, min_length=1, examples=["gpt-oss-120b"])
+    sonnet: str | None = Field(None, min_length=1, examples=["qwen3-coder-ud-q5"])
+    haiku: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
+    """Claude Code's model classes; unset: the same model as `main`."""
+    api_timeout_ms: PositiveInt = Field(3_000_000, examples=[3_000_000])
+    """API_TIMEOUT_MS: local prefill of a long prompt can take minutes."""
+    route: ClaudeRoute = Field(default_factory=ClaudeRoute)
+
+    def profile_keys(self) -> dict[str, str]:
+        """Every key that names a profile, as `claude.<key>` -> the name given."""
+        named = {k: getattr(self, k) for k in ("main", "opus", "sonnet", "haiku")}
+        named |= {
+            f"route.{k}": getattr(self.route, k) for k in ("small", "thinking", "long_context")
+        }
+        return {f"claude.{k}": v for k, v in named.items() if v is not None}
+
+
 class _HerdFile(_Strict):
     """The top level of herd.toml. Profiles are checked one by one later (extends needs
     the raw tables), so here `models` is only required to be a table."""
@@ -166,7 +239,11 @@ class _HerdFile(_Strict):
     models_dir: str | None = Field(None, min_length=1, examples=["~/models"])
     llama_server: str | None = Field(None, min_length=1, examples=["~/llama.cpp/llama-server"])
     default_model: str | None = Field(None, min_length=1, examples=["glm-flash-q4"])
+    humaneval_data: str | None = Field(None, min_length=1, examples=["~/data/humanevalplus"])
     server: ServerSettings = Field(default_factory=ServerSettings)
+    runtime: Literal["native", "docker"] = Field("native", examples=["docker"])
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    claude: ClaudeSettings = Field(default_factory=ClaudeSettings)
     models: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -179,8 +256,12 @@ class Config:
     models_dir: Path
     llama_server: Path | None = None
     default_model: str | None = None
+    humaneval_data: Path | None = None
+    """A local HumanEval+ copy (file or folder) for `herd bench humaneval` offline."""
     server: ServerSettings = field(default_factory=ServerSettings)
     models: dict[str, Profile] = field(default_factory=dict)
+    docker: DockerSettings = field(default_factory=DockerSettings)
+    claude: ClaudeSettings = field(default_factory=ClaudeSettings)
 
     def resolve(self, name: str) -> Profile:
         """The profile called `name`, by id or alias; a UsageError that suggests otherwise."""
@@ -275,23 +356,41 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
     files, for commands that only read the profiles."""
     data = _parse_toml(text, path)
     top = _validate(
-        _HerdFile, data, path=path, table="", sections={"": _HerdFile, "server": ServerSettings}
+        _HerdFile,
+        data,
+        path=path,
+        table="",
+        sections={
+            "": _HerdFile,
+            "server": ServerSettings,
+            "docker": DockerSettings,
+            "claude": ClaudeSettings,
+            "claude.route": ClaudeRoute,
+        },
     )
     base = path.parent if path is not None else Path.cwd()
     models_dir = _resolve_path(top.models_dir, base) if top.models_dir else base / "models"
     _check_server(top.server, path)
     models = _load_profiles(top.models, models_dir, path, check_files=check_files)
+    # A profile without its own runtime takes the file's, so consumers read one field.
+    models = {
+        pid: p if p.runtime else p.model_copy(update={"runtime": top.runtime})
+        for pid, p in models.items()
+    }
     config = Config(
         path=path,
         models_dir=models_dir,
         # Only resolved here: binaries.find_llama_server checks it (and `herd doctor` can
         # then still report a config whose binary is missing).
         llama_server=_resolve_path(top.llama_server, base) if top.llama_server else None,
+        humaneval_data=_resolve_path(top.humaneval_data, base) if top.humaneval_data else None,
         server=top.server,
         models=models,
+        docker=top.docker,
     )
     if top.default_model is not None:
         config.default_model = _default_model(config, top.default_model)
+    config.claude = _claude_profiles(config, top.claude)
     return config
 
 
@@ -314,10 +413,11 @@ _RESERVED_FLAGS: dict[str, str] = {
     "--alias": "herd passes --alias <id>; add other names with `aliases`",
     "--api-key": "herd's gateway checks the key; set [server] api_key",
     "--api-key-file": "herd's gateway checks the key; set [server] api_key",
+    "--rpc": "list the workers in the profile's rpc = [...]",
     "--no-slots": "herd's dashboard reads /slots; it cannot be turned off",
 }
 
-_TABLE_KEYS = ("sampling", "placement", "env")
+_TABLE_KEYS = ("sampling", "placement", "env", "bench")
 """Profile tables that `extends` merges key by key; every other key is replaced whole."""
 _NOT_INHERITED = ("aliases",)
 """A child with its parent's aliases would claim the same names twice."""
@@ -375,11 +475,17 @@ def _load_profiles(
             data,
             path=path,
             table=f"models.{pid}",
-            sections={"": Profile, "sampling": Sampling, "placement": Placement},
+            sections={
+                "": Profile,
+                "sampling": Sampling,
+                "placement": Placement,
+                "bench": BenchSettings,
+            },
             profile=pid,
         )
         _check_args(profile, path)
         _check_override_tensor(profile, path)
+        _check_rpc(profile, path)
         if check_files:
             _check_model_file(profile, models_dir, path)
         models[pid] = profile
@@ -484,6 +590,20 @@ def _check_override_tensor(profile: Profile, path: Path | None) -> None:
             )
 
 
+def _check_rpc(profile: Profile, path: Path | None) -> None:
+    for endpoint in profile.rpc:
+        try:
+            rpc.parse_endpoint(endpoint)
+        except ValueError as error:
+            raise ConfigError(
+                f"invalid RPC worker: {error}",
+                path=path,
+                profile=profile.id,
+                key="rpc",
+                hint=f'e.g. rpc = ["192.168.1.20:{rpc.DEFAULT_PORT}"] (what `herd worker` prints)',
+            ) from None
+
+
 def _check_aliases(models: dict[str, Profile], path: Path | None) -> None:
     """Every id and alias must name exactly one profile, or `herd switch NAME` is ambiguous."""
     owner: dict[str, str] = {pid: pid for pid in models}
@@ -569,6 +689,26 @@ def _default_model(config: Config, name: str) -> str:
             key="default_model",
             hint=_did_you_mean(name, list(config.models), what="profiles"),
         ) from None
+
+
+def _claude_profiles(config: Config, claude: ClaudeSettings) -> ClaudeSettings:
+    """[claude] names profiles by id or alias; keep ids, so the gateway compares plainly."""
+    ids: dict[str, str] = {}
+    for key, name in claude.profile_keys().items():
+        try:
+            ids[key] = config.resolve(name).id
+        except UsageError:
+            raise ConfigError(
+                f"'{name}' is not a profile",
+                path=config.path,
+                key=key,
+                hint=_did_you_mean(name, list(config.models), what="profiles"),
+            ) from None
+    route = claude.route.model_copy(
+        update={k.split(".")[-1]: v for k, v in ids.items() if k.startswith("claude.route.")}
+    )
+    top = {k.split(".")[-1]: v for k, v in ids.items() if not k.startswith("claude.route.")}
+    return claude.model_copy(update={**top, "route": route})
 
 
 def _resolve_path(value: str, base: Path) -> Path:

@@ -87,7 +87,13 @@ def serve(config: Config, *, model: str | None = None) -> None:
     lock = _acquire_lock(state_dir)
     sockets: list[socket.socket] = []
     try:
-        llama_server = binaries.find_llama_server(config.llama_server).path
+        # A config whose models all run in containers needs no llama-server on the host.
+        all_docker = config.models and all(p.runtime == "docker" for p in config.models.values())
+        llama_server = (
+            Path("llama-server")
+            if all_docker
+            else binaries.find_llama_server(config.llama_server).path
+        )
         host = config.server.host
         sockets = [
             _bind(host, config.server.port, "port"),
@@ -120,14 +126,14 @@ async def _serve(
         assert server is not None
         server.should_exit = True
 
-    # No timeouts on the upstream: generation can take minutes; clients set their own.
-    http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
+    # For the samplers and metrics: llama-server's /slots and /metrics, once a second.
+    http = httpx.AsyncClient(timeout=10.0)
     metrics = Metrics(supervisor, http)
     sampler = Sampler(supervisor, http)  # GPUs, host, servers once a second: GET /system
     management = create_app(
         supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload, sampler=sampler
     )
-    gateway = Gateway(supervisor, http, metrics)
+    gateway = Gateway(supervisor, metrics)
     public_port = config.server.port
 
     # One uvicorn server on both sockets; each request goes to the app of its port.
@@ -137,7 +143,8 @@ async def _serve(
         else:
             await management(scope, receive, send)
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # No Server header of uvicorn's own: the gateway passes llama-server's through.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
     # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     record = {
@@ -161,6 +168,7 @@ async def _serve(
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
         await supervisor.close()
+        await gateway.close()
         await http.aclose()
 
 

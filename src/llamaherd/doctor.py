@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from llamaherd import binaries, build, control, daemon, runtime
+from llamaherd import binaries, build, control, cuda, daemon, rpc, runtime
 from llamaherd.config import Config
-from llamaherd.errors import ConfigError
+from llamaherd.errors import ConfigError, HerdError
 
 
 def report(config_path: str | Path | None = None) -> dict:
@@ -24,6 +27,9 @@ def report(config_path: str | Path | None = None) -> dict:
         },
         "gpus": _gpus(),
         "ports": _ports(config),
+        "cuda": _cuda(),
+        "docker": _docker(config),
+        "workers": _workers(config),
     }
 
 
@@ -44,14 +50,34 @@ def _llama_server(config: Config | None) -> dict:
     if not found:
         return {"ok": False, "error": "no llama-server found; run `herd build`", "candidates": []}
     chosen = found[0]
+    problem = check_llama_server(chosen.path)
     return {
-        "ok": True,
+        "ok": problem is None,
+        **({"error": problem} if problem else {}),
         "path": str(chosen.path),
         "origin": chosen.origin,
         "version": binaries.version(chosen.path),
         "features": binaries.features(chosen.path),
         "candidates": [{"path": str(c.path), "origin": c.origin} for c in found],
     }
+
+
+def check_llama_server(path: Path) -> str | None:
+    """What doctor requires of a llama-server (and `herd build --update` of a new one):
+    it runs and says its version. None when it does."""
+    if not os.access(path, os.X_OK):
+        return f"{path} is not an executable file"
+    try:
+        result = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot run {path}: {error}"
+    if result.returncode != 0:
+        return f"{path.name} --version exited with code {result.returncode}"
+    if "version" not in result.stdout + result.stderr:
+        return f"{path.name} --version does not say its version"
+    return None
 
 
 def _gpus() -> dict:
@@ -101,3 +127,64 @@ def _ports(config: Config | None) -> dict:
         }
     ok = all(entry["free"] or entry["note"] == "herd daemon" for entry in status.values())
     return {"ok": ok, "host": host, **status}
+
+
+def _cuda() -> dict:
+    """Whether this machine's nvcc can build for its GPUs (`herd build --backend cuda`)."""
+    archs = cuda.detect_archs()
+    path = cuda.find_nvcc()
+    nvcc = None
+    with contextlib.suppress(HerdError):
+        nvcc = cuda.nvcc_info(path) if path else None
+    facts: dict = {
+        "archs": archs,
+        "nvcc": str(path) if path else None,
+        "release": nvcc.release if nvcc else None,
+    }
+    if not archs:
+        return {"ok": True, **facts, "note": "no NVIDIA GPU: CUDA builds need --cuda-arch"}
+    if nvcc is None:
+        note = "no nvcc: install the CUDA toolkit, or use `herd build --docker`"
+        return {"ok": True, **facts, "note": note}
+    problems = cuda.unsupported(archs, nvcc)
+    return {"ok": not problems, **facts, "problems": problems}
+
+
+def _docker(config: Config | None) -> dict:
+    """The docker CLI, its daemon and the NVIDIA container toolkit; required only when a
+    profile runs in docker."""
+    needed = bool(config) and any(p.runtime == "docker" for p in config.models.values())
+    docker = shutil.which("docker")
+    facts: dict = {"needed": needed, "cli": docker, "daemon": False, "nvidia_toolkit": False}
+    if docker is None:
+        return {"ok": not needed, **facts, "error": "no docker CLI on PATH"}
+    result = subprocess.run(
+        [docker, "info", "--format", "{{json .Runtimes}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        error = (result.stderr.strip().splitlines() or ["docker info failed"])[-1]
+        return {"ok": not needed, **facts, "error": error}
+    try:
+        runtimes = json.loads(result.stdout or "{}")
+    except ValueError:
+        runtimes = {}
+    facts.update(daemon=True, nvidia_toolkit="nvidia" in runtimes)
+    gpus_wanted = needed and config is not None and config.docker.gpus
+    if gpus_wanted and not facts["nvidia_toolkit"]:
+        error = (
+            "docker has no nvidia runtime: install the NVIDIA Container Toolkit "
+            "(nvidia-ctk runtime configure --runtime=docker), or set [docker] gpus = false"
+        )
+        return {"ok": False, **facts, "error": error}
+    return {"ok": True, **facts}
+
+
+def _workers(config: Config | None) -> dict:
+    """Every RPC worker a profile names, and whether it answers now."""
+    endpoints = sorted({e for p in (config.models.values() if config else []) for e in p.rpc})
+    checks = rpc.check_all_sync(endpoints)
+    return {"ok": all(c.reachable for c in checks), "workers": [c.as_json() for c in checks]}

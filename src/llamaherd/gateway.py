@@ -7,7 +7,9 @@ names another profile makes the daemon switch first; it waits in the supervisor'
 bounded queue meanwhile. `GET /v1/models` lists every profile.
 
 It is a plain ASGI app rather than a framework route so that it controls the stream:
-the upstream request is cancelled the moment the client goes away.
+the upstream request is cancelled the moment the client goes away. The upstream client is
+aiohttp (C-accelerated HTTP parsing, raw header bytes passed through untouched): with
+httpx most of a relayed request's cost was the client itself (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import httpx
+import aiohttp
 from starlette.datastructures import Headers, QueryParams
 
 from llamaherd.auth import key_matches
+from llamaherd.claude import route
 from llamaherd.config import Profile
 from llamaherd.errors import UsageError
 from llamaherd.metrics import Metrics
@@ -45,6 +48,7 @@ HOP_BY_HOP = {
     "upgrade",
     "host",
 }
+HOP_BY_HOP_BYTES = {name.encode() for name in HOP_BY_HOP}
 
 
 class BodyTooLarge(Exception):
@@ -52,12 +56,29 @@ class BodyTooLarge(Exception):
 
 
 class Gateway:
-    def __init__(
-        self, supervisor: Supervisor, http: httpx.AsyncClient, metrics: Metrics | None = None
-    ) -> None:
+    def __init__(self, supervisor: Supervisor, metrics: Metrics | None = None) -> None:
         self.supervisor = supervisor
-        self.http = http
         self.metrics = metrics
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The upstream session, made on first use (it must be made inside the loop)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                # No timeouts: generation can take minutes; clients set their own.
+                timeout=aiohttp.ClientTimeout(total=None),
+                # llama-server closes connections idle for 5 s; reusing one just as it
+                # does fails the request, so ours are dropped sooner.
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4),
+                auto_decompress=False,  # bodies pass through as llama-server sent them
+                skip_auto_headers=("Accept-Encoding", "User-Agent"),  # only the client's
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
 
     @property
     def settings(self):
@@ -82,6 +103,8 @@ class Gateway:
             await _json(send, 200, self._model_list())
             return
         requested = _requested_model(scope, headers, body)
+        if route.is_auto(requested) and self._find(requested) is None:
+            requested = route.choose(requested, body, self.supervisor.config)
         model_id, problem = self._choose(requested)
         if problem:
             await _error(send, *problem)
@@ -137,27 +160,27 @@ class Gateway:
                 url = model.server.url + scope["raw_path"].decode("latin-1")
                 if scope.get("query_string"):
                     url += "?" + scope["query_string"].decode("latin-1")
-                request = self.http.build_request(
-                    scope["method"],
-                    url,
-                    headers=[(k, v) for k, v in headers.items() if k not in HOP_BY_HOP],
-                    content=body,
-                )
+                forwarded = [(k, v) for k, v in headers.items() if k not in HOP_BY_HOP]
                 try:
-                    upstream = await self._send(request)
-                except httpx.HTTPError as error:
+                    upstream = await self._send(scope["method"], url, forwarded, body)
+                except aiohttp.ClientError as error:
                     await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
                     return
                 first_byte = None
                 try:
                     first_byte = await _relay_until_disconnect(upstream, receive, send, model.id)
-                except httpx.HTTPError:
+                except aiohttp.ClientError:
                     pass  # llama-server broke off mid-response; the client sees it end early
                 finally:
-                    await upstream.aclose()
+                    # Closing (not releasing) drops the connection: when the client left
+                    # mid-stream, that is what makes llama-server stop generating.
+                    if upstream.content.at_eof():
+                        upstream.release()
+                    else:
+                        upstream.close()
                 if self.metrics:
                     ttfb = first_byte - received if first_byte else None
-                    self.metrics.request_done(model.id, upstream.status_code, ttfb)
+                    self.metrics.request_done(model.id, upstream.status, ttfb, path=scope["path"])
         except Busy as error:
             await _error(
                 send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
@@ -165,13 +188,16 @@ class Gateway:
         except Unavailable as error:
             await _error(send, 503, str(error), "api_error", extra_headers=[(b"retry-after", b"5")])
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
+    ) -> aiohttp.ClientResponse:
         """Send upstream; once more on a fresh connection when a kept-alive one turns out
-        closed before any response byte (llama-server drops idle connections)."""
+        closed before any response byte (llama-server drops idle connections; the
+        failure shows as a disconnect or as a request body that could not be written)."""
         try:
-            return await self.http.send(request, stream=True)
-        except httpx.RemoteProtocolError:
-            return await self.http.send(request, stream=True)
+            return await self.http.request(method, url, headers=headers, data=body or None)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return await self.http.request(method, url, headers=headers, data=body or None)
 
     def _model_list(self) -> dict:
         supervisor = self.supervisor
@@ -221,7 +247,7 @@ def _requested_model(scope: Scope, headers: Headers, body: bytes) -> str | None:
 
 
 async def _relay_until_disconnect(
-    upstream: httpx.Response, receive: Receive, send: Send, model: str
+    upstream: aiohttp.ClientResponse, receive: Receive, send: Send, model: str
 ) -> float | None:
     """Relay the upstream response; stop (and so cancel upstream) if the client leaves.
 
@@ -236,16 +262,12 @@ async def _relay_until_disconnect(
     return relay.result() if relay in done else None
 
 
-async def _relay(upstream: httpx.Response, send: Send, model: str) -> float | None:
-    headers = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in upstream.headers.multi_items()
-        if k.lower() not in HOP_BY_HOP
-    ]
+async def _relay(upstream: aiohttp.ClientResponse, send: Send, model: str) -> float | None:
+    headers = [(k, v) for k, v in upstream.raw_headers if k.lower() not in HOP_BY_HOP_BYTES]
     headers.append((b"x-herd-model", model.encode()))  # which profile answered
-    await send({"type": "http.response.start", "status": upstream.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
     first_byte = None
-    async for chunk in upstream.aiter_raw():
+    async for chunk in upstream.content.iter_any():
         first_byte = first_byte or time.monotonic()
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -24,6 +24,15 @@ from llamaherd.supervisor import State, Supervisor
 # Seconds; switches load whole models, first bytes can be fast or wait behind a switch.
 SWITCH_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# The API endpoints counted by name; any other path (web UI assets, /props ...) is "other",
+# so a client cannot grow the label set without bound.
+ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+)
 
 
 class Metrics:
@@ -52,6 +61,12 @@ class Metrics:
             ["model", "code"],
             registry=self.registry,
         )
+        self.endpoint_requests = Counter(
+            "herd_endpoint_requests",
+            "Gateway requests by model and API endpoint (e.g. /v1/messages from Claude Code)",
+            ["model", "endpoint"],
+            registry=self.registry,
+        )
         self.first_byte_seconds = Histogram(
             "herd_time_to_first_byte_seconds",
             "From the gateway receiving a request to the first response byte (for a "
@@ -73,8 +88,12 @@ class Metrics:
         elif kind == "restart":
             self.restarts.labels(event["model"]).inc()
 
-    def request_done(self, model: str, code: int, first_byte_s: float | None) -> None:
+    def request_done(
+        self, model: str, code: int, first_byte_s: float | None, path: str | None = None
+    ) -> None:
         self.requests.labels(model, str(code)).inc()
+        if path is not None:
+            self.endpoint_requests.labels(model, path if path in ENDPOINTS else "other").inc()
         if first_byte_s is not None:
             self.first_byte_seconds.labels(model).observe(first_byte_s)
 

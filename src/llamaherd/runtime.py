@@ -16,8 +16,9 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -73,6 +74,8 @@ class ServerProcess:
         self.started_at = time.time()
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.line_count = 0  # lines captured since start; lets `herd logs -f` ask for news
+        # Run first by stop(grace): the docker runtime stops and removes its container here.
+        self.before_stop: Callable[[float], Awaitable[None]] | None = None
         self._reader = asyncio.create_task(self._capture())
 
     @property
@@ -137,6 +140,8 @@ class ServerProcess:
 
     async def stop(self, grace: float) -> int | None:
         """SIGTERM the process group, SIGKILL it after `grace` seconds; return the exit code."""
+        if self.before_stop:
+            await self.before_stop(grace)
         if self.returncode is None:
             _signal_group(self.pid, signal.SIGTERM)
             try:
@@ -164,8 +169,12 @@ async def start(
     port: int,
     run_dir: Path,
     name: str,
+    cleanup: list[str] | None = None,
 ) -> ServerProcess:
-    """Start llama-server; its log goes to run_dir/logs/<name>-<time>.log."""
+    """Start llama-server; its log goes to run_dir/logs/<name>-<time>.log.
+
+    `cleanup` is a command that removes what would outlive the process if the daemon died
+    (the docker runtime's container); reap_stale runs it."""
     logs = run_dir / "logs"
     records = run_dir / "servers"
     logs.mkdir(parents=True, exist_ok=True)
@@ -191,6 +200,7 @@ async def start(
                 "profile": name,
                 "port": port,
                 "daemon_pid": daemon_pid,
+                "cleanup": cleanup,
             }
         )
     )
@@ -207,12 +217,24 @@ def reap_stale(run_dir: Path) -> list[int]:
     for record_path in sorted((run_dir / "servers").glob("*.json")):
         try:
             record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        with contextlib.suppress(KeyError, TypeError, psutil.Error):
             process = psutil.Process(record["pid"])
             if abs(process.create_time() - record["create_time"]) < 1.0:
                 _signal_group(record["pid"], signal.SIGKILL)
                 process.kill()
                 killed.append(record["pid"])
-        except (OSError, ValueError, KeyError, psutil.Error):
-            pass
+        # Whether or not the process was still there (a docker client dies with the
+        # daemon, its container does not), remove what it would leave behind.
+        if isinstance(record, dict) and record.get("cleanup"):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    record["cleanup"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=60,
+                    check=False,
+                )
         record_path.unlink(missing_ok=True)
     return killed

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from llamaherd import runtime
-from llamaherd.argv import server_argv, server_env
+from llamaherd import rpc, runtime, runtimes
 from llamaherd.config import Config, Profile
 from llamaherd.events import EventBus
 from llamaherd.gguf.budget import MemoryCheck
@@ -87,6 +85,7 @@ class Model:
     watcher: asyncio.Task[None] | None = None
     crashes: list[float] = field(default_factory=list)
     failure: Failure | None = None
+    workers: list[rpc.WorkerCheck] = field(default_factory=list)  # checked at each start
 
     @property
     def id(self) -> str:
@@ -107,6 +106,8 @@ class Model:
             "restarts": len(self.crashes),
             "argv": server.argv if server else None,
             "log_file": str(server.log_path) if server else None,
+            "runtime": self.profile.runtime,
+            "rpc": [w.as_json() for w in self.workers],
         }
 
 
@@ -345,18 +346,18 @@ class Supervisor:
         model = self.models.setdefault(profile.id, Model(profile))
         model.profile, model.failure = profile, None
         self._set_state(model, State.STARTING)
+        # Workers first: llama-server would otherwise die in its RPC handshake, and say
+        # less clearly which worker was missing.
+        model.workers = await rpc.check_all(profile.rpc)
+        if reason := rpc.unreachable_reason(model.workers):
+            return self._fail(profile, reason, [])
         port = runtime.free_port()
-        argv = server_argv(self.llama_server, profile, host="127.0.0.1", port=port)
+        launcher = runtimes.pick(self.config, self.llama_server, profile)
         try:
-            model.server = await runtime.start(
-                argv,
-                env=server_env(profile, os.environ),
-                port=port,
-                run_dir=self.run_dir,
-                name=profile.id,
-            )
+            model.server = await launcher.start(profile, port=port, run_dir=self.run_dir)
         except OSError as error:
-            return self._fail(profile, f"cannot start {argv[0]}: {error}", [])
+            program = launcher.command(profile, port)[0]
+            return self._fail(profile, f"cannot start {program}: {error}", [])
         try:
             await model.server.wait_ready(
                 self.config.server.start_timeout,

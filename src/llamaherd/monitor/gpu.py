@@ -4,7 +4,8 @@ Both sources give the same shape, one dict per GPU:
 
     {"index", "name", "uuid", "memory_used", "memory_total" (bytes), "utilization",
      "memory_utilization" (%), "temperature" (C), "power_draw", "power_limit" (W),
-     "fan" (%), "clock_sm", "clock_memory" (MHz), "processes": [{"pid", "used_memory"}]}
+     "fan" (%), "clock_sm", "clock_memory" (MHz), "compute_cap" ("8.9"),
+     "processes": [{"pid", "used_memory"}]}
 
 A field is None when the GPU does not report it (NVML's NotSupported: fans on passively
 cooled cards, power on some laptops). No driver is not an error: the reading is an empty
@@ -107,6 +108,7 @@ def _read_device(nvml: Any, index: int) -> dict[str, Any]:
     limit = get(nvml.nvmlDeviceGetEnforcedPowerLimit)
     name = get(nvml.nvmlDeviceGetName)
     uuid = get(nvml.nvmlDeviceGetUUID)
+    capability = get(nvml.nvmlDeviceGetCudaComputeCapability)  # (major, minor)
     return {
         "index": index,
         "name": name.decode() if isinstance(name, bytes) else name,
@@ -121,6 +123,9 @@ def _read_device(nvml: Any, index: int) -> dict[str, Any]:
         "fan": get(nvml.nvmlDeviceGetFanSpeed),
         "clock_sm": get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
         "clock_memory": get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
+        "compute_cap": "{}.{}".format(*capability)
+        if capability
+        else None,  # herd build --backend cuda
         "processes": _processes(nvml, get),
     }
 
@@ -188,6 +193,7 @@ _FIELDS = (
     "fan",
     "clock_sm",
     "clock_memory",
+    "compute_cap",
 )
 
 

@@ -1,0 +1,473 @@
+"""`herd bench report`: REPORT.md, PNG charts and an optional single-page HTML, all from
+the stored runs (nothing here measures anything).
+
+Tables are built once as rows (`Table`) and rendered to Markdown or HTML, so the two
+formats cannot disagree. The CLI's `--json`-less output of `bench speed` and
+`bench humaneval` uses the same tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llamaherd.bench import references
+from llamaherd.bench.store import Run, Store
+from llamaherd.bench.target import describe
+from llamaherd.errors import UsageError
+
+DASH = "—"
+CHARTS = {
+    "quality_vs_speed": "HumanEval+ vs generation speed",
+    "concurrency": "Tokens/s vs parallel streams",
+    "speed_history": "Generation speed over time",
+}
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+    empty: str = "No results yet."
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        if not self.rows:
+            return "\n".join([*lines, f"_{self.empty}_", ""])
+        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("|" + "|".join("---" for _ in self.headers) + "|")
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
+        return "\n".join([*lines, ""])
+
+    def html(self) -> str:
+        parts = [f"<h2>{html.escape(self.title)}</h2>"]
+        if self.note:
+            parts.append(f"<p>{html.escape(self.note)}</p>")
+        if not self.rows:
+            return "\n".join([*parts, f"<p><em>{html.escape(self.empty)}</em></p>"])
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        return "\n".join([*parts, f"<table><tr>{head}</tr>{body}</table>"])
+
+
+# -- formatting ---------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return DASH
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return DASH if value is None else f"{value * 100:.1f}%"
+
+
+def _range(stat: dict[str, Any] | None) -> str:
+    """'147 (142–151)': median with the range of the repetitions."""
+    if not stat or stat.get("median") is None:
+        return DASH
+    if stat.get("n", 0) < 2:
+        return _num(stat["median"])
+    return f"{_num(stat['median'])} ({_num(stat['min'])}–{_num(stat['max'])})"
+
+
+def _ms(seconds: float | None) -> str:
+    return DASH if seconds is None else _num(seconds * 1000)
+
+
+def _date(timestamp: float | None) -> str:
+    if timestamp is None:
+        return DASH
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def _name(run: Run) -> str:
+    return run.label if run.label == run.model else f"{run.label} ({run.model})"
+
+
+def latest(runs: list[Run]) -> list[Run]:
+    """The newest finished run per model (a profile and an endpoint never merge)."""
+    newest: dict[tuple[str, str | None], Run] = {}
+    for run in runs:
+        if run.status == "done":
+            newest[(run.model, run.endpoint)] = run  # runs come oldest first
+    return list(newest.values())
+
+
+# -- tables -------------------------------------------------------------------------------
+
+
+def speed_table(runs: list[Run]) -> Table:
+    lengths: list[str] = []
+    for run in runs:
+        for p in run.results.get("prompt", []) + run.results.get("prompt_skipped", []):
+            if str(p["requested"]) not in lengths:
+                lengths.append(str(p["requested"]))
+    table = Table(
+        "Speed by model",
+        ["model", "generation t/s", "TTFT ms", *(f"prompt t/s @{n}" for n in lengths)]
+        + ["measured on", "date"],
+        note="Median of the repetitions, range in brackets. One stream; prompt processing "
+        "at each prompt size (tokens; @ctx: near the context size).",
+    )
+    for run in runs:
+        gen = run.results.get("generation", {})
+        prompt = {str(p["requested"]): p for p in run.results.get("prompt", [])}
+        skipped = {str(p["requested"]): p for p in run.results.get("prompt_skipped", [])}
+        cells = []
+        for n in lengths:
+            if n in prompt:
+                cells.append(f"{_range(prompt[n]['tps'])} [{prompt[n]['tokens']}]")
+            else:
+                cells.append(f"skipped: {skipped[n]['reason']}" if n in skipped else DASH)
+        ttft = (gen.get("ttft_s") or {}).get("median")
+        table.rows.append(
+            [_name(run), _range(gen.get("tps")), _ms(ttft), *cells]
+            + [describe(run.environment), _date(run.finished_at)]
+        )
+    return table
+
+
+def concurrency_table(runs: list[Run]) -> Table:
+    table = Table(
+        "Speed by concurrency",
+        ["model", "streams", "total t/s", "per stream t/s", "TTFT p50 ms", "TPOT p50/p99 ms"]
+        + ["ITL p50/p99 ms"],
+        note="All streams start together and generate the same number of tokens. total: "
+        "tokens all streams received per second of wall time; TPOT: time per output "
+        "token after the first, per request; ITL: gap between two chunks as the client "
+        "sees them.",
+    )
+    for run in runs:
+        for level in run.results.get("concurrency", []):
+            tpot, itl = level["tpot_ms"], level["itl_ms"]
+            table.rows.append(
+                [
+                    _name(run),
+                    str(level["streams"]),
+                    _range(level["aggregate_tps"]),
+                    _range(level["per_stream_tps"]),
+                    _ms(level["ttft_s"]["p50"]),
+                    f"{_num(tpot['p50'], 2)} / {_num(tpot['p99'], 2)}",
+                    f"{_num(itl['p50'], 2)} / {_num(itl['p99'], 2)}",
+                ]
+            )
+    return table
+
+
+def quality_table(runs: list[Run]) -> Table:
+    table = Table(
+        "Quality by model (EvalPlus HumanEval+)",
+        ["model", "HumanEval", "HumanEval+", "tasks", "max tokens", "cut off", "measured on"]
+        + ["date"],
+        note="pass@1, greedy decoding. HumanEval+: passes the original tests and EvalPlus's "
+        "extra ones. Fewer than 164 tasks (or the Mini set) is not comparable with "
+        "published scores. cut off: answers that reached max tokens.",
+    )
+    for run in sorted(runs, key=lambda r: -(r.plus_pass or 0)):
+        tasks = run.results.get("tasks", 0)
+        mini = " (Mini)" if run.settings.get("mini") else ""
+        table.rows.append(
+            [
+                _name(run),
+                _pct(run.base_pass),
+                _pct(run.plus_pass),
+                f"{tasks}/164{mini}",
+                str(run.settings.get("max_tokens", DASH)),
+                str(run.results.get("cut_off", DASH)),
+                describe(run.environment),
+                _date(run.finished_at),
+            ]
+        )
+    return table
+
+
+def versus_table(runs: list[Run]) -> Table:
+    table = Table(
+        "vs published",
+        ["model", "reference", "HumanEval", "Δ", "HumanEval+", "Δ", "source"],
+        note="Δ: local minus reference, in percentage points. References are matched by "
+        "name; see the sources below for how each was measured.",
+        empty="No measured model matches a published reference.",
+    )
+    sources = references.sources()
+    for run in runs:
+        for ref in references.matching(run.model, run.label):
+            local_base = run.base_pass * 100 if run.base_pass is not None else None
+            local_plus = run.plus_pass * 100 if run.plus_pass is not None else None
+            table.rows.append(
+                [
+                    _name(run),
+                    ref.name,
+                    _num(ref.humaneval),
+                    _delta(local_base, ref.humaneval),
+                    _num(ref.humaneval_plus),
+                    _delta(local_plus, ref.humaneval_plus),
+                    sources[ref.source]["title"].split(",")[0],
+                ]
+            )
+    return table
+
+
+def _delta(local: float | None, published: float | None) -> str:
+    if local is None or published is None:
+        return DASH
+    return f"{local - published:+.1f}pp"
+
+
+def references_table() -> Table:
+    sources = references.sources()
+    table = Table(
+        "Published scores",
+        ["model", "kind", "HumanEval", "HumanEval+", "source"],
+        note="pass@1 in percent, from references.json in the package.",
+    )
+    for ref in sorted(references.references(), key=lambda r: -(r.humaneval_plus or 0)):
+        source = sources[ref.source]
+        where = source["title"] + (f" <{source['url']}>" if source.get("url") else "")
+        table.rows.append(
+            [ref.name, ref.kind, _num(ref.humaneval), _num(ref.humaneval_plus), where]
+        )
+    return table
+
+
+def history_table(runs: list[Run]) -> Table:
+    table = Table(
+        "Speed history",
+        ["model", "date", "generation t/s", "llama.cpp", "run"],
+        note="Every stored speed run, oldest first: a change after a llama.cpp update or a "
+        "profile change shows here.",
+    )
+    for run in runs:
+        gen = run.results.get("generation", {})
+        build = (run.environment.get("llama_cpp") or DASH).removeprefix("version: ")
+        table.rows.append(
+            [_name(run), _date(run.finished_at), _range(gen.get("tps")), build, str(run.id)]
+        )
+    return table
+
+
+# -- charts -------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError(
+            "herd bench report draws charts with matplotlib: pip install 'llamaherd[bench]'"
+        ) from None
+    return plt
+
+
+def chart_quality_vs_speed(quality: list[Run], speeds: list[Run], path: Path) -> Path:
+    plt = _pyplot()
+    speed_of = {(r.model, r.endpoint): r.gen_tps for r in speeds}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    points = [
+        (speed_of[(r.model, r.endpoint)], (r.plus_pass or 0) * 100, r.label)
+        for r in quality
+        if speed_of.get((r.model, r.endpoint))
+    ]
+    for x, y, label in points:
+        ax.scatter([x], [y], s=50)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for value, name, label_y in _reference_lines():
+        ax.axhline(value, linestyle=":", linewidth=0.8, color="grey")
+        ax.annotate(
+            name,
+            (1, label_y),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=6,
+            color="grey",
+        )
+    if not points:
+        ax.text(0.5, 0.5, "no model has both a speed and a HumanEval+ result yet",
+                transform=ax.transAxes, ha="center", fontsize=9)  # fmt: skip
+    ax.set_xlabel("generation tokens/s (one stream, median)")
+    ax.set_ylabel("HumanEval+ pass@1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(CHARTS["quality_vs_speed"] + " (dotted: published proprietary models)")
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def _reference_lines(spacing: float = 2.4) -> list[tuple[float, str, float]]:
+    """Published proprietary HumanEval+ scores as (value, names, label height): equal
+    scores share one line, and labels are pushed apart so none overlap."""
+    names: dict[float, list[str]] = {}
+    for ref in references.references():
+        if ref.kind == "proprietary" and ref.humaneval_plus is not None:
+            names.setdefault(ref.humaneval_plus, []).append(ref.name)
+    lines = []
+    label_y = 200.0
+    for value in sorted(names, reverse=True):
+        label_y = min(value, label_y - spacing)
+        lines.append((value, " / ".join(names[value]), label_y))
+    return lines
+
+
+def chart_concurrency(speeds: list[Run], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    ticks: set[int] = set()
+    for run in speeds:
+        levels = run.results.get("concurrency", [])
+        if not levels:
+            continue
+        xs = [level["streams"] for level in levels]
+        stats = [level["aggregate_tps"] for level in levels]
+        ys = [s["median"] for s in stats]
+        # Bars span the repetitions' range: how much to trust each point.
+        spread = [
+            [y - s["min"] for y, s in zip(ys, stats, strict=True)],
+            [s["max"] - y for y, s in zip(ys, stats, strict=True)],
+        ]
+        slots = run.environment.get("slots")
+        label = f"{run.label} ({slots} slots)" if slots else run.label
+        ax.errorbar(xs, ys, yerr=spread, marker="o", capsize=3, label=label)
+        ticks.update(xs)
+    if ticks:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+    ax.set_xlabel("parallel streams")
+    ax.set_ylabel("total tokens/s (median)")
+    ax.set_title(CHARTS["concurrency"])
+    ax.grid(alpha=0.3)
+    if speeds:
+        ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def chart_history(history: list[Run], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    by_model: dict[str, list[Run]] = {}
+    for run in history:
+        by_model.setdefault(run.label, []).append(run)
+    for label, runs in by_model.items():
+        xs = [datetime.datetime.fromtimestamp(r.finished_at or r.started_at) for r in runs]
+        ax.plot(xs, [r.gen_tps for r in runs], marker="o", label=label)
+    ax.set_ylabel("generation tokens/s (median)")
+    ax.set_title(CHARTS["speed_history"])
+    ax.grid(alpha=0.3)
+    if by_model:
+        ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return _save(plt, fig, path)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def tables(speed_runs: list[Run], quality: list[Run]) -> dict[str, Table]:
+    """Every table of the report; `quality` holds the latest HumanEval+ run per model."""
+    speeds = latest(speed_runs)
+    return {
+        "quality": quality_table(quality),
+        "versus": versus_table(quality),
+        "speed": speed_table(speeds),
+        "concurrency": concurrency_table(speeds),
+        "history": history_table(speed_runs),
+        "references": references_table(),
+    }
+
+
+def write(store: Store, out: Path, *, html_page: bool = False) -> dict[str, Any]:
+    """Write REPORT.md and charts/*.png into `out` (and report.html); returns the paths."""
+    speed_runs = store.runs("speed")
+    quality = latest(store.runs("humaneval"))
+    speeds = latest(speed_runs)
+    if not speed_runs and not quality:
+        raise UsageError(
+            f"no benchmark results in {store.path}; run `herd bench speed` or "
+            "`herd bench humaneval` first"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    charts = {
+        "quality_vs_speed": chart_quality_vs_speed(
+            quality, speeds, out / "charts" / "quality_vs_speed.png"
+        ),
+        "concurrency": chart_concurrency(speeds, out / "charts" / "concurrency.png"),
+        "speed_history": chart_history(speed_runs, out / "charts" / "speed_history.png"),
+    }
+    parts = tables(speed_runs, quality)
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    intro = (
+        f"Generated by `herd bench report` on {generated} from {store.path}. "
+        "Every figure was measured by `herd bench` and stored with the hardware, the "
+        "llama.cpp build and the profile's command line it was measured with."
+    )
+    order = ["quality", "versus", "speed", "concurrency", "history", "references"]
+    markdown = ["# Benchmark report", "", intro, ""]
+    for key in order[:2]:
+        markdown.append(parts[key].markdown())
+    markdown += [f"![{CHARTS['quality_vs_speed']}](charts/quality_vs_speed.png)", ""]
+    for key in order[2:4]:
+        markdown.append(parts[key].markdown())
+    markdown += [f"![{CHARTS['concurrency']}](charts/concurrency.png)", ""]
+    markdown.append(parts["history"].markdown())
+    markdown += [f"![{CHARTS['speed_history']}](charts/speed_history.png)", ""]
+    markdown.append(parts["references"].markdown())
+    report = out / "REPORT.md"
+    report.write_text("\n".join(markdown))
+    written: dict[str, Any] = {
+        "report": str(report),
+        "charts": {k: str(v) for k, v in charts.items()},
+    }
+    if html_page:
+        page = out / "report.html"
+        page.write_text(_html(parts, order, charts, intro))
+        written["html"] = str(page)
+    return written
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f2f2f2; }
+img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+
+def _html(parts: dict[str, Table], order: list[str], charts: dict[str, Path], intro: str) -> str:
+    def image(key: str) -> str:
+        data = base64.b64encode(charts[key].read_bytes()).decode()
+        return f'<p><img alt="{html.escape(CHARTS[key])}" src="data:image/png;base64,{data}"></p>'
+
+    after = {"versus": "quality_vs_speed", "concurrency": "concurrency", "history": "speed_history"}
+    body = [f"<h1>Benchmark report</h1><p>{html.escape(intro)}</p>"]
+    for key in order:
+        body.append(parts[key].html())
+        if key in after:
+            body.append(image(after[key]))
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>herd benchmark report</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
