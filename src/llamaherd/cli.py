@@ -1186,6 +1186,7 @@ def _fit_check(ctx: click.Context, model: Path, flags: list[str]) -> dict:
 @_plan_options
 @click.option("--force", is_flag=True, help="Replace a profile with the same id.")
 @click.option("--test", "smoke", is_flag=True, help="Then start it, send one request, stop it.")
+@click.option("--bench", is_flag=True, help="Then measure its speed (`herd bench speed ID`).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def add_command(
@@ -1197,6 +1198,7 @@ def add_command(
     kv_type: str | None,
     force: bool,
     smoke: bool,
+    bench: bool,
     as_json: bool,
 ) -> None:
     """Add a model: SOURCE is a .gguf file or a Hugging Face REPO[:QUANT] (downloaded
@@ -1204,6 +1206,8 @@ def add_command(
     from llamaherd import onboard
     from llamaherd.gguf import plan as gguf_plan
 
+    if bench and as_json:
+        raise UsageError("--bench prints a report; for JSON run `herd bench speed ID --json`")
     added = onboard.add(
         source,
         config=ctx.obj["config"],
@@ -1234,3 +1238,6 @@ def add_command(
         console.print(f"start it with `herd up {added.profile_id}`")
     if added.test and not added.test["ok"]:
         sys.exit(1)
+    if bench:
+        ctx.obj["config"] = added.config_path
+        ctx.invoke(bench_speed, ids=(added.profile_id,), as_json=as_json)
