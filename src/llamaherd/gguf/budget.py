@@ -53,9 +53,11 @@ def settings_for(profile: Profile, info: gguf_inspect.ModelInfo) -> gguf_plan.Se
 
 
 def pinned(profile: Profile) -> bool:
-    """The profile fixes its GPU layers itself (llama.cpp's --fit will not move them)."""
+    """The profile fixes its GPU layers itself (llama.cpp's --fit will not move them) on
+    this machine's GPUs (RPC workers add devices the local GPU list does not show)."""
     placement = profile.placement
-    return placement.n_gpu_layers is not None and placement.fit is not True
+    local = not profile.rpc
+    return local and placement.n_gpu_layers is not None and placement.fit is not True
 
 
 def estimate_profile(profile: Profile, gpus: list[gguf_plan.Gpu]) -> gguf_plan.Estimate | None:
