@@ -69,6 +69,8 @@ def estimate_profile(profile: Profile, gpus: list[gguf_plan.Gpu]) -> gguf_plan.E
         gguf_plan.check_settings(settings)
     except UsageError:
         return None
+    if profile.gpus is not None:  # the profile's own GPU selection (docker runtime)
+        gpus = [g for i, g in enumerate(gpus) if i in profile.gpus]
     if not gpus:
         return gguf_plan.estimate(info, settings, gguf_plan.Placement(), [])
     if not pinned(profile):
@@ -129,20 +131,18 @@ class MemoryCheck:
         mine = estimate_profile(profile, gpus)
         if mine is None:
             return None
-        used = [0] * len(gpus)
+        used = {g.name: 0 for g in gpus}  # by name: a profile may use some GPUs only
         for other in running:
             theirs = estimate_profile(other, gpus)
-            if theirs is None:
-                continue
-            for i, device in enumerate(theirs.gpus):
-                used[i] += device.total - device.overhead
-        for i, device in enumerate(mine.gpus):
+            for device in theirs.gpus if theirs else []:
+                used[device.name] += device.total - device.overhead
+        for device in mine.gpus:
             need = device.total - device.overhead
-            if need and used[i] + need + device.overhead > gpus[i].memory:
+            if need and used[device.name] + need + device.overhead > (device.budget or 0):
                 return (
-                    f"{profile.id} needs {gguf_plan.format_size(need)} on {gpus[i].name}, "
-                    f"{gguf_plan.format_size(used[i])} of its "
-                    f"{gguf_plan.format_size(gpus[i].memory)} are planned for "
+                    f"{profile.id} needs {gguf_plan.format_size(need)} on {device.name}, "
+                    f"{gguf_plan.format_size(used[device.name])} of its "
+                    f"{gguf_plan.format_size(device.budget or 0)} are planned for "
                     f"{', '.join(p.id for p in running)}"
                 )
         return None
