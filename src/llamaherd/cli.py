@@ -1224,7 +1224,8 @@ def add_command(
     else:
         verb = "replaced" if added.replaced else "added"
         console.print(f"{verb} [models.{added.profile_id}] in {added.config_path}")
-        console.print(f"  {onboard.toml_inline(added.table)}")
+        for key, value in added.table.items():
+            console.print(f"  {key} = {onboard.toml_value(value)}")
         console.print(f"  plan {added.plan.strategy}: {added.plan.reason}")
         console.print(f"  sampling: {added.sampling_source}")
         if added.test:
