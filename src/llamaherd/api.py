@@ -21,6 +21,7 @@ from llamaherd.auth import key_matches
 from llamaherd.bench.store import latest_speeds
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.events import sse
+from llamaherd.gguf import budget
 from llamaherd.metrics import Metrics
 from llamaherd.monitor import Sampler
 from llamaherd.supervisor import Supervisor
@@ -64,6 +65,10 @@ def create_app(
     @app.get("/models")
     async def models() -> dict:
         speeds = latest_speeds()  # the store in the state dir; {} until something is measured
+        profiles = list(supervisor.config.models.values())
+        memory = await asyncio.to_thread(
+            lambda: budget.summaries(profiles, supervisor.memory.gpus())
+        )
         return {
             "models": [
                 {
@@ -77,6 +82,7 @@ def create_app(
                     "ttl": p.ttl,
                     "state": str(supervisor.state_of(p.id)),
                     "speed_tps": speeds.get(p.id),
+                    "memory": memory.get(p.id),  # the planner's estimate (gguf/budget.py)
                 }
                 for p in supervisor.config.models.values()
             ]

@@ -30,6 +30,7 @@ from pathlib import Path
 from llamaherd import rpc, runtime, runtimes
 from llamaherd.config import Config, Profile
 from llamaherd.events import EventBus
+from llamaherd.gguf.budget import MemoryCheck
 
 TAIL_ON_ERROR = 30
 CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
@@ -120,6 +121,7 @@ class Supervisor:
         self.last_error: Failure | None = None
         self.waiting = 0  # gateway requests queued behind a switch
         self.events = EventBus()
+        self.memory = MemoryCheck()  # the planner's VRAM estimate (gguf/budget.py)
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -313,15 +315,25 @@ class Supervisor:
 
     # -- internals (hold the lock) -----------------------------------------------
     async def _make_room_locked(self, profile: Profile) -> tuple[list[Profile], Failure | None]:
-        """Stop models until `profile` may start beside the others; return what was stopped."""
+        """Stop models until `profile` may start beside the others; return what was stopped.
+
+        Beside means: fewer than max_loaded run, and (where the GPUs' sizes are known and
+        the profile pins its placement) the planner's estimate fits on the GPUs."""
         evicted: list[Profile] = []
-        while not self._fits(profile):
+        while True:
             running = [m for m in self.models.values() if m.server and m.id != profile.id]
+            conflict = None
+            if len(running) < self.config.server.max_loaded:
+                others = [m.profile for m in running]
+                conflict = await asyncio.to_thread(self.memory.conflict, profile, others)
+                if conflict is None:
+                    return evicted, None
             candidates = [m for m in running if not m.profile.persistent]
             if not candidates:
+                why = conflict or f"max_loaded = {self.config.server.max_loaded}"
                 reason = (
-                    f"no room: max_loaded = {self.config.server.max_loaded} and the running "
-                    f"models are persistent ({', '.join(m.id for m in running)})"
+                    f"no room: {why} and the running models are persistent "
+                    f"({', '.join(m.id for m in running)})"
                 )
                 return evicted, self._fail(profile, reason, [])
             # Idle models first, then the least recently used.
@@ -329,15 +341,6 @@ class Supervisor:
             await self._stop_locked(victim)
             del self.models[victim.id]
             evicted.append(victim.profile)
-        return evicted, None
-
-    def _fits(self, profile: Profile) -> bool:
-        """Whether `profile` may run beside the models running now.
-
-        The memory planner will refine this with a VRAM check; for now, a count.
-        """
-        running = [m for m in self.models.values() if m.server and m.id != profile.id]
-        return len(running) < self.config.server.max_loaded
 
     async def _start_locked(self, profile: Profile) -> Failure | None:
         model = self.models.setdefault(profile.id, Model(profile))

@@ -13,9 +13,10 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
+from llamaherd.gguf.budget import describe as describe_memory
 from llamaherd.tui.remote import DASH, fmt, fmt_ctx
 
-COLUMNS = ("", "id", "name", "speed", "ctx", "best for", "state")
+COLUMNS = ("", "id", "name", "speed", "ctx", "memory", "best for", "state")
 
 
 def matches(row: dict, needle: str) -> bool:
@@ -78,6 +79,7 @@ class ModelPicker(ModalScreen[str | None]):
                 str(row.get("name") or ""),
                 fmt(row.get("speed_tps"), ".0f", " t/s") if row.get("speed_tps") else DASH,
                 fmt_ctx(row.get("ctx")),
+                describe_memory(row.get("memory")),  # the planner's estimate
                 str(row.get("best_for") or ""),
                 Text(state, style="green" if state == "ready" else "dim"),
                 key=str(row.get("id")),

@@ -1,0 +1,325 @@
+"""`herd add`: from a GGUF file or a Hugging Face repo to a profile that `herd up` serves.
+
+1. Get the file: a local path as is; `REPO[:QUANT]` is downloaded with huggingface_hub
+   (resumable, with its progress bars; every part of a split model) into models_dir.
+2. Inspect it (gguf.inspect) and plan it for this machine's GPUs (gguf.plan).
+3. Take sampler defaults from the file, else from the known families (gguf.families).
+4. Append `[models.<id>]` to herd.toml with tomlkit, so the file's comments and layout
+   stay as they were. An existing profile is only replaced with `force`.
+5. Optionally `test` it: start it through the daemon, send one chat request, stop it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.items import Table
+
+from llamaherd import control, daemon, paths
+from llamaherd.config import CONFIG_NAME, ID_PATTERN, find_config_path, parse_config
+from llamaherd.errors import ConfigError, HerdError, UsageError
+from llamaherd.gguf import families
+from llamaherd.gguf import inspect as gguf_inspect
+from llamaherd.gguf import plan as gguf_plan
+
+DEFAULT_MAX_CTX = 32768  # without --ctx: the trained context, but no more than this
+GGUF_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+@dataclass
+class Added:
+    profile_id: str
+    config_path: Path
+    model_path: Path
+    table: dict[str, Any]
+    plan: gguf_plan.Plan
+    sampling_source: str
+    replaced: bool
+    downloaded: list[Path] = field(default_factory=list)
+    test: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.profile_id,
+            "config": str(self.config_path),
+            "file": str(self.model_path),
+            "profile": self.table,
+            "sampling_source": self.sampling_source,
+            "replaced": self.replaced,
+            "downloaded": [str(p) for p in self.downloaded],
+            "plan": self.plan.summary(),
+            "test": self.test,
+        }
+
+
+def toml_inline(data: dict[str, Any]) -> str:
+    """A dict as a TOML inline table: {fit = false, n_gpu_layers = "all"}."""
+    return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in data.items()) + "}"
+
+
+def toml_value(value: Any) -> str:
+    return toml_inline(value) if isinstance(value, dict) else tomlkit.item(value).as_string()
+
+
+# --------------------------------------------------------------------------------------
+# The steps
+# --------------------------------------------------------------------------------------
+
+
+def add(
+    source: str,
+    *,
+    config: str | Path | None = None,
+    profile_id: str | None = None,
+    ctx: int | None = None,
+    gpus: list[gguf_plan.Gpu] | None = None,
+    cache_type: str | None = None,
+    force: bool = False,
+    endpoint: str | None = None,
+) -> Added:
+    """Add `source` (a .gguf path, or REPO[:QUANT] on Hugging Face) as a profile."""
+    config_path, text = _config_text(config)
+    models_dir = _models_dir(text, config_path)
+    local = Path(source).expanduser()
+    downloaded: list[Path] = []
+    if local.exists() or source.endswith(".gguf") or source.startswith((".", "/", "~")):
+        model_path = local.absolute()
+    else:
+        downloaded = download(source, models_dir, endpoint=endpoint)
+        model_path = downloaded[0]
+    info = gguf_inspect.read(model_path)
+
+    doc = tomlkit.parse(text)
+    models = doc.get("models")
+    pid = profile_id or suggest_id(model_path)
+    if not re.fullmatch(ID_PATTERN, pid):
+        raise UsageError(f"invalid profile id {pid!r}: use letters, digits, '.', '_' and '-'")
+    replaced = models is not None and pid in models
+    if replaced and not force:
+        raise UsageError(
+            f"{config_path}: profile '{pid}' already exists; "
+            "pass --force to replace it or --id NAME to add it under another id"
+        )
+
+    settings = gguf_plan.Settings(
+        ctx=ctx or min(info.context_length or DEFAULT_MAX_CTX, DEFAULT_MAX_CTX),
+        cache_type_k=cache_type or "f16",
+        cache_type_v=cache_type or "f16",
+    )
+    machine = gguf_plan.detected_gpus() if gpus is None else gpus
+    plan = gguf_plan.best_plan(info, settings, machine)
+    sampling, sampling_source = families.sampling_defaults(
+        info.architecture, info.sampling, info.name, model_path.name
+    )
+    table = profile_table(info, model_path, models_dir, settings, plan, sampling)
+
+    item = tomlkit.table()
+    gpu_text = ", ".join(f"{d.name} {gguf_plan.format_size(d.total)}" for d in plan.estimate.gpus)
+    item.add(
+        tomlkit.comment(
+            f"added by `herd add` on {date.today()}: plan {plan.strategy}, "
+            f"{gpu_text or 'CPU ' + gguf_plan.format_size(plan.estimate.cpu.total)}"
+        )
+    )
+    for key, value in table.items():
+        if isinstance(value, dict):
+            inline = tomlkit.inline_table()
+            inline.update(value)
+            item.add(key, inline)
+        else:
+            item.add(key, value)
+    if sampling:
+        item["sampling"].comment(f"from {sampling_source}")
+    if models is None:
+        models = tomlkit.table(is_super_table=True)
+        doc["models"] = models
+    if replaced:
+        _replace(models, pid, item)
+    else:
+        models[pid] = item
+
+    new_text = tomlkit.dumps(doc)
+    parse_config(new_text, config_path, check_files=False)  # never write a broken file
+    _write_atomically(config_path, new_text)
+    return Added(pid, config_path, model_path, table, plan, sampling_source, replaced, downloaded)
+
+
+def profile_table(
+    info: gguf_inspect.ModelInfo,
+    model_path: Path,
+    models_dir: Path,
+    settings: gguf_plan.Settings,
+    plan: gguf_plan.Plan,
+    sampling: dict[str, Any],
+) -> dict[str, Any]:
+    try:
+        file = str(model_path.relative_to(models_dir.absolute()))
+    except ValueError:
+        file = str(model_path)
+    table: dict[str, Any] = {
+        "name": info.name or model_path.stem,
+        "file": file,
+        "ctx": settings.ctx,
+    }
+    if settings.cache_type_k != "f16":
+        table["cache_type_k"] = settings.cache_type_k
+        table["cache_type_v"] = settings.cache_type_v
+        table["flash_attn"] = "on"
+    if sampling:
+        table["sampling"] = sampling
+    placement = plan.placement_table()
+    if placement:
+        table["placement"] = placement
+    return table
+
+
+def suggest_id(model_path: Path) -> str:
+    """'Qwen3-8B-Q4_K_M-00001-of-00002.gguf' -> 'qwen3-8b-q4_k_m'."""
+    stem = GGUF_PART.sub("", model_path.name).removesuffix(".gguf")
+    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
+
+
+def _replace(models: Table, pid: str, item: Table) -> None:
+    """Replace a profile's table where it stands (tomlkit keeps the position)."""
+    old = models[pid]
+    for key in list(old.keys()):
+        del old[key]
+    for key, value in item.value.body:
+        if key is None:
+            old.add(value)  # the comment
+        else:
+            old[key.key] = value
+
+
+def _config_text(explicit: str | Path | None) -> tuple[Path, str]:
+    """The herd.toml to add to and its text; a new one in the user config dir when none
+    exists yet (an explicit --config that does not exist is created too)."""
+    if explicit is not None and not Path(explicit).expanduser().exists():
+        path = Path(explicit).expanduser().absolute()
+        return path, _new_config_text()
+    try:
+        path = find_config_path(explicit)
+    except ConfigError:
+        path = paths.config_dir() / CONFIG_NAME
+        return path, _new_config_text()
+    return path, path.read_text(encoding="utf-8")
+
+
+def _new_config_text() -> str:
+    return (
+        "# herd.toml: model profiles for llamaherd (`herd add` appends here).\n"
+        'models_dir = "models"   # relative files are found here (next to this file)\n'
+    )
+
+
+def _models_dir(text: str, config_path: Path) -> Path:
+    data = tomlkit.parse(text)
+    value = data.get("models_dir")
+    base = config_path.parent
+    if isinstance(value, str):
+        return (base / Path(value).expanduser()).absolute()
+    return (base / "models").absolute()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------
+
+
+def download(spec: str, models_dir: Path, *, endpoint: str | None = None) -> list[Path]:
+    """Download REPO[:QUANT] into models_dir/<repo name>/, every part of a split model.
+
+    huggingface_hub resumes interrupted downloads and shows a progress bar per file.
+    QUANT picks among the repo's GGUFs by name (Q4_K_M, UD-Q5_K_XL, ...); without it the
+    repo must hold exactly one model. Returns the local paths, first part first.
+    """
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo, _, quant = spec.partition(":")
+    if repo.count("/") != 1:
+        raise UsageError(
+            f"{spec!r} is neither a file nor a Hugging Face repo: give a path to a .gguf "
+            "or owner/name[:QUANT], e.g. unsloth/Qwen3-8B-GGUF:Q4_K_M"
+        )
+    try:
+        files = HfApi(endpoint=endpoint).list_repo_files(repo)
+    except HfHubHTTPError as error:
+        raise HerdError(f"cannot list {repo} on Hugging Face: {error}") from None
+    chosen = choose_files([f for f in files if f.endswith(".gguf")], quant, repo)
+    target = models_dir / repo.split("/")[1]
+    out = []
+    for name in chosen:
+        try:
+            local = hf_hub_download(repo, name, local_dir=target, endpoint=endpoint)
+        except HfHubHTTPError as error:
+            raise HerdError(f"download of {repo}/{name} failed: {error}") from None
+        out.append(Path(local))
+    return out
+
+
+def choose_files(ggufs: list[str], quant: str, repo: str) -> list[str]:
+    """The files of one model: those whose name holds QUANT (all parts of a split)."""
+    ggufs = [f for f in ggufs if "mmproj" not in f.lower()]  # vision projectors: not a model
+    if quant:
+        needle = quant.lower()
+        ggufs = [f for f in ggufs if needle in f.lower()]
+    models = sorted({GGUF_PART.sub("", f) for f in ggufs})
+    if not models:
+        what = f" matching {quant!r}" if quant else ""
+        raise UsageError(f"{repo} has no GGUF file{what}")
+    if len(models) > 1:
+        exact = [m for m in models if re.search(rf"[-_.]{re.escape(quant)}(\.gguf)?$", m, re.I)]
+        if quant and len(exact) == 1:
+            models = exact
+        else:
+            names = ", ".join(Path(m).name.removesuffix(".gguf") for m in models[:12])
+            raise UsageError(f"{repo} holds several models; pick one with {repo}:QUANT ({names})")
+    stem = models[0]
+    return sorted(f for f in ggufs if f == stem or fnmatch.fnmatch(f, f"{stem}-*-of-*.gguf"))
+
+
+# --------------------------------------------------------------------------------------
+# --test
+# --------------------------------------------------------------------------------------
+
+
+def smoke_test(config_path: Path, profile_id: str) -> dict[str, Any]:
+    """Start the profile through the daemon, send one chat request, stop it again.
+
+    A daemon that was not running is stopped afterwards; a running one re-reads the
+    config first (it would also notice the file change, but not necessarily in time)."""
+    from llamaherd.config import load_config
+
+    config = load_config(config_path)
+    was_running = daemon.running_record() is not None
+    client = control.connect(config)
+    if client.alive():
+        client.reload()
+    answer = control.up(config, profile_id)
+    client = control.connect(config)
+    try:
+        if not answer.get("ok"):
+            return {"ok": False, "error": answer.get("error"), "log_tail": answer.get("log_tail")}
+        reply = control.chat(config.server.public_url, "Say hello.", model=profile_id)
+        return {
+            "ok": True,
+            "completion_tokens": reply["usage"]["completion_tokens"],
+            "text": reply["choices"][0]["message"].get("content", ""),
+        }
+    finally:
+        control.down(client, model=profile_id, stop_daemon=not was_running)
