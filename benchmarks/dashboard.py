@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import platform
 import signal
@@ -39,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from gateway import PROFILE, PROMPT, Herd, running_herd  # benchmarks/ is on sys.path
+from gateway import PROFILE, PROMPT, Herd, run_and_print, running_herd  # on sys.path
 from rich.console import Console
 from rich.table import Table
 
@@ -290,9 +289,6 @@ def main(argv: list[str] | None = None) -> int:
         print(stream_forever(sys.argv[2], int(sys.argv[4])))
         return 0
     args = parse_args(argv)
-    # The daemon runs detached and would outlive us: turn SIGTERM into an exception, like
-    # Ctrl-C, so running_herd's cleanup shuts it down either way.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Progress goes to stderr as plain lines: a live progress bar would refresh from a
     # thread of this process and be counted as the dashboard's CPU.
     errors = Console(stderr=True)
@@ -300,19 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         errors.print(f"[dim]… {message}[/]")
 
-    try:
-        report = run(args, say)
-    except HerdError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the daemon was shut down", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report, Console())
-    return 0
+    return run_and_print(lambda: run(args, say), print_report, args.json)
 
 
 if __name__ == "__main__":

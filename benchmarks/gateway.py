@@ -530,24 +530,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_and_print(
+    measure: Callable[[], dict], print_report: Callable[[dict, Console], None], as_json: bool
+) -> int:
+    """Run a benchmark against its private daemon and print its report: main() of each
+    script here. The exit code says whether it ran, never whether a target was met."""
     # The daemon runs detached and would outlive us: turn SIGTERM into an exception, like
     # Ctrl-C, so running_herd's cleanup shuts it down either way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        report = run(args)
+        report = measure()
     except HerdError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; the daemon was shut down", file=sys.stderr)
         return 130
-    if args.json:
+    if as_json:
         print(json.dumps(report, indent=2))
     else:
         print_report(report, Console())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_and_print(lambda: run(args), print_report, args.json)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import contextlib
 import filecmp
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,12 +286,20 @@ def _add_metadata(writer: gguf.GGUFWriter, dims: Dims, vocab: Vocab) -> None:
         writer.add_expert_count(dims.n_expert)
         writer.add_expert_used_count(dims.n_expert_used)
 
+    add_tokenizer(writer, vocab, vocab.tokens, vocab.types)
+
+
+def add_tokenizer(
+    writer: gguf.GGUFWriter, vocab: Vocab, tokens: Sequence[str], types: Sequence[int]
+) -> None:
+    """The demo tokenizer and chat template; `tokens`/`types` are the vocab's, or those
+    padded to a larger vocabulary (gguf/synth.py)."""
     writer.add_tokenizer_model("gpt2")
     # qwen2's pre-tokenizer: a GPT-2 style split that, unlike "default", leaves spaces
     # before punctuation alone when decoding, so text round-trips exactly.
     writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_types(vocab.types)
+    writer.add_token_list(list(tokens))
+    writer.add_token_types(list(types))
     writer.add_token_merges(vocab.merges)
     writer.add_bos_token_id(vocab.endoftext_id)
     writer.add_eos_token_id(vocab.im_end_id)
