@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -98,6 +100,21 @@ def write_config(
     path = directory / "herd.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def run_herd(
+    *args: str, timeout: float = 180, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`herd ARGS` as a user runs it: a separate process, no terminal on stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "llamaherd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:

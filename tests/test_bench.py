@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_config
+from conftest import run_herd, write_config
 
 from llamaherd import cli, control
 from llamaherd.bench import humaneval, report, speed
@@ -27,17 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 FAST_SPEED = ["--prompt-lengths", "64,ctx", "--gen-tokens", "16", "--reps", "2"]
 FAST_SPEED += ["--concurrency", "1,2"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def run_herd(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llamaherd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_cli import herd as herd_cli
+from conftest import run_herd
 from test_observability import metric_samples
 
 from llamaherd import control, daemon
@@ -359,7 +359,7 @@ def test_print_env_and_missing_claude_binary(user_home: Path) -> None:
         (models / f"{name}.gguf").touch()  # only looked for, never loaded
     path = user_home / "herd.toml"
     path.write_text(PROFILES)
-    result = herd_cli("--config", str(path), "claude", "coder", "--print-env")
+    result = run_herd("--config", str(path), "claude", "coder", "--print-env")
     assert result.returncode == 0, result.stderr
     assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:8080" in result.stdout
     assert "export ANTHROPIC_MODEL=coder" in result.stdout
@@ -367,12 +367,12 @@ def test_print_env_and_missing_claude_binary(user_home: Path) -> None:
     assert (user_home / ".claude-local" / "settings.json").exists()
     assert daemon.running_record() is None  # printing starts nothing
 
-    no_claude = herd_cli("--config", str(path), "claude", PATH=str(Path(sys.executable).parent))
+    no_claude = run_herd("--config", str(path), "claude", PATH=str(Path(sys.executable).parent))
     assert no_claude.returncode == 1
     assert "npm install -g @anthropic-ai/claude-code" in no_claude.stderr
-    unknown = herd_cli("--config", str(path), "claude", "nope")
+    unknown = run_herd("--config", str(path), "claude", "nope")
     assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr
-    stray = herd_cli("--config", str(path), "claude", "coder", "-p", "hi")
+    stray = run_herd("--config", str(path), "claude", "coder", "-p", "hi")
     assert stray.returncode == 2 and "options go after `--`" in stray.stderr
 
 
@@ -395,7 +395,7 @@ def test_real_claude_code_answers_in_print_mode_through_the_gateway(
     key = ("herd_endpoint_requests_total", (("endpoint", "/v1/messages"), ("model", "long")))
 
     def ask(*options: str) -> dict:
-        result = herd_cli(
+        result = run_herd(
             "--config", str(herd.path), "claude", *options,
             "--", "-p", "Say hello", "--output-format", "json",
             cwd=project,

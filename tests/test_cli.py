@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_config
+from conftest import run_herd, write_config
 
 from llamaherd import cli, control, runtime
 
@@ -32,23 +29,9 @@ COMMANDS = [
 ]
 
 
-def herd(
-    *args: str, timeout: float = 180, cwd: Path | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llamaherd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        env={**os.environ, **env},
-    )
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str) -> None:
-    result = herd(command, "--help")
+    result = run_herd(command, "--help")
     assert result.returncode == 0
     assert "Usage:" in result.stdout
 
@@ -59,7 +42,7 @@ def config_path(tmp_path: Path, model_files: Path, llama_server: Path) -> Path:
 
 
 def test_models_json_lists_profiles_with_state(config_path: Path) -> None:
-    result = herd("--config", str(config_path), "models", "--json")
+    result = run_herd("--config", str(config_path), "models", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["id"]: row for row in json.loads(result.stdout)}
     assert set(rows) == {"dense", "moe", "broken"}
@@ -69,7 +52,7 @@ def test_models_json_lists_profiles_with_state(config_path: Path) -> None:
 
 
 def test_models_table_shows_dash_for_unmeasured_speed(config_path: Path) -> None:
-    result = herd("--config", str(config_path), "models")
+    result = run_herd("--config", str(config_path), "models")
     assert result.returncode == 0
     assert "Tiny dense" in result.stdout and "—" in result.stdout
 
@@ -77,7 +60,7 @@ def test_models_table_shows_dash_for_unmeasured_speed(config_path: Path) -> None
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "herd.toml"
     path.write_text('[models.x]\nfile = "x.gguf"\ntemprature = 0.5\n')
-    result = herd("--config", str(path), "models")
+    result = run_herd("--config", str(path), "models")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -86,19 +69,19 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_up_without_id_and_without_terminal_names_the_ids(config_path: Path) -> None:
-    result = herd("--config", str(config_path), "up")
+    result = run_herd("--config", str(config_path), "up")
     assert result.returncode == 2
     assert "dense" in result.stderr and "moe" in result.stderr
 
 
 def test_up_unknown_model_is_exit_2(config_path: Path) -> None:
-    result = herd("--config", str(config_path), "up", "nope")
+    result = run_herd("--config", str(config_path), "up", "nope")
     assert result.returncode == 2
     assert "unknown model 'nope'" in result.stderr
 
 
 def test_status_without_daemon_says_how_to_start(config_path: Path) -> None:
-    result = herd("--config", str(config_path), "status")
+    result = run_herd("--config", str(config_path), "status")
     assert result.returncode == 1
     assert "herd up" in result.stdout
 
@@ -106,31 +89,31 @@ def test_status_without_daemon_says_how_to_start(config_path: Path) -> None:
 def test_up_status_logs_switch_down_through_the_cli(config_path: Path) -> None:
     config = ["--config", str(config_path)]
     try:
-        up = herd(*config, "up", "dense", "--no-dashboard")
+        up = run_herd(*config, "up", "dense", "--no-dashboard")
         assert up.returncode == 0, up.stderr
         assert "dense" in up.stdout and "serving  http://127.0.0.1:" in up.stdout
 
-        status = json.loads(herd(*config, "status", "--json").stdout)
+        status = json.loads(run_herd(*config, "status", "--json").stdout)
         assert status["model"] == "dense" and status["state"] == "ready"
 
-        logs = herd(*config, "logs", "-n", "5")
+        logs = run_herd(*config, "logs", "-n", "5")
         assert logs.returncode == 0 and 0 < len(logs.stdout.splitlines()) <= 5
 
-        failed = herd(*config, "switch", "broken")
+        failed = run_herd(*config, "switch", "broken")
         assert failed.returncode == 1
         assert "restored the previous model: dense" in failed.stderr
 
-        down = herd(*config, "down", "--all")
+        down = run_herd(*config, "down", "--all")
         assert down.returncode == 0 and "stopped dense" in down.stdout
-        assert herd(*config, "status").returncode == 1
+        assert run_herd(*config, "status").returncode == 1
     finally:
-        herd(*config, "down", "--all")
+        run_herd(*config, "down", "--all")
 
 
 def test_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
     env = {"HERD_API_PORT": str(runtime.free_port()), "HERD_PORT": str(runtime.free_port())}
     try:
-        result = herd("demo", "--json", timeout=300, **env)
+        result = run_herd("demo", "--json", timeout=300, **env)
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
         assert answer["status"]["model"] == "demo-dense"
@@ -138,16 +121,16 @@ def test_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
         assert answer["chat"]["usage"]["completion_tokens"] > 0
 
         # No herd.toml anywhere: commands use the running daemon's (the demo's) config.
-        models = herd("models", "--json", **env)
+        models = run_herd("models", "--json", **env)
         assert models.returncode == 0, models.stderr
         states = {row["id"]: row["state"] for row in json.loads(models.stdout)}
         assert states == {"demo-dense": "ready", "demo-moe": "stopped"}
     finally:
-        herd("down", "--all", **env)
+        run_herd("down", "--all", **env)
 
 
 def test_doctor_reports_the_llama_server_it_would_use(config_path: Path) -> None:
-    result = herd("--config", str(config_path), "doctor", "--json")
+    result = run_herd("--config", str(config_path), "doctor", "--json")
     report = json.loads(result.stdout)
     assert report["config"]["ok"] and report["config"]["profiles"] == 3
     assert report["llama_server"]["origin"] == "config"

@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import wait_until
+from conftest import run_herd, wait_until
 
 from llamaherd import cli, control
 from llamaherd.config import Config, load_config
@@ -85,16 +84,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def herd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llamaherd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 # --- inspect ---------------------------------------------------------------------------
 
 
@@ -152,11 +141,11 @@ def test_inspect_missing_split_part_names_it(models, tmp_path: Path) -> None:
 
 
 def test_inspect_cli_json_and_bad_file(models) -> None:
-    result = herd("inspect", str(models["moe"]), "--json")
+    result = run_herd("inspect", str(models["moe"]), "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["n_expert"] == 8 and data["groups"]["ffn_experts"]["n_tensors"] == 9
-    bad = herd("inspect", str(models["broken"]))
+    bad = run_herd("inspect", str(models["broken"]))
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "not a readable GGUF file" in bad.stderr
 
@@ -289,21 +278,21 @@ def test_no_gpu_means_cpu_only_with_no_placement(models) -> None:
 
 
 def test_plan_cli_prints_flags_and_toml_and_json(models) -> None:
-    text = herd(
+    text = run_herd(
         "plan", str(models["big_moe"]), "--ctx", "32768", "--gpu", "24GiB", "--gpu", "16GiB"
     )
     assert text.returncode == 0, text.stderr
     assert "--n-cpu-moe" in text.stdout and "placement = {" in text.stdout
-    data = json.loads(herd("plan", str(models["big_moe"]), "--ctx", "32768", "--gpu", "none",
+    data = json.loads(run_herd("plan", str(models["big_moe"]), "--ctx", "32768", "--gpu", "none",
                            "--json").stdout)  # fmt: skip
     assert data["strategy"] == "CPU only" and data["devices"][0]["name"] == "CPU"
-    bad = herd("plan", str(models["dense"]), "--gpu", "24XB")
+    bad = run_herd("plan", str(models["dense"]), "--gpu", "24XB")
     assert bad.returncode == 2 and "invalid memory size" in bad.stderr
 
 
 def test_gpu_too_small_for_anything_falls_back_to_cpu_only(models) -> None:
     # A 1 GiB GPU with the default 1 GiB margin holds nothing; a CPU-only plan then.
-    result = herd("plan", str(models["dense"]), "--ctx", "4096", "--gpu", "1GiB", "--json")
+    result = run_herd("plan", str(models["dense"]), "--ctx", "4096", "--gpu", "1GiB", "--json")
     assert json.loads(result.stdout)["strategy"] == "CPU only"
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from conftest import run_herd, write_config
 
 from llamaherd import demo, onboard
 from llamaherd.config import load_config
@@ -128,16 +126,6 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def herd(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llamaherd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_add_appends_a_profile_and_keeps_the_file_as_it_was(config: Path) -> None:
     model = synth.write(config.parent / "models" / "Llama-3-Tiny-Q8_0.gguf", SHAPE)
     added = onboard.add(str(model), config=config, gpus=[Gpu("GPU0", 24 * GiB)])
@@ -168,11 +156,11 @@ def test_add_takes_sampling_from_the_file_first(config: Path) -> None:
 def test_add_never_overwrites_without_force(config: Path) -> None:
     model = config.parent / "models" / "first.gguf"
     before = config.read_text()
-    result = herd("--config", str(config), "add", str(model), "--id", "first", "--gpu", "none")
+    result = run_herd("--config", str(config), "add", str(model), "--id", "first", "--gpu", "none")
     assert result.returncode == 2
     assert "'first' already exists" in result.stderr and "--force" in result.stderr
     assert config.read_text() == before
-    forced = herd("--config", str(config), "add", str(model), "--id", "first", "--gpu", "none",
+    forced = run_herd("--config", str(config), "add", str(model), "--id", "first", "--gpu", "none",
                   "--force", "--json")  # fmt: skip
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout)["replaced"] is True
@@ -202,9 +190,9 @@ def test_hub_repo_with_several_models_asks_which(config: Path, hub: str) -> None
 
 
 def test_not_a_file_nor_a_repo_is_a_usage_error(config: Path) -> None:
-    result = herd("--config", str(config), "add", "no-such-thing")
+    result = run_herd("--config", str(config), "add", "no-such-thing")
     assert result.returncode == 2 and "neither a file nor a Hugging Face repo" in result.stderr
-    missing = herd("--config", str(config), "add", "missing.gguf")
+    missing = run_herd("--config", str(config), "add", "missing.gguf")
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
@@ -214,13 +202,13 @@ def test_added_profile_is_served_by_herd_up(
     """`herd add --test` on a local file: the profile starts, answers, and stops again."""
     model = demo.write_dense_model(tmp_path / "downloads" / "tiny-chat.gguf")
     config = write_config(tmp_path, model_files, llama_server)
-    result = herd("--config", str(config), "add", str(model),
+    result = run_herd("--config", str(config), "add", str(model),
                   "--ctx", "2048", "--gpu", "none", "--test", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout
     answer = json.loads(result.stdout)
     assert answer["id"] == "tiny-chat" and answer["test"]["ok"] is True
     assert answer["test"]["completion_tokens"] > 0
-    status = herd("--config", str(config), "status", "--json")
+    status = run_herd("--config", str(config), "status", "--json")
     assert status.returncode == 1  # the daemon --test started is gone again
     assert load_config(config).models["tiny-chat"].ctx == 2048
 
