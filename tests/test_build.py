@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
 import pytest
 
-from llamaherd import build
+from llamaherd import build, control
 from llamaherd.errors import UsageError
+from llamaherd.gguf import synth
 
 
 def test_cpu_flags_build_static_rpc_capable_programs() -> None:
@@ -32,6 +34,27 @@ def test_ui_without_npm_is_a_usage_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm anywhere
     with pytest.raises(UsageError, match="npm, which is not installed"):
         build.build(source=tmp_path, ui=True)
+
+
+@pytest.mark.parametrize(
+    ("machine", "native", "amx_off"),
+    [("x86_64", True, True), ("x86_64", False, False), ("aarch64", True, False)],
+)
+def test_native_x86_builds_leave_amx_out(machine: str, native: bool, amx_off: bool) -> None:
+    args = build.cmake_args("cpu", build_number=None, ccache=None, native=native, machine=machine)
+    assert (f"-DCMAKE_CXX_FLAGS={build.NO_AMX}" in args) is amx_off
+    assert (f"-DCMAKE_C_FLAGS={build.NO_AMX}" in args) is amx_off
+
+
+def test_a_q8_0_model_loads_and_answers(make_herd, model_files) -> None:
+    """Q8_0 takes the quantized CPU kernels (AMX ones on CPUs that have it: SIGILL there
+    before NO_AMX)."""
+    synth.write(model_files / "q8.gguf", synth.Shape(weight_type="Q8_0", n_embd=128, n_ff=256))
+    herd = make_herd('\n[models.q8]\nfile = "q8.gguf"\nctx = 512\n')
+    assert control.up(herd, "q8")["ok"]
+    request = {"model": "q8", "prompt": "llamas", "max_tokens": 4}
+    answer = httpx.post(f"{herd.server.public_url}/v1/completions", json=request, timeout=60)
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] > 0
 
 
 def test_ccache_is_used_when_present() -> None:

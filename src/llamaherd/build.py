@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -60,6 +61,12 @@ COMMON_FLAGS = [
     "-DLLAMA_USE_PREBUILT_UI=ON",
     "-DLLAMA_OPENSSL=OFF",
 ]
+# Native x86 builds leave Intel AMX out: in the pinned llama.cpp the AMX matrix kernels
+# load a tile config the compiler may optimize away, and every Q8_0/Q4_0 model then dies
+# with SIGILL at its first batch on CPUs that have AMX (Sapphire Rapids and newer; seen
+# here, fix pending upstream: llama.cpp PR 26954). GCC and clang keep an explicit -mno-*
+# over what -march=native turns on. AVX-512 and VNNI kernels still apply.
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 # What llama.cpp's UI step logs once it has embedded the assets (scripts/ui-assets.cmake).
 UI_EMBEDDED = re.compile(r"UI: embedded (\d+) assets")
 
@@ -131,6 +138,7 @@ def cmake_args(
     nvcc: str | None = None,
     native: bool = True,
     ui_with_npm: bool = False,
+    machine: str | None = None,
 ) -> list[str]:
     """The cmake configure flags for a build; one pure function so tests can check them.
 
@@ -138,11 +146,14 @@ def cmake_args(
     for the GPUs it was told about, and PTX for others would only add compile time.
     `native=False` builds CPU code any x86-64 can run (a Docker image moves between hosts).
     `ui_with_npm` builds the web UI from source (npm from the registry; ~3 min).
+    `machine` is the CPU architecture (default: this one's), for NO_AMX.
     """
     if backend not in BACKEND_FLAGS:
         raise UsageError(f"unknown backend '{backend}'; supported: {', '.join(BACKEND_FLAGS)}")
     args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend], f"-DGGML_NATIVE={'ON' if native else 'OFF'}"]
     args.append(f"-DLLAMA_BUILD_UI={'ON' if ui_with_npm else 'OFF'}")
+    if native and (machine or platform.machine()).lower() in ("x86_64", "amd64"):
+        args += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
     if backend == "cuda":
         if not cuda_archs:
             raise UsageError("a CUDA build needs its architectures, e.g. --cuda-arch 89,120")
