@@ -219,6 +219,22 @@ def test_bwrap_argv_binds_project_and_config_dir_and_hides_credentials(user_home
     assert "SSH_AUTH_SOCK" not in sandbox.scrub({"SSH_AUTH_SOCK": "/x", "PATH": "/bin"})
 
 
+def test_a_program_installed_under_tmp_stays_visible_in_the_private_tmp(user_home: Path) -> None:
+    installed = Path(tempfile.mkdtemp(dir="/tmp"))  # e.g. a checkout with its venv in /tmp
+    program = installed / "venv" / "bin" / "claude"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    try:
+        argv = sandbox.wrap([str(program)], project=user_home, home=user_home)
+    finally:
+        shutil.rmtree(installed)
+    text = " ".join(argv)
+    # read-only, and mounted over the private /tmp (so after it)
+    assert f"--ro-bind {installed} {installed}" in text
+    assert text.index(f"--ro-bind {installed}") > text.index("--tmpfs /tmp")
+
+
 SANDBOX_PROBE = """
 import json, os, pathlib, sys, urllib.request
 

@@ -105,6 +105,8 @@ def wrap(
     rw = [project.absolute(), *(Path(p).absolute() for p in writable)]
     argv = [bwrap, *_BASE, "--die-with-parent"]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in _program_dirs_in_tmp(command[0]):
+        argv += ["--ro-bind", str(path), str(path)]
     for path in rw:
         argv += ["--bind", str(path), str(path)]
     hidden = [home / name for name in HIDDEN_IN_HOME] + [Path(p) for p in HIDDEN_SYSTEM]
@@ -113,6 +115,23 @@ def wrap(
     for path in hidden:
         argv += _hide(path, rw)
     return [*argv, "--chdir", str(project.absolute()), "--", *command]
+
+
+def _program_dirs_in_tmp(program: str) -> list[Path]:
+    """The folders right under /tmp that hold the program (a checkout, a venv or an npm
+    install there): the private /tmp would hide them and the program could not start.
+    They come back read-only; the rest of /tmp stays private."""
+    found = shutil.which(program)
+    if found is None:
+        return []
+    tmp = Path("/tmp")
+    dirs = []
+    for path in (Path(found).absolute(), Path(found).resolve()):
+        if tmp in path.parents:
+            top = tmp / path.relative_to(tmp).parts[0]
+            if top not in dirs:
+                dirs.append(top)
+    return dirs
 
 
 def _hide(path: Path, writable: list[Path]) -> list[str]:
