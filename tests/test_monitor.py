@@ -253,6 +253,21 @@ def test_system_reports_fake_gpus_host_and_live_tokens_per_s(
     assert len(history["tokens_per_s"]["dense"]) == len(history["t"])
     assert max(x or 0 for x in history["tokens_per_s"]["dense"]) > 0
     assert set(history["gpu_memory_used"]) == {"0", "1"}
+    # What a sparkline needs, and no more: the last N samples only.
+    recent = httpx.get(f"{herd.server.api_url}/system", params={"points": 2}, timeout=10)
+    assert len(recent.json()["history"]["t"]) == 2 < len(history["t"])
+
+
+def test_status_counts_the_log_lines_that_logs_returns(herd: Config) -> None:
+    control.up(herd, "dense")
+    client = control.connect(herd)
+
+    def agree() -> bool:  # the log may still grow right after loading
+        logs = client.logs(tail=100_000)
+        (loaded,) = client.status()["loaded"]
+        return loaded["log_lines"] == logs["total"] == len(logs["lines"]) > 0
+
+    assert wait_until(agree, timeout=5)
 
 
 def test_system_without_gpus_says_why(herd: Config) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -171,6 +172,39 @@ def test_log_pane_scrolls_and_searches(herd: Config) -> None:
             hit = app.log_pane.match
             assert hit >= 0 and "listening on" in log.lines[hit]
             assert log.scroll_y <= hit < log.scroll_y + log.size.height
+
+    asyncio.run(scenario())
+
+
+def test_log_pane_follows_new_lines_and_skips_polls_with_none(herd: Config) -> None:
+    control.up(herd, "dense")
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            log = app.log_pane.log_widget
+
+            def caught_up() -> bool:
+                (loaded,) = (app.status or {}).get("loaded") or [{}]
+                return len(log.lines) > 3 and loaded.get("log_lines") == app.log_pane.seen
+
+            await settle(app, pilot, caught_up)
+            asked = []
+            logs = app.remote.logs
+
+            async def counting_logs(**kwargs):  # noqa: ANN202
+                asked.append(kwargs)
+                return await logs(**kwargs)
+
+            app.remote.logs = counting_logs  # type: ignore[method-assign]
+            await app.poll_once()
+            assert asked == []  # the status said there was nothing new
+            request = {"model": "dense", "prompt": "llamas", "max_tokens": 4}
+            await asyncio.to_thread(
+                httpx.post, f"{herd.server.public_url}/v1/completions", json=request, timeout=60
+            )
+            await settle(app, pilot, lambda: any("print_timing" in line for line in log.lines))
+            assert asked  # fetched once the status showed new lines
 
     asyncio.run(scenario())
 

@@ -189,13 +189,14 @@ def create_app(
         return Response(page, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/system")
-    async def system() -> JSONResponse:
-        """GPUs, host and per-server numbers from the last sample, with a short history."""
+    async def system(points: int | None = Query(None, ge=1)) -> JSONResponse:
+        """GPUs, host and per-server numbers from the last sample, with a short history
+        (its last `points` samples: what a sparkline shows, less to send each second)."""
         if sampler is None:
             return JSONResponse({"error": "this daemon runs no sampler"}, status_code=503)
         if sampler.latest is None:  # asked before the first sample: take one now
             await sampler.sample()
-        return JSONResponse(sampler.snapshot())
+        return JSONResponse(sampler.snapshot(points))
 
     @app.post("/shutdown")
     async def shutdown() -> dict:

@@ -106,6 +106,7 @@ class Model:
             "restarts": len(self.crashes),
             "argv": server.argv if server else None,
             "log_file": str(server.log_path) if server else None,
+            "log_lines": server.line_count if server else None,
             "runtime": self.profile.runtime,
             "rpc": [w.as_json() for w in self.workers],
         }

@@ -118,9 +118,10 @@ class Sampler:
     ) -> tuple[GpuReading, dict[str, Any], dict[int, dict[str, Any]]]:
         return self.gpus.sample(), self.system.sample(models_dir), self.system.processes(pids)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The body of `GET /system`: the last sample and the history, series aligned with
-        `history.t` (None where a model or GPU had no value at that time)."""
+    def snapshot(self, points: int | None = None) -> dict[str, Any]:
+        """The body of `GET /system`: the last sample and the history (its last `points`
+        samples, or all), series aligned with `history.t` (None where a model or GPU had
+        no value at that time)."""
         latest = self.latest or {
             "gpus": [],
             "gpu_note": "no sample yet",
@@ -128,7 +129,7 @@ class Sampler:
             "servers": [],
             "sampled_at": None,
         }
-        points = list(self.history)
+        kept = list(self.history)[-points:] if points else list(self.history)
         return {
             "gpus": latest["gpus"],
             "gpu_note": latest["gpu_note"],
@@ -136,11 +137,11 @@ class Sampler:
             "servers": latest["servers"],
             "history": {
                 "interval_s": self.interval,
-                "t": [p.t for p in points],
-                "tokens_per_s": _series(points, "tokens_per_s"),
-                "gpu_memory_used": _series(points, "gpu_memory_used"),
-                "gpu_utilization": _series(points, "gpu_utilization"),
-                "cpu_percent": [p.cpu_percent for p in points],
+                "t": [p.t for p in kept],
+                "tokens_per_s": _series(kept, "tokens_per_s"),
+                "gpu_memory_used": _series(kept, "gpu_memory_used"),
+                "gpu_utilization": _series(kept, "gpu_utilization"),
+                "cpu_percent": [p.cpu_percent for p in kept],
             },
             "sampled_at": latest["sampled_at"],
             "error": self.error,

@@ -194,15 +194,14 @@ class DashboardApp(App[str | None]):
         status = self.status or {}
         target = self.log_model or status.get("model")
         pane = self.log_pane
-        pid = next(
-            (m.get("pid") for m in status.get("loaded") or [] if m.get("model") == target), None
-        )
+        loaded = next((m for m in status.get("loaded") or [] if m.get("model") == target), {})
+        pid = loaded.get("pid")
         if target != pane.model or (pid and pid != self._log_pid and pane.seen != 0):
             pane.reset(target)  # another model, or the same one restarted: a new log
         self._log_pid = pid or self._log_pid
         pane.set_title(f"log: {target or 'no model'}" + ("" if self.log_model else " (current)"))
-        if target is None:
-            return
+        if target is None or (pane.seen > 0 and loaded.get("log_lines") == pane.seen):
+            return  # nothing new (the status says how many lines there are)
         since = pane.seen if pane.seen > 0 else None
         tail = LOG_BACKLOG if since is None else 100_000
         answer = await self.remote.logs(tail=tail, since=since, model=target)

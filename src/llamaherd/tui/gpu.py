@@ -82,6 +82,6 @@ class GpuPanel(TextPanel):
             for model, values in series.items():
                 last = num(values[-1]) if isinstance(values, list) and values else None
                 text.append(f"{model} t/s {fmt(last, '.1f'):>6} ", "bold")
-                text.append(f"{sparkline(values, 30)}\n", "green")
+                text.append(f"{sparkline(values)}\n", "green")
         text.rstrip()
         return text

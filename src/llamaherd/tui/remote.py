@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 
 DASH = "—"
+SPARKLINE_WIDTH = 30  # samples in the widest sparkline (one a second)
 
 
 class Disconnected(Exception):
@@ -56,7 +57,9 @@ class Remote:
         return (await self._call("GET", "/models") or {}).get("models", [])
 
     async def system(self) -> dict | None:
-        return await self._call("GET", "/system", timeout=5.0)
+        # Only the history a sparkline shows: the rest would be parsed every second.
+        params = {"points": SPARKLINE_WIDTH}
+        return await self._call("GET", "/system", timeout=5.0, params=params)
 
     async def logs(self, *, tail: int, since: int | None, model: str | None) -> dict:
         params = {"tail": tail, "since": since, "model": model}
@@ -122,7 +125,7 @@ def fmt_ctx(ctx: object) -> str:
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: object, width: int = 30, top: float | None = None) -> str:
+def sparkline(values: object, width: int = SPARKLINE_WIDTH, top: float | None = None) -> str:
     """The last `width` samples as block characters (None/missing samples as spaces)."""
     if not isinstance(values, list):
         return ""
