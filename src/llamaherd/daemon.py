@@ -18,7 +18,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -102,12 +104,23 @@ def serve(config: Config, *, model: str | None = None) -> None:
         reaped = runtime.reap_stale(state_dir)
         if reaped:
             print(f"stopped {len(reaped)} llama-server(s) left by a previous daemon: {reaped}")
-        asyncio.run(_serve(config, llama_server, state_dir, sockets, model))
+        _run_loop(_serve(config, llama_server, state_dir, sockets, model))
     finally:
         for sock in sockets:
             sock.close()
         (state_dir / RECORD).unlink(missing_ok=True)
         lock.close()
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the daemon on uvloop where it is installed (Linux, macOS): its event loop costs
+    the gateway less per request and per relayed chunk than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _serve(
