@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import datetime
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -38,7 +37,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from gateway import PROFILE, PROMPT, Herd, run_and_print, running_herd  # on sys.path
+from gateway import (  # benchmarks/ is on sys.path
+    PROFILE,
+    PROMPT,
+    Herd,
+    machine,
+    run_and_print,
+    running_herd,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -198,13 +204,7 @@ def run(args: argparse.Namespace, say) -> dict:  # noqa: ANN001
     streaming_cpu = figures["streaming"]["cpu_percent"]
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_avg_before": [round(x, 2) for x in load_before],
-            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "model": "generated tiny dense (llamaherd.demo.write_dense_model)",
         "fake_gpus": str(args.fake_gpus) if args.fake_gpus else None,
         "refresh_s": 1.0,

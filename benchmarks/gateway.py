@@ -407,13 +407,7 @@ def run(args: argparse.Namespace) -> dict:
     stream_summary = throughput.summary(args.streams, args.tokens)
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_avg_before": [round(x, 2) for x in load_before],
-            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "llama_server": {
             "binary": str(herd.llama_server),
             "build": props.get("build_info"),
@@ -528,6 +522,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.requests < 2 or min(args.rounds, args.streams, args.warmup) < 1 or args.threads < 0:
         parser.error("--requests must be at least 2, --rounds/--streams/--warmup at least 1")
     return args
+
+
+def machine(load_before: tuple[float, float, float]) -> dict:
+    """What a report records of the machine: cores, platform, and the load average before
+    and now (other work on the machine moves every figure)."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def run_and_print(
