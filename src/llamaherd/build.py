@@ -322,9 +322,10 @@ def build(
         raise HerdError(
             "cmake not found; install it (apt install cmake, or pip install 'llamaherd[build]')"
         )
-    ui_with_npm = shutil.which("npm") is not None if ui is None else ui
-    if ui_with_npm and not shutil.which("npm"):
+    has_npm = shutil.which("npm") is not None
+    if ui and not has_npm:
         raise UsageError("--ui builds the web UI with npm, which is not installed; install Node.js")
+    ui_with_npm = has_npm if ui is None else ui
     args = cmake_args(
         backend,
         build_number=build_number,
