@@ -312,18 +312,26 @@ def add_tokenizer(
 def _write_model(path: Path, dims: Dims) -> Path:
     """Write one model to path (atomically: a reader never sees half a file)."""
     vocab = build_vocab()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_beside(path) as tmp:
-        writer = gguf.GGUFWriter(tmp, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+    with writing_gguf(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]) as writer:
         _add_metadata(writer, dims, vocab)
         for name, data in _tensors(dims, vocab):
             writer.add_tensor(name, data)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+    return path
+
+
+@contextlib.contextmanager
+def writing_gguf(path: Path, arch: str) -> Iterator[gguf.GGUFWriter]:
+    """A GGUF writer whose file appears at `path` only once the block wrote it whole
+    (written beside it, then renamed; a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_beside(path) as tmp:
+        writer = gguf.GGUFWriter(tmp, arch=arch)
+        yield writer
         writer.close()
         os.replace(tmp, path)
-    return path
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ with filler tokens up to the vocabulary size.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +63,7 @@ def write(path: str | Path, shape: Shape, *, sparse: bool = False) -> Path:
     the weights (a sparse file: a 60 GB model takes a few kB of disk). Header readers
     (inspect, plan) see a complete model; llama-server would load zeros."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with demo._temp_beside(path) as tmp:
-        writer = gguf.GGUFWriter(tmp, arch=shape.arch)
+    with demo.writing_gguf(path, shape.arch) as writer:
         _metadata(writer, shape)
         if sparse:
             _write_sparse(writer, shape)
@@ -76,8 +73,6 @@ def write(path: str | Path, shape: Shape, *, sparse: bool = False) -> Path:
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
     return path
 
 
