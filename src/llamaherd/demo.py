@@ -374,7 +374,9 @@ def _refresh(path: Path, write: Callable[[Path], Path]) -> None:
             os.replace(tmp, path)
 
 
-def _write_text_if_changed(path: Path, text: str) -> None:
+def write_text_if_changed(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (a reader sees the old file or the new one);
+    an identical file is left alone."""
     if path.exists() and path.read_text(encoding="utf-8") == text:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,5 +396,5 @@ def write_demo(directory: Path) -> Path:
     _refresh(models / f"{DENSE_ID}.gguf", write_dense_model)
     _refresh(models / f"{MOE_ID}.gguf", write_moe_model)
     toml_path = directory / "herd.toml"
-    _write_text_if_changed(toml_path, DEMO_TOML)
+    write_text_if_changed(toml_path, DEMO_TOML)
     return toml_path

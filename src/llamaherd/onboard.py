@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,7 +21,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from llamaherd import control, daemon, paths
+from llamaherd import control, daemon, demo, paths
 from llamaherd.config import CONFIG_NAME, ID_PATTERN, find_config_path, parse_config
 from llamaherd.errors import ConfigError, HerdError, UsageError
 from llamaherd.gguf import families
@@ -147,7 +146,7 @@ def add(
 
     new_text = tomlkit.dumps(doc)
     parse_config(new_text, config_path, check_files=False)  # never write a broken file
-    _write_atomically(config_path, new_text)
+    demo.write_text_if_changed(config_path, new_text)
     return Added(pid, config_path, model_path, table, plan, sampling_source, replaced, downloaded)
 
 
@@ -226,13 +225,6 @@ def _models_dir(text: str, config_path: Path) -> Path:
     if isinstance(value, str):
         return (base / Path(value).expanduser()).absolute()
     return (base / "models").absolute()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------

@@ -103,24 +103,22 @@ def write_split(path: str | Path, shape: Shape, parts: int) -> list[Path]:
     """The same model as `write`, in `parts` files named like gguf-split's output
     (`<stem>-00001-of-0000N.gguf`); metadata in the first, tensors spread over all."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.name.removesuffix(".gguf")
     names = [path.with_name(f"{stem}-{i:05d}-of-{parts:05d}.gguf") for i in range(1, parts + 1)]
     tensors = list(_tensor_shapes(shape))
     per_part = -(-len(tensors) // parts)
     for index, target in enumerate(names):
-        writer = gguf.GGUFWriter(target, arch=shape.arch)
-        if index == 0:
-            _metadata(writer, shape)
-        writer.add_uint16("split.no", index)
-        writer.add_uint16("split.count", parts)
-        writer.add_int32("split.tensors.count", len(tensors))
-        for name, dims in tensors[index * per_part : (index + 1) * per_part]:
-            _add(writer, name, dims, shape.weight_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        with demo.writing_gguf(target, shape.arch) as writer:
+            if index == 0:
+                _metadata(writer, shape)
+            writer.add_uint16("split.no", index)
+            writer.add_uint16("split.count", parts)
+            writer.add_int32("split.tensors.count", len(tensors))
+            for name, dims in tensors[index * per_part : (index + 1) * per_part]:
+                _add(writer, name, dims, shape.weight_type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
     return names
 
 
