@@ -46,11 +46,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llamaherd import build, control, daemon, demo, runtime
+from llamaherd import build, control, demo
 from llamaherd.bench.speed import percentile
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import HerdError
+from llamaherd.runtime import process
 
 PROFILE = "dense"
 PROMPT = "Hello world"
@@ -159,8 +161,8 @@ def write_config(directory: Path, *, streams: int, threads: int) -> Config:
         f'models_dir = "{models}"\n'
         f'llama_server = "{binary}"\n'
         "\n[server]\n"
-        f"port = {runtime.free_port()}\n"
-        f"api_port = {runtime.free_port()}\n"
+        f"port = {process.free_port()}\n"
+        f"api_port = {process.free_port()}\n"
         "start_timeout = 60\n"
         "stop_timeout = 5\n"
         f"\n[models.{PROFILE}]\n"
@@ -207,7 +209,7 @@ def stop_daemon(client: DaemonClient) -> None:
     try:
         control.down(client, stop_daemon=True)
     except HerdError as error:
-        record = daemon.running_record()
+        record = running_record()
         if record:
             print(f"daemon did not stop cleanly ({error}); killing it", file=sys.stderr)
             with contextlib.suppress(OSError):

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from llamaherd import control, runtime
+from llamaherd import control
 from llamaherd.errors import HerdError
+from llamaherd.runtime import process
 from llamaherd.tui.app import DashboardApp
 from llamaherd.tui.picker import ModelPicker
 
@@ -86,8 +87,8 @@ def main() -> int:
             HERD_STATE_DIR=str(Path(temp) / "state"),
             HERD_CONFIG_DIR=str(Path(temp) / "config"),
             HERD_FAKE_GPUS=str(FAKE_GPUS),
-            HERD_PORT=str(runtime.free_port()),
-            HERD_API_PORT=str(runtime.free_port()),
+            HERD_PORT=str(process.free_port()),
+            HERD_API_PORT=str(process.free_port()),
         )
         for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
             os.environ.pop(name, None)

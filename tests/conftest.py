@@ -18,8 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llamaherd import build, daemon, demo, runtime
+from llamaherd import build, demo
 from llamaherd.config import Config, load_config
+from llamaherd.daemon.record import running_record
+from llamaherd.runtime.process import free_port
 
 
 def llama_server_binary() -> Path | None:
@@ -72,8 +74,8 @@ def write_config(
     """A herd.toml with three profiles (dense, moe, broken) on free ports; `extra` is
     appended as is (more profiles, or keys for the last one)."""
     settings = {
-        "api_port": runtime.free_port(),
-        "port": runtime.free_port(),
+        "api_port": free_port(),
+        "port": free_port(),
         "start_timeout": 60,
         "stop_timeout": 5,
         **server,
@@ -145,7 +147,7 @@ def make_herd(tmp_path: Path, model_files: Path, llama_server: Path):
         return load_config(write_config(tmp_path, model_files, llama_server, extra, **server))
 
     yield make
-    record = daemon.running_record()
+    record = running_record()
     if record:
         os.kill(record["pid"], signal.SIGKILL)
     wait_until(lambda: not servers_for(model_files), timeout=5)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from llamaherd.argv import format_value, server_argv, server_env
 from llamaherd.config import Placement, Profile, Sampling
+from llamaherd.runtime.argv import format_value, server_argv, server_env
 
 BINARY = Path("/opt/llama/llama-server")
 MODEL = Path("/models/a.gguf")

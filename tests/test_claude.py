@@ -22,9 +22,13 @@ import pytest
 from conftest import run_herd
 from test_observability import metric_samples
 
-from llamaherd import control, daemon
-from llamaherd.claude import env, home, launch, route, sandbox
+from llamaherd import control
+from llamaherd.claude import env, home, sandbox
+from llamaherd.claude import launch as claude_launch
 from llamaherd.config import Config, load_config, parse_config
+from llamaherd.daemon import launch
+from llamaherd.daemon import routing as route
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +155,7 @@ def test_environment_points_claude_code_at_the_gateway_and_nowhere_else(
 
 def test_config_dir_is_seeded_once_and_the_users_claude_is_untouched(user_home: Path) -> None:
     users_claude = sorted((p, p.stat().st_mtime_ns) for p in (user_home / ".claude").rglob("*"))
-    variables = launch.herd_environment(profiles(), "small")
+    variables = claude_launch.herd_environment(profiles(), "small")
     local = user_home / ".claude-local"
     assert variables["CLAUDE_CONFIG_DIR"] == str(local)
     assert stat.S_IMODE(local.stat().st_mode) == 0o700
@@ -264,7 +268,7 @@ def test_sandboxed_process_reaches_the_gateway_but_nothing_outside_the_project(
 ) -> None:
     require_sandbox()
     config = make_herd()
-    daemon.start_background(config)  # the gateway answers /v1/models without a model
+    launch.start_background(config)  # the gateway answers /v1/models without a model
     project = user_home / "project"
     project.mkdir()
     config_dir = user_home / ".claude-local"
@@ -381,7 +385,7 @@ def test_print_env_and_missing_claude_binary(user_home: Path) -> None:
     assert "export ANTHROPIC_MODEL=coder" in result.stdout
     assert "unset ANTHROPIC_API_KEY" in result.stdout
     assert (user_home / ".claude-local" / "settings.json").exists()
-    assert daemon.running_record() is None  # printing starts nothing
+    assert running_record() is None  # printing starts nothing
 
     no_claude = run_herd("--config", str(path), "claude", PATH=str(Path(sys.executable).parent))
     assert no_claude.returncode == 1
@@ -442,7 +446,7 @@ def test_sandbox_refused_clearly_when_asked_for_and_unavailable(
     config = load_config(path, check_files=False)
     monkeypatch.setattr(sandbox, "unavailable_reason", lambda: "bwrap not found; install it")
     with pytest.raises(HerdError, match="--sandbox: bwrap not found"):
-        launch.prepare(config, "small", sandbox_mode=True)
-    plan = launch.prepare(config, "small", sandbox_mode=None, args=["-p", "hi"])
+        claude_launch.prepare(config, "small", sandbox_mode=True)
+    plan = claude_launch.prepare(config, "small", sandbox_mode=None, args=["-p", "hi"])
     assert not plan.sandboxed and "running without a sandbox" in (plan.note or "")
     assert plan.argv == [sys.executable, "-p", "hi"]

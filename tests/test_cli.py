@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_herd, write_config
 
-from llamaherd import cli, control, runtime
+from llamaherd import cli, control
+from llamaherd.runtime import process
 
 COMMANDS = [
     "models",
@@ -111,7 +112,7 @@ def test_up_status_logs_switch_down_through_the_cli(config_path: Path) -> None:
 
 
 def test_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
-    env = {"HERD_API_PORT": str(runtime.free_port()), "HERD_PORT": str(runtime.free_port())}
+    env = {"HERD_API_PORT": str(process.free_port()), "HERD_PORT": str(process.free_port())}
     try:
         result = run_herd("demo", "--json", timeout=300, **env)
         assert result.returncode == 0, result.stderr

@@ -13,7 +13,8 @@ import httpx
 import psutil
 from conftest import servers_for, wait_until
 
-from llamaherd import control, daemon
+from llamaherd import control
+from llamaherd.daemon.record import running_record
 
 
 def served_model(url: str) -> str:
@@ -55,7 +56,7 @@ def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
 
     control.down(client, stop_daemon=True)
     assert not client.alive()
-    assert daemon.running_record() is None
+    assert running_record() is None
 
 
 def test_alias_and_logs(herd) -> None:
@@ -109,7 +110,7 @@ def test_sigkill_daemon_leaves_no_server(herd, model_files: Path) -> None:
     answer = control.up(herd, "dense")
     server_pid = answer["pid"]
     assert psutil.pid_exists(server_pid)
-    os.kill(daemon.running_record()["pid"], signal.SIGKILL)
+    os.kill(running_record()["pid"], signal.SIGKILL)
     assert wait_until(lambda: not psutil.pid_exists(server_pid), timeout=5)
     assert not servers_for(model_files)
 

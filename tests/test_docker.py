@@ -21,11 +21,12 @@ import pytest
 import yaml
 from inprocess import herd
 
-from llamaherd import build, doctor, runtime
+from llamaherd import build, doctor
 from llamaherd.config import parse_config
-from llamaherd.docker import compose, image
-from llamaherd.docker.runtime import run_argv
-from llamaherd.supervisor import State, Supervisor
+from llamaherd.daemon.supervisor import State, Supervisor
+from llamaherd.docker import image
+from llamaherd.runtime import compose, process
+from llamaherd.runtime.docker import run_argv
 
 FAKE = Path(__file__).with_name("fake_docker.py")
 DOCKERFILE = Path(__file__).parents[1] / "docker" / "Dockerfile"
@@ -194,7 +195,7 @@ def test_new_daemon_removes_the_container_of_a_killed_one(fake_docker, tmp_path)
         )
     )
     try:
-        assert runtime.reap_stale(tmp_path / "state") == []  # the client is long gone
+        assert process.reap_stale(tmp_path / "state") == []  # the client is long gone
         assert container.wait(timeout=5) != 0
     finally:
         container.kill()

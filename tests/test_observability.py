@@ -13,8 +13,9 @@ import pytest
 from conftest import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from llamaherd import control, daemon
+from llamaherd import control
 from llamaherd.config import Config
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import UsageError
 
 
@@ -146,7 +147,7 @@ def test_sighup_and_file_changes_reload(herd: Config) -> None:
     )
 
     herd.path.write_text(original.replace('name = "Tiny MoE"', 'name = "Hung up"'))
-    os.kill(daemon.running_record()["pid"], signal.SIGHUP)
+    os.kill(running_record()["pid"], signal.SIGHUP)
     assert wait_until(
         lambda: {m["id"]: m["name"] for m in client.models()}["moe"] == "Hung up", timeout=5
     )

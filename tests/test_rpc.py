@@ -16,11 +16,13 @@ import pytest
 from conftest import wait_until
 from inprocess import herd
 
-from llamaherd import control, doctor, rpc, runtime
-from llamaherd.argv import server_argv
+from llamaherd import control, doctor
 from llamaherd.binaries import RPC_NAMES
 from llamaherd.config import parse_config
 from llamaherd.errors import ConfigError
+from llamaherd.runtime import rpc
+from llamaherd.runtime.argv import server_argv
+from llamaherd.runtime.process import free_port
 
 
 def rpc_server_beside(llama_server: Path) -> Path:
@@ -43,7 +45,7 @@ def accepts(port: int) -> bool:
 def workers(llama_server: Path):
     """Two rpc-server workers on loopback; yields their endpoints, stops them after."""
     binary = rpc_server_beside(llama_server)
-    ports = [runtime.free_port(), runtime.free_port()]
+    ports = [free_port(), free_port()]
     processes = [
         subprocess.Popen(
             rpc.worker_argv(binary, "127.0.0.1", port),
@@ -98,7 +100,7 @@ def test_reachability_check_names_the_dead_worker() -> None:
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         alive = f"127.0.0.1:{listening.getsockname()[1]}"
-        dead = f"127.0.0.1:{runtime.free_port()}"
+        dead = f"127.0.0.1:{free_port()}"
         checks = asyncio.run(rpc.check_all([alive, dead]))
     assert [c.reachable for c in checks] == [True, False]
     reason = rpc.unreachable_reason(checks)
@@ -149,7 +151,7 @@ def test_model_served_across_two_rpc_workers(
 
 @pytest.mark.server
 def test_unreachable_worker_fails_the_switch_before_starting(make_herd) -> None:
-    dead = f"127.0.0.1:{runtime.free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     config = make_herd(f'\n[models.lonely]\nfile = "dense.gguf"\nrpc = ["{dead}"]\n')
     answer = control.up(config, "lonely")
     assert not answer["ok"]
@@ -160,7 +162,7 @@ def test_unreachable_worker_fails_the_switch_before_starting(make_herd) -> None:
 @pytest.mark.server
 def test_herd_worker_prints_what_the_coordinator_needs(llama_server: Path, tmp_path) -> None:
     rpc_server_beside(llama_server)
-    port = runtime.free_port()
+    port = free_port()
     config = tmp_path / "herd.toml"
     config.write_text(f'llama_server = "{llama_server}"\n')
     process = subprocess.Popen(
@@ -180,7 +182,7 @@ def test_herd_worker_prints_what_the_coordinator_needs(llama_server: Path, tmp_p
 
 
 def test_doctor_reports_each_worker(tmp_path) -> None:
-    dead = f"127.0.0.1:{runtime.free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import psutil
 
-from llamaherd import daemon, runtime
+from llamaherd.daemon import server
+from llamaherd.runtime import process
 
 
 def record(run_dir: Path, process: subprocess.Popen, create_time: float) -> Path:
@@ -28,7 +29,7 @@ def test_reap_stale_kills_recorded_server_group(tmp_path: Path) -> None:
     children = psutil.Process(leader.pid).children()
     path = record(tmp_path, leader, psutil.Process(leader.pid).create_time())
 
-    assert runtime.reap_stale(tmp_path) == [leader.pid]
+    assert process.reap_stale(tmp_path) == [leader.pid]
     assert leader.wait(timeout=5) != 0
     psutil.wait_procs(children, timeout=5)
     assert not any(child.is_running() for child in children)
@@ -40,7 +41,7 @@ def test_reap_stale_spares_a_recycled_pid(tmp_path: Path) -> None:
     other = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         path = record(tmp_path, other, psutil.Process(other.pid).create_time() - 100)
-        assert runtime.reap_stale(tmp_path) == []
+        assert process.reap_stale(tmp_path) == []
         assert other.poll() is None
         assert not path.exists()
     finally:
@@ -49,18 +50,18 @@ def test_reap_stale_spares_a_recycled_pid(tmp_path: Path) -> None:
 
 
 def test_free_port_is_free_and_taken_port_is_not() -> None:
-    port = runtime.free_port()
-    assert runtime.port_free("127.0.0.1", port)
+    port = process.free_port()
+    assert process.port_free("127.0.0.1", port)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         sock.listen()
-        assert not runtime.port_free("127.0.0.1", port)
+        assert not process.port_free("127.0.0.1", port)
 
 
 def test_daemon_listeners_say_tcp_so_asyncio_disables_nagle() -> None:
     # asyncio sets TCP_NODELAY on accepted connections only when the listener's proto is
     # IPPROTO_TCP; without it every response waited ~40 ms for a delayed ACK.
-    sock = daemon._bind("127.0.0.1", runtime.free_port(), "port")
+    sock = server.bind_listener("127.0.0.1", process.free_port(), "port")
     try:
         assert sock.proto == socket.IPPROTO_TCP
     finally:

@@ -296,10 +296,10 @@ def test_gpu_panel_shows_the_fake_gpus(make_herd, monkeypatch: pytest.MonkeyPatc
 
 
 def test_dashboard_shows_disconnected_without_a_daemon() -> None:
-    from llamaherd import runtime
+    from llamaherd.runtime import process
 
     async def scenario() -> None:
-        app = DashboardApp(f"http://127.0.0.1:{runtime.free_port()}", interval=0.2)
+        app = DashboardApp(f"http://127.0.0.1:{process.free_port()}", interval=0.2)
         async with app.run_test(size=SIZE) as pilot:
             await app.poll_once()
             await pilot.pause(0.1)

@@ -19,12 +19,14 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from llamaherd import __version__, binaries, build, control, daemon, doctor, rpc, top
+from llamaherd import __version__, binaries, build, control, doctor, top
 from llamaherd import update as updater
 from llamaherd.bench.store import latest_speeds
 from llamaherd.config import Config
-from llamaherd.docker import compose, image
+from llamaherd.daemon import server
+from llamaherd.docker import image
 from llamaherd.errors import HerdError, UsageError
+from llamaherd.runtime import compose, rpc
 
 # Markup off: model names, paths and llama-server log lines often contain [brackets].
 console = Console(soft_wrap=True, markup=False)
@@ -415,7 +417,7 @@ def serve(ctx: click.Context, model: str | None) -> None:
     if model:
         config.resolve(model)
     err_console.print(f"herd daemon: management API on {config.server.api_url}")
-    daemon.serve(config, model=model)
+    server.serve(config, model=model)
 
 
 @cli.command()

@@ -29,8 +29,9 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from llamaherd import paths, rpc
+from llamaherd import paths
 from llamaherd.errors import ConfigError, UsageError
+from llamaherd.runtime import rpc
 
 CONFIG_NAME = "herd.toml"
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"

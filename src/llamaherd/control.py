@@ -8,9 +8,11 @@ from pathlib import Path
 
 import httpx
 
-from llamaherd import daemon, demo, paths
+from llamaherd import demo, paths
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, find_config_path, load_config
+from llamaherd.daemon import launch
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
 
 
@@ -23,7 +25,7 @@ def find_config(explicit: str | Path | None = None) -> Config:
     try:
         path = find_config_path(explicit)
     except ConfigError:
-        record = daemon.running_record()
+        record = running_record()
         if explicit or os.environ.get("HERD_CONFIG") or not (record and record.get("config")):
             raise
         path = Path(record["config"])
@@ -35,7 +37,7 @@ def connect(config: Config | None = None, url: str | None = None) -> DaemonClien
     key = os.environ.get("HERD_API_KEY") or (config.server.api_key if config else None)
     url = url or os.environ.get("HERD_URL")
     if not url:
-        record = daemon.running_record()
+        record = running_record()
         if record:
             url = record["api_url"]
         elif config:
@@ -52,7 +54,7 @@ def up(config: Config, model: str) -> dict:
     answer then says why, and which model was restored).
     """
     profile = config.resolve(model)  # unknown ids fail here, before a daemon starts
-    client = daemon.start_background(config)
+    client = launch.start_background(config)
     return client.switch(profile.id, timeout=config.server.start_timeout * 2 + 60)
 
 
@@ -68,12 +70,12 @@ def down(
     answer = client.stop(model)
     if not stop_daemon:
         return answer
-    record = daemon.running_record()
+    record = running_record()
     local = record is not None and record["api_url"] == client.url
     client.shutdown()
     deadline = time.monotonic() + timeout
     # A local daemon is gone once it removed its record (after stopping its models).
-    while client.alive() or (local and daemon.running_record() is not None):
+    while client.alive() or (local and running_record() is not None):
         if time.monotonic() > deadline:
             raise HerdError(f"the daemon at {client.url} did not stop within {timeout:g}s")
         time.sleep(0.1)

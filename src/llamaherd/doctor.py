@@ -9,9 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from llamaherd import binaries, build, control, cuda, daemon, rpc, runtime
+from llamaherd import binaries, build, control, cuda
 from llamaherd.config import Config
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
+from llamaherd.runtime import process, rpc
 
 
 def report(config_path: str | Path | None = None) -> dict:
@@ -114,10 +116,10 @@ def _ports(config: Config | None) -> dict:
         "public": config.server.port if config else 8080,
         "api": config.server.api_port if config else 8081,
     }
-    herd_running = daemon.running_record() is not None
+    herd_running = running_record() is not None
     status = {}
     for name, port in ports.items():
-        free = runtime.port_free(host, port)
+        free = process.port_free(host, port)
         status[name] = {
             "port": port,
             "free": free,

@@ -21,8 +21,9 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from llamaherd import control, daemon, demo, paths
+from llamaherd import control, demo, paths
 from llamaherd.config import CONFIG_NAME, ID_PATTERN, find_config_path, parse_config
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError, UsageError
 from llamaherd.gguf import families
 from llamaherd.gguf import inspect as gguf_inspect
@@ -298,7 +299,7 @@ def smoke_test(config_path: Path, profile_id: str) -> dict[str, Any]:
     from llamaherd.config import load_config
 
     config = load_config(config_path)
-    was_running = daemon.running_record() is not None
+    was_running = running_record() is not None
     client = control.connect(config)
     if client.alive():
         client.reload()

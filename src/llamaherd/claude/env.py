@@ -14,9 +14,9 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from llamaherd import daemon
-from llamaherd.claude import route
 from llamaherd.config import Config
+from llamaherd.daemon import routing as route
+from llamaherd.daemon.record import running_record
 from llamaherd.errors import HerdError, UsageError
 
 NPM_PACKAGE = "@anthropic-ai/claude-code"
@@ -82,7 +82,7 @@ def config_dir(config: Config) -> Path:
 
 def gateway_url(config: Config) -> str:
     """The running daemon's gateway (it may run with other ports), else the config's."""
-    record = daemon.running_record() or {}
+    record = running_record() or {}
     return record.get("url") or config.server.public_url
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
+from llamaherd.daemon.supervisor import State, Supervisor
 from llamaherd.monitor.gpu import GpuReading, GpuSource, gpu_source
 from llamaherd.monitor.server import ServerSampler, ServerTarget
 from llamaherd.monitor.system import SystemSampler
-from llamaherd.supervisor import State, Supervisor
 
 INTERVAL = 1.0
 HISTORY = 300  # samples: five minutes at one a second, enough for sparklines

@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
 from llamaherd import __version__
-from llamaherd.auth import key_matches
 from llamaherd.bench.store import latest_speeds
+from llamaherd.daemon.auth import key_matches
+from llamaherd.daemon.events import sse
+from llamaherd.daemon.metrics import Metrics
+from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import ConfigError, UsageError
-from llamaherd.events import sse
 from llamaherd.gguf import budget
-from llamaherd.metrics import Metrics
 from llamaherd.monitor import Sampler
-from llamaherd.supervisor import Supervisor
 
 LOG_POLL_INTERVAL = 0.2
 

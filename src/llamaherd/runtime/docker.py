@@ -1,7 +1,7 @@
 """The docker runtime: a profile's llama-server in a container from herd's image.
 
 `docker run` stays attached (no -d): its output is the container's log and it exits
-when the container does, so runtime.ServerProcess handles it exactly like a native
+when the container does, so process.ServerProcess handles it exactly like a native
 llama-server (log capture, readiness on /health, crash detection). The container is
 named after the profile: one left behind by a killed daemon is removed before the next
 start, and a stop or switch runs `docker stop` and `docker rm`.
@@ -14,9 +14,9 @@ import os
 import shutil
 from pathlib import Path
 
-from llamaherd import runtime
-from llamaherd.argv import server_argv
 from llamaherd.config import DockerSettings, Profile
+from llamaherd.runtime import process
+from llamaherd.runtime.argv import server_argv
 
 CONTAINER_PORT = 8080  # llama-server's port inside the container; published on loopback
 MODELS_MOUNT = "/models"
@@ -71,10 +71,10 @@ def run_argv(
 
 async def _docker(docker: str, *args: str) -> int:
     """A docker command whose output does not matter (stop/rm of a maybe-absent container)."""
-    process = await asyncio.create_subprocess_exec(
+    child = await asyncio.create_subprocess_exec(
         docker, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
-    return await process.wait()
+    return await child.wait()
 
 
 class DockerRuntime:
@@ -86,10 +86,10 @@ class DockerRuntime:
     def command(self, profile: Profile, port: int) -> list[str]:
         return run_argv(self.settings, self.models_dir, profile, port, self.docker)
 
-    async def start(self, profile: Profile, *, port: int, run_dir: Path) -> runtime.ServerProcess:
+    async def start(self, profile: Profile, *, port: int, run_dir: Path) -> process.ServerProcess:
         name = container_name(profile)
         await _docker(self.docker, "rm", "-f", name)  # one a killed daemon left behind
-        server = await runtime.start(
+        server = await process.start(
             self.command(profile, port),
             env=os.environ,
             port=port,

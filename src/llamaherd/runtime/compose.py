@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from llamaherd.config import Config, Profile
-from llamaherd.docker.runtime import CONTAINER_PORT, container_name, model_mount, run_argv
+from llamaherd.runtime.docker import CONTAINER_PORT, container_name, model_mount, run_argv
 
 
 def compose_files(config: Config, profile: Profile, public_port: int) -> tuple[dict, dict]:

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from llamaherd.supervisor import State, Supervisor
+from llamaherd.daemon.supervisor import State, Supervisor
 
 # Seconds; switches load whole models, first bytes can be fast or wait behind a switch.
 SWITCH_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)

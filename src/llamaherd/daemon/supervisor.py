@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from llamaherd import rpc, runtime, runtimes
+from llamaherd import runtime as runtimes
 from llamaherd.config import Config, Profile
-from llamaherd.events import EventBus
+from llamaherd.daemon.events import EventBus
 from llamaherd.gguf.budget import MemoryCheck
+from llamaherd.runtime import process, rpc
 
 TAIL_ON_ERROR = 30
 CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
@@ -78,7 +79,7 @@ class Model:
 
     profile: Profile
     state: State = State.STOPPED
-    server: runtime.ServerProcess | None = None
+    server: process.ServerProcess | None = None
     last_used: float = field(default_factory=time.monotonic)
     in_flight: int = 0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -352,7 +353,7 @@ class Supervisor:
         model.workers = await rpc.check_all(profile.rpc)
         if reason := rpc.unreachable_reason(model.workers):
             return self._fail(profile, reason, [])
-        port = runtime.free_port()
+        port = process.free_port()
         launcher = runtimes.pick(self.config, self.llama_server, profile)
         try:
             model.server = await launcher.start(profile, port=port, run_dir=self.run_dir)
@@ -403,7 +404,7 @@ class Supervisor:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _watch(self, model: Model, server: runtime.ServerProcess) -> None:
+    async def _watch(self, model: Model, server: process.ServerProcess) -> None:
         """Notice a ready server dying on its own; record it and restart per policy."""
         code = await server.process.wait()
         async with self._lock:

@@ -23,12 +23,12 @@ from typing import Any
 import aiohttp
 from starlette.datastructures import Headers, QueryParams
 
-from llamaherd.auth import key_matches
-from llamaherd.claude import route
 from llamaherd.config import Profile
+from llamaherd.daemon import routing as route
+from llamaherd.daemon.auth import key_matches
+from llamaherd.daemon.metrics import Metrics
+from llamaherd.daemon.supervisor import Busy, State, Supervisor, Unavailable
 from llamaherd.errors import UsageError
-from llamaherd.metrics import Metrics
-from llamaherd.supervisor import Busy, State, Supervisor, Unavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,0 +1,163 @@
+"""The daemon process (`herd serve`): binds both ports, owns the supervisor, serves the
+gateway and the management API on one uvicorn server until SIGINT/SIGTERM or
+POST /shutdown. One daemon per state dir (daemon/record.py holds the lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from llamaherd import binaries, paths
+from llamaherd.config import Config
+from llamaherd.daemon.api import create_app
+from llamaherd.daemon.gateway import Gateway
+from llamaherd.daemon.metrics import Metrics
+from llamaherd.daemon.record import RECORD, acquire_lock
+from llamaherd.daemon.reload import ConfigReloader
+from llamaherd.daemon.supervisor import Supervisor
+from llamaherd.errors import HerdError
+from llamaherd.monitor import Sampler
+from llamaherd.runtime import process
+
+
+def bind_listener(host: str, port: int, key: str) -> socket.socket:
+    """Bind a listening socket ourselves, so a taken port is a clear error, not a traceback."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
+    # the listener says TCP; without it every response waited ~40 ms for Nagle.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise HerdError(
+            f"{host}:{port} is taken ({error.strerror}); stop what uses it "
+            f"or set [server] {key} in herd.toml (or ${'HERD_' + key.upper()})"
+        ) from None
+    sock.listen(2048)
+    return sock
+
+
+def serve(config: Config, *, model: str | None = None) -> None:
+    """Run the daemon in the foreground until SIGINT/SIGTERM or POST /shutdown."""
+    state_dir = paths.state_dir()
+    lock = acquire_lock(state_dir)
+    sockets: list[socket.socket] = []
+    try:
+        # A config whose models all run in containers needs no llama-server on the host.
+        all_docker = config.models and all(p.runtime == "docker" for p in config.models.values())
+        llama_server = (
+            Path("llama-server")
+            if all_docker
+            else binaries.find_llama_server(config.llama_server).path
+        )
+        host = config.server.host
+        sockets = [
+            bind_listener(host, config.server.port, "port"),
+            bind_listener(host, config.server.api_port, "api_port"),
+        ]
+        reaped = process.reap_stale(state_dir)
+        if reaped:
+            print(f"stopped {len(reaped)} llama-server(s) left by a previous daemon: {reaped}")
+        _run_loop(_serve(config, llama_server, state_dir, sockets, model))
+    finally:
+        for sock in sockets:
+            sock.close()
+        (state_dir / RECORD).unlink(missing_ok=True)
+        lock.close()
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the daemon on uvloop where it is installed (Linux, macOS): its event loop costs
+    the gateway less per request and per relayed chunk than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def _serve(
+    config: Config,
+    llama_server: Path,
+    state_dir: Path,
+    sockets: list[socket.socket],
+    model: str | None,
+) -> None:
+    supervisor = Supervisor(config, llama_server, state_dir)
+    supervisor.events.listen(_log_event)
+    reloader = ConfigReloader(supervisor)
+    server: uvicorn.Server | None = None
+
+    def shutdown() -> None:
+        assert server is not None
+        server.should_exit = True
+
+    # For the samplers and metrics: llama-server's /slots and /metrics, once a second.
+    http = httpx.AsyncClient(timeout=10.0)
+    metrics = Metrics(supervisor, http)
+    sampler = Sampler(supervisor, http)  # GPUs, host, servers once a second: GET /system
+    management = create_app(
+        supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload, sampler=sampler
+    )
+    gateway = Gateway(supervisor, metrics)
+    public_port = config.server.port
+
+    # One uvicorn server on both sockets; each request goes to the app of its port.
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "lifespan" and scope["server"][1] == public_port:
+            await gateway(scope, receive, send)
+        else:
+            await management(scope, receive, send)
+
+    # No Server header of uvicorn's own: the gateway passes llama-server's through.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+    # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+    record = {
+        "pid": os.getpid(),
+        "api_url": config.server.api_url,
+        "url": config.server.public_url,
+        "config": str(config.path) if config.path else None,
+        "started_at": time.time(),
+    }
+    (state_dir / RECORD).write_text(json.dumps(record))
+    supervisor.start_background_work(first_model=model)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
+    watcher = asyncio.create_task(reloader.watch_forever())
+    sampling = asyncio.create_task(sampler.run())
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        watcher.cancel()
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
+        await supervisor.close()
+        await gateway.close()
+        await http.aclose()
+
+
+def _log_event(event: dict) -> None:
+    """One line per event in the daemon's output (daemon.log when started by `herd up`)."""
+    if event["type"] == "loading":
+        return  # once a second while loading: noise in a log file
+    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at", "log_tail"))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
+    print(f"{stamp} {event['type']} {details}", flush=True)
