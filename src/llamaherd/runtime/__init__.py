@@ -12,12 +12,48 @@ the tests' in-process fake).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from llamaherd.config import Config, Profile
-    from llamaherd.runtime.process import ServerProcess
+
+
+class Server(Protocol):
+    """A started llama-server (or a stand-in): what the supervisor, the gateway and the
+    samplers use. `process.ServerProcess` is the real one."""
+
+    argv: list[str]
+    port: int
+    log_path: Path
+    started_at: float
+    line_count: int  # log lines captured since start
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def log_tail(self, lines: int = 20, since: int | None = None) -> list[str]: ...
+
+    async def wait_ready(
+        self, timeout: float, progress: Callable[[float], None] | None = None
+    ) -> None:
+        """Return once it serves; RuntimeError with the reason if it exits or times out."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for it to exit on its own; its exit code."""
+        ...
+
+    async def stop(self, grace: float) -> int | None:
+        """Stop it (forcibly after `grace` seconds); its exit code."""
+        ...
 
 
 class Runtime(Protocol):
@@ -25,7 +61,7 @@ class Runtime(Protocol):
         """The command line that serves `profile` on 127.0.0.1:port."""
         ...
 
-    async def start(self, profile: Profile, *, port: int, run_dir: Path) -> ServerProcess:
+    async def start(self, profile: Profile, *, port: int, run_dir: Path) -> Server:
         """Start serving; raises OSError when the program cannot be started at all."""
         ...
 

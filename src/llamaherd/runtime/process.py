@@ -90,6 +90,10 @@ class ServerProcess:
     def returncode(self) -> int | None:
         return self.process.returncode
 
+    async def wait(self) -> int:
+        """Wait for the process to exit; its exit code."""
+        return await self.process.wait()
+
     async def _capture(self) -> None:
         """Copy stdout+stderr to the per-run log file and the in-memory tail."""
         assert self.process.stdout is not None
