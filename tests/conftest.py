@@ -53,6 +53,7 @@ def private_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     base = tmp_path_factory.mktemp("herd")
     monkeypatch.setenv("HERD_STATE_DIR", str(base / "state"))
     monkeypatch.setenv("HERD_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("HERD_STRICT_STATES", "1")  # a transition outside the table raises
     for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     return base

@@ -1,50 +1,50 @@
 """The one owner of llama-server state: which models run, in what state, and switching.
 
-Each model goes stopped -> starting -> ready -> stopping -> stopped, or failed (with the
-reason and the log tail). Only the supervisor changes states, and every start and stop
-happens under one lock, so switches are serialized and a client never sees a
-half-switched server.
-
-- `switch(id)` makes a model the *current* one (what requests without a `model` get).
-  Up to `[server] max_loaded` models stay running; to make room, the least recently used
-  idle model that is not `persistent` is stopped. A failed switch starts the evicted
-  model again and says so (`restored`).
-- Gateway requests go through `serving(id)`: counted while in flight (a model is only
-  stopped once its requests finished, or after drain_timeout), and queued (bounded by
+- Every state change goes through the transition table in daemon/model.py and emits one
+  `state` event.
+- **Starts belong to the supervisor.** A start is a task of its own; whoever needs the
+  model (`POST /switch`, a gateway request) waits on it shielded, so a request that times
+  out or leaves never cancels a start halfway, and everyone waiting for the same model
+  shares one attempt. Any error while starting stops the server and records `failed`.
+  A model that failed to start answers requests with that failure, without starting
+  again, until its profile or file changes or `retry_failed_after` passes.
+- **One admission path** (`_admit_locked`) decides whether a model may start beside the
+  others: fewer than `max_loaded` run and (where GPU sizes are known) the planner's
+  estimate fits. A switch or a request may evict idle, non-persistent models, least
+  recently used first; a crash restart may not (a model no longer wanted is not
+  restarted); TTL expiry evicts through the same path.
+- Gateway requests go through `serving(id)`: counted while in flight (a model is stopped
+  only once its requests finished, or after drain_timeout), and queued (bounded by
   queue_size and queue_timeout) while the model they need is being started.
-- A llama-server that dies on its own is noticed at once, recorded with its exit code
-  and log tail, and restarted with backoff when its profile says `restart = "on-failure"`.
-- A model idle for longer than its `ttl` is stopped (and started again on demand).
+- Every start and stop happens under one lock, so nobody sees a half-switched server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from llamaherd import runtime as runtimes
+from llamaherd import runtime
 from llamaherd.config import Config, Profile
 from llamaherd.daemon.events import EventBus
+from llamaherd.daemon.model import Failure, FailureKind, Model, State, file_stamp
+from llamaherd.errors import UsageError
 from llamaherd.gguf.budget import MemoryCheck
-from llamaherd.runtime import process, rpc
+from llamaherd.runtime import Runtime, Server, rpc
+from llamaherd.runtime.process import free_port
+
+log = logging.getLogger(__name__)
 
 TAIL_ON_ERROR = 30
 CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
 MAX_BACKOFF = 30.0
 TTL_CHECK_INTERVAL = 1.0
-
-
-class State(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
-    FAILED = "failed"
 
 
 class Busy(Exception):
@@ -56,68 +56,31 @@ class Unavailable(Exception):
 
 
 @dataclass
-class Failure:
-    model: str
-    reason: str
-    log_tail: list[str]
-    at: float = field(default_factory=time.time)
-
-
-@dataclass
 class SwitchResult:
     ok: bool
     model: str
     error: str | None = None
     restored: str | None = None  # the model running again after a failed switch
     log_tail: list[str] = field(default_factory=list)
-    noop: bool = False  # the model was already ready: nothing was started
-
-
-@dataclass
-class Model:
-    """One model the supervisor has started: its process, state and traffic."""
-
-    profile: Profile
-    state: State = State.STOPPED
-    server: process.ServerProcess | None = None
-    last_used: float = field(default_factory=time.monotonic)
-    in_flight: int = 0
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    watcher: asyncio.Task[None] | None = None
-    crashes: list[float] = field(default_factory=list)
-    failure: Failure | None = None
-    workers: list[rpc.WorkerCheck] = field(default_factory=list)  # checked at each start
-
-    @property
-    def id(self) -> str:
-        return self.profile.id
-
-    def summary(self) -> dict:
-        server = self.server
-        return {
-            "model": self.id,
-            "state": str(self.state),
-            "pid": server.pid if server else None,
-            "port": server.port if server else None,
-            "url": server.url if server and self.state == State.READY else None,
-            "started_at": server.started_at if server else None,
-            "uptime_s": round(time.time() - server.started_at, 1) if server else None,
-            "in_flight": self.in_flight,
-            "idle_s": round(time.monotonic() - self.last_used, 1),
-            "restarts": len(self.crashes),
-            "argv": server.argv if server else None,
-            "log_file": str(server.log_path) if server else None,
-            "log_lines": server.line_count if server else None,
-            "runtime": self.profile.runtime,
-            "rpc": [w.as_json() for w in self.workers],
-        }
+    noop: bool = False  # nothing was started: already ready, or a recent failure repeated
 
 
 class Supervisor:
-    def __init__(self, config: Config, llama_server: Path, run_dir: Path) -> None:
+    def __init__(
+        self,
+        config: Config,
+        llama_server: Path,
+        run_dir: Path,
+        *,
+        runtime_for: Callable[[Profile], Runtime] | None = None,
+    ) -> None:
         self.config = config
         self.llama_server = llama_server
         self.run_dir = run_dir
+        # The runtime a profile runs on; the tests' fake stands in here.
+        self._runtime_for = runtime_for or (
+            lambda profile: runtime.pick(self.config, self.llama_server, profile)
+        )
         self.models: dict[str, Model] = {}
         self.current: str | None = None  # what requests without a `model` are served by
         self.last_error: Failure | None = None
@@ -125,12 +88,15 @@ class Supervisor:
         self.events = EventBus()
         self.memory = MemoryCheck()  # the planner's VRAM estimate (gguf/budget.py)
         self._lock = asyncio.Lock()
-        self._background: set[asyncio.Task[None]] = set()
+        self._attempts: dict[str, asyncio.Task[SwitchResult]] = {}  # starts under way
+        self._background: set[asyncio.Task[Any]] = set()
 
-    def _set_state(self, model: Model, state: State, **details: object) -> None:
-        """Every state change goes through here, so /events sees all of them."""
-        model.state = state
-        self.events.publish("state", model=model.id, state=str(state), **details)
+    def _enter(self, model: Model, state: State, **details: object) -> None:
+        """Every state change goes through here: checked, and seen by /events."""
+        previous = model.enter(state)
+        self.events.publish(
+            "state", model=model.id, state=str(state), previous=str(previous), **details
+        )
 
     # -- queries ---------------------------------------------------------------
     def state_of(self, model_id: str) -> State:
@@ -156,7 +122,7 @@ class Supervisor:
             "loaded": [m.summary() for m in self.models.values() if m.state != State.STOPPED],
             "stale": self.stale(),
             "waiting": self.waiting,
-            "last_error": _failure_json(self.last_error),
+            "last_error": self.last_error.as_json() if self.last_error else None,
         }
 
     def logs(self, tail: int, since: int | None = None, model_id: str | None = None) -> dict:
@@ -173,57 +139,30 @@ class Supervisor:
         return {"model": model.id if model else self.current, "lines": lines, "total": None}
 
     # -- commands --------------------------------------------------------------
-    async def switch(self, model_id: str, *, restart: bool = False) -> SwitchResult:
+    async def switch(
+        self, model_id: str, *, restart: bool = False, retry: bool = True
+    ) -> SwitchResult:
         """Make `model_id` the current model, starting it if needed (or again, with
         `restart`: e.g. after its profile changed); on failure bring the model that was
-        evicted for it back."""
+        evicted for it back. `retry=False` answers a recent start failure without
+        starting again."""
         profile = self.config.resolve(model_id)
-        async with self._lock:
-            began = time.monotonic()
-            model = self.models.get(profile.id)
-            if restart and model:
-                await self._stop_locked(model)
-            result = await self._switch_locked(profile)
-        if not result.noop:
-            self.events.publish(
-                "switch",
-                model=result.model,
-                ok=result.ok,
-                error=result.error,
-                restored=result.restored,
-                duration_s=round(time.monotonic() - began, 3),
-            )
-        return result
-
-    async def _switch_locked(self, profile: Profile) -> SwitchResult:
-        previous = self.current
-        self.current = profile.id  # requests without a model now wait for this one
-        model = self.models.get(profile.id)
-        if model and model.state == State.READY:
-            model.last_used = time.monotonic()
-            return SwitchResult(ok=True, model=profile.id, noop=True)
-        evicted, problem = await self._make_room_locked(profile)
-        failure = problem or await self._start_locked(profile)
-        if failure is None:
-            return SwitchResult(ok=True, model=profile.id)
-        restored = None
-        for other in evicted:
-            if await self._start_locked(other) is None:
-                restored = restored or other.id
-        self.last_error = failure  # the switch's own failure is the news, not the restore
-        back = restored or previous
-        if back and self.state_of(back) == State.READY:
-            self.current = back
-        return SwitchResult(
-            ok=False,
-            model=profile.id,
-            error=failure.reason,
-            restored=restored,
-            log_tail=failure.log_tail,
-        )
+        if restart:
+            async with self._lock:
+                if model := self.models.get(profile.id):
+                    await self._stop_locked(model)
+        return await self._await(self._attempt_for(profile, retry=retry), profile.id)
 
     async def stop(self, model_id: str | None = None) -> list[str]:
-        """Stop one model, or all; return the ids that were running."""
+        """Stop one model, or all, starts under way included; return the ids that ran."""
+        cancelled = [
+            task
+            for target, task in self._attempts.items()
+            if model_id is None or target == model_id
+        ]
+        for task in cancelled:
+            task.cancel()  # the start stops whatever it had started (_start_locked)
+        await asyncio.gather(*cancelled, return_exceptions=True)
         async with self._lock:
             targets = [self.models[model_id]] if model_id in self.models else []
             if model_id is None:
@@ -300,27 +239,128 @@ class Supervisor:
         if self.waiting >= settings.queue_size:
             raise Busy(f"{self.waiting} requests already wait for a model switch")
         self.waiting += 1
+        deadline = time.monotonic() + settings.queue_timeout
         try:
-            async with asyncio.timeout(settings.queue_timeout):
-                while (model := self._ready(model_id)) is None:
-                    target = model_id or self.current or self.config.default_model
-                    if target is None:
-                        raise Unavailable("no model is running; name a profile in `model`")
-                    result = await self.switch(target)
-                    if not result.ok:
-                        raise Unavailable(f"{result.model} failed to start: {result.error}")
-                return model
+            while (model := self._ready(model_id)) is None:
+                target = model_id or self.current or self.config.default_model
+                if target is None:
+                    raise Unavailable("no model is running; name a profile in `model`")
+                try:
+                    profile = self.config.resolve(target)
+                except UsageError as error:  # e.g. removed by a reload meanwhile
+                    raise Unavailable(str(error)) from None
+                attempt = self._attempt_for(profile, retry=False)
+                result = await self._await(attempt, profile.id, deadline - time.monotonic())
+                if not result.ok:
+                    raise Unavailable(f"{result.model} failed to start: {result.error}")
+            return model
         except TimeoutError:
             raise Busy(f"waited {settings.queue_timeout:g}s for a model switch") from None
         finally:
             self.waiting -= 1
 
+    # -- starts: the supervisor's own tasks ---------------------------------------
+    def _attempt_for(self, profile: Profile, *, retry: bool) -> asyncio.Future[SwitchResult]:
+        """The start that makes `profile` current: the one under way, or a new one (or an
+        answer at once when it is ready, or failed recently and `retry` is off)."""
+        if (running := self._attempts.get(profile.id)) is not None:
+            return running
+        model = self.models.get(profile.id)
+        answer = None
+        if model and model.state == State.READY:
+            self.current = profile.id
+            model.last_used = time.monotonic()
+            answer = SwitchResult(ok=True, model=profile.id, noop=True)
+        elif model and not retry:
+            failure = model.recent_start_failure(profile, self.config.server.retry_failed_after)
+            if failure:
+                answer = SwitchResult(
+                    ok=False,
+                    model=profile.id,
+                    error=failure.reason,
+                    log_tail=failure.log_tail,
+                    noop=True,
+                )
+        if answer is not None:
+            done: asyncio.Future[SwitchResult] = asyncio.get_running_loop().create_future()
+            done.set_result(answer)
+            return done
+        task = self._spawn(self._attempt(profile))
+        self._attempts[profile.id] = task
+        task.add_done_callback(lambda _: self._attempts.pop(profile.id, None))
+        return task
+
+    async def _await(
+        self, attempt: asyncio.Future[SwitchResult], model_id: str, timeout: float | None = None
+    ) -> SwitchResult:
+        """Wait for a start without ever cancelling it (TimeoutError after `timeout`)."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(attempt), timeout)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if attempt.cancelled() and not (task and task.cancelling()):
+                # The start itself was cancelled (POST /stop, shutdown), not our caller.
+                return SwitchResult(ok=False, model=model_id, error="stopped while starting")
+            raise
+
+    async def _attempt(self, profile: Profile) -> SwitchResult:
+        async with self._lock:
+            began = time.monotonic()
+            result = await self._switch_locked(profile)
+        if not result.noop:
+            self.events.publish(
+                "switch",
+                model=result.model,
+                ok=result.ok,
+                error=result.error,
+                restored=result.restored,
+                duration_s=round(time.monotonic() - began, 3),
+            )
+        return result
+
+    async def _switch_locked(self, profile: Profile) -> SwitchResult:
+        previous = self.current
+        self.current = profile.id  # requests without a model now wait for this one
+        model = self.models.get(profile.id)
+        if model and model.state == State.READY:  # started while this attempt queued
+            model.last_used = time.monotonic()
+            return SwitchResult(ok=True, model=profile.id, noop=True)
+        evicted, no_room = await self._admit_locked(profile, may_evict=True)
+        if no_room:  # refused before starting: its state does not change
+            failure = self._model(profile).failure = self.last_error = Failure(
+                profile.id, no_room, [], kind="room", profile=profile
+            )
+        else:
+            failure = await self._start_locked(profile)
+        if failure is None:
+            return SwitchResult(ok=True, model=profile.id)
+        restored = None
+        for other in evicted:
+            _, still_no_room = await self._admit_locked(other, may_evict=False)
+            if not still_no_room and await self._start_locked(other) is None:
+                restored = restored or other.id
+        self.last_error = failure  # the switch's own failure is the news, not the restore
+        back = restored or previous
+        if back and self.state_of(back) == State.READY:
+            self.current = back
+        return SwitchResult(
+            ok=False,
+            model=profile.id,
+            error=failure.reason,
+            restored=restored,
+            log_tail=failure.log_tail,
+        )
+
     # -- internals (hold the lock) -----------------------------------------------
-    async def _make_room_locked(self, profile: Profile) -> tuple[list[Profile], Failure | None]:
-        """Stop models until `profile` may start beside the others; return what was stopped.
+    async def _admit_locked(
+        self, profile: Profile, *, may_evict: bool
+    ) -> tuple[list[Profile], str | None]:
+        """The one admission path: may `profile` start beside the models running now?
 
         Beside means: fewer than max_loaded run, and (where the GPUs' sizes are known and
-        the profile pins its placement) the planner's estimate fits on the GPUs."""
+        the profile pins its placement) the planner's estimate fits on the GPUs. With
+        `may_evict`, idle non-persistent models are stopped (least recently used first)
+        until it fits. Returns what was evicted, and why it cannot start (None: it may)."""
         evicted: list[Profile] = []
         while True:
             running = [m for m in self.models.values() if m.server and m.id != profile.id]
@@ -330,52 +370,75 @@ class Supervisor:
                 conflict = await asyncio.to_thread(self.memory.conflict, profile, others)
                 if conflict is None:
                     return evicted, None
+            why = conflict or f"max_loaded = {self.config.server.max_loaded}"
             candidates = [m for m in running if not m.profile.persistent]
+            if not may_evict:
+                return evicted, f"no room: {why} ({', '.join(m.id for m in running)} running)"
             if not candidates:
-                why = conflict or f"max_loaded = {self.config.server.max_loaded}"
-                reason = (
+                return evicted, (
                     f"no room: {why} and the running models are persistent "
                     f"({', '.join(m.id for m in running)})"
                 )
-                return evicted, self._fail(profile, reason, [])
             # Idle models first, then the least recently used.
             victim = min(candidates, key=lambda m: (m.in_flight > 0, m.last_used))
-            await self._stop_locked(victim)
-            del self.models[victim.id]
+            await self._evict_locked(victim, reason="room", for_model=profile.id)
             evicted.append(victim.profile)
 
+    def _model(self, profile: Profile) -> Model:
+        model = self.models.get(profile.id)
+        if model is None:
+            model = self.models[profile.id] = Model(profile)
+        return model
+
     async def _start_locked(self, profile: Profile) -> Failure | None:
-        model = self.models.setdefault(profile.id, Model(profile))
+        model = self._model(profile)
         model.profile, model.failure = profile, None
-        self._set_state(model, State.STARTING)
-        # Workers first: llama-server would otherwise die in its RPC handshake, and say
-        # less clearly which worker was missing.
-        model.workers = await rpc.check_all(profile.rpc)
-        if reason := rpc.unreachable_reason(model.workers):
-            return self._fail(profile, reason, [])
-        port = process.free_port()
-        launcher = runtimes.pick(self.config, self.llama_server, profile)
+        self._enter(model, State.STARTING)
+        server: Server | None = None
         try:
-            model.server = await launcher.start(profile, port=port, run_dir=self.run_dir)
-        except OSError as error:
-            program = launcher.command(profile, port)[0]
-            return self._fail(profile, f"cannot start {program}: {error}", [])
-        try:
-            await model.server.wait_ready(
+            # Workers first: llama-server would otherwise die in its RPC handshake, and
+            # say less clearly which worker was missing.
+            model.workers = await rpc.check_all(profile.rpc)
+            if reason := rpc.unreachable_reason(model.workers):
+                return self._fail(model, reason, [])
+            launcher = self._runtime_for(profile)
+            port = free_port()
+            try:
+                server = model.server = await launcher.start(
+                    profile, port=port, run_dir=self.run_dir
+                )
+            except OSError as error:
+                program = launcher.command(profile, port)[0]
+                return self._fail(model, f"cannot start {program}: {error}", [])
+            await server.wait_ready(
                 self.config.server.start_timeout,
                 progress=lambda elapsed: self.events.publish(
                     "loading", model=profile.id, elapsed_s=round(elapsed, 1)
                 ),
             )
-        except RuntimeError as error:
-            tail = model.server.log_tail(TAIL_ON_ERROR)
-            await model.server.stop(self.config.server.stop_timeout)
-            model.server = None
-            return self._fail(profile, str(error), tail)
-        self._set_state(model, State.READY, pid=model.server.pid)
+        except asyncio.CancelledError:
+            # Stopped while starting (POST /stop, shutdown): leave nothing running.
+            if server is not None:
+                self._enter(model, State.STOPPING)
+                await self._stop_server(server)
+                model.server = None
+                self._enter(model, State.STOPPED)
+            else:
+                self._fail(model, "stopped while starting", [])
+            raise
+        except Exception as error:
+            if not isinstance(error, RuntimeError):  # wait_ready's own are expected
+                log.exception("starting %s failed", profile.id)
+            tail = server.log_tail(TAIL_ON_ERROR) if server else []
+            if server is not None:
+                await self._stop_server(server)
+                model.server = None
+            reason = str(error) if isinstance(error, RuntimeError) else repr(error)
+            return self._fail(model, reason, tail)
+        self._enter(model, State.READY, pid=server.pid)
         model.last_used = time.monotonic()
         model.drained.set()
-        model.watcher = asyncio.create_task(self._watch(model, model.server))
+        model.watcher = self._spawn(self._watch(model, server))
         return None
 
     async def _stop_locked(self, model: Model) -> None:
@@ -383,40 +446,66 @@ class Supervisor:
             model.watcher.cancel()
             model.watcher = None
         if model.server:
-            self._set_state(model, State.STOPPING)
+            if model.state != State.STOPPING:  # else a stop that was interrupted
+                self._enter(model, State.STOPPING)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.server.drain_timeout):
                     await model.drained.wait()  # let in-flight requests finish
-            await model.server.stop(self.config.server.stop_timeout)
+            await self._stop_server(model.server)
             model.server = None
-        self._set_state(model, State.STOPPED)
+        if model.state != State.STOPPED:
+            self._enter(model, State.STOPPED)
 
-    def _fail(self, profile: Profile, reason: str, tail: list[str]) -> Failure:
-        model = self.models.setdefault(profile.id, Model(profile))
-        model.failure = Failure(profile.id, reason, tail)
-        self._set_state(model, State.FAILED, reason=reason)
+    async def _evict_locked(self, model: Model, *, reason: str, **details: object) -> None:
+        """Stop a model to make room or because it idled past its TTL; it is forgotten."""
+        self.events.publish("unload", model=model.id, reason=reason, **details)
+        await self._stop_locked(model)
+        del self.models[model.id]
+
+    async def _stop_server(self, server: Server, grace: float | None = None) -> None:
+        """Stop a server; an error in doing so is logged, never raised into a switch."""
+        try:
+            await server.stop(self.config.server.stop_timeout if grace is None else grace)
+        except Exception:
+            log.exception("stopping llama-server (pid %s) failed", server.pid)
+
+    def _fail(
+        self, model: Model, reason: str, tail: list[str], *, kind: FailureKind = "start"
+    ) -> Failure:
+        """Record why `model` failed (to start, or by crashing) and enter `failed`."""
+        profile = model.profile
+        model.failure = Failure(
+            profile.id,
+            reason,
+            tail,
+            kind=kind,
+            profile=profile,
+            file_stamp=file_stamp(profile.file),
+        )
+        self._enter(model, State.FAILED, reason=reason)
         self.last_error = model.failure
         return model.failure
 
     # -- background work ---------------------------------------------------------
-    def _spawn(self, coroutine) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
-    async def _watch(self, model: Model, server: process.ServerProcess) -> None:
+    async def _watch(self, model: Model, server: Server) -> None:
         """Notice a ready server dying on its own; record it and restart per policy."""
-        code = await server.process.wait()
+        code = await server.wait()
         async with self._lock:
             if model.server is not server:
                 return  # stopped on purpose meanwhile
-            await server.stop(0)  # reap its process group and its record
+            await self._stop_server(server, 0)  # reap its process group and its record
             model.server, model.watcher = None, None
             reason = f"llama-server exited unexpectedly with code {code}"
             self.events.publish("crash", model=model.id, code=code)
-            self._fail(model.profile, reason, server.log_tail(TAIL_ON_ERROR))
+            crash = self._fail(model, reason, server.log_tail(TAIL_ON_ERROR), kind="crash")
             if self._may_restart(model):
-                self._spawn(self._restart_later(model))
+                self._spawn(self._restart_later(model, crash))
 
     def _may_restart(self, model: Model) -> bool:
         now = time.time()
@@ -424,44 +513,46 @@ class Supervisor:
         profile = model.profile
         return profile.restart == "on-failure" and len(model.crashes) <= profile.max_restarts
 
-    async def _restart_later(self, model: Model) -> None:
-        """Start a crashed model again after a backoff (1 s, 2 s, 4 s ... 30 s)."""
+    async def _restart_later(self, model: Model, failure: Failure) -> None:
+        """Start a crashed model again after a backoff (1 s, 2 s, 4 s ... 30 s), through
+        the admission path and without evicting: if another model took its place, it is
+        no longer wanted."""
         while True:
             await asyncio.sleep(min(MAX_BACKOFF, 2.0 ** (len(model.crashes) - 1)))
             async with self._lock:
-                if self.models.get(model.id) is not model or model.state != State.FAILED:
+                if self.models.get(model.id) is not model or model.failure is not failure:
                     return  # someone switched, stopped or restarted it meanwhile
-                self.events.publish("restart", model=model.id, attempt=len(model.crashes))
-                if await self._start_locked(model.profile) is None:
+                profile = self.config.models.get(model.id)
+                no_room = "its profile was removed" if profile is None else None
+                if profile is not None:
+                    _, no_room = await self._admit_locked(profile, may_evict=False)
+                if profile is None or no_room:
+                    self.events.publish("restart_skipped", model=model.id, reason=no_room)
+                    log.info("not restarting %s: %s", model.id, no_room)
                     return
+                self.events.publish("restart", model=model.id, attempt=len(model.crashes))
+                if await self._start_locked(profile) is None:
+                    return
+                failure = model.failure  # type: ignore[assignment]  # set by the failed start
                 if not self._may_restart(model):
                     return
+
+    def _expired(self, model: Model) -> bool:
+        ttl = model.profile.ttl
+        return bool(
+            ttl
+            and self.models.get(model.id) is model
+            and model.state == State.READY
+            and model.in_flight == 0
+            and time.monotonic() - model.last_used > ttl
+        )
 
     async def _expire_idle_forever(self) -> None:
         while True:
             await asyncio.sleep(TTL_CHECK_INTERVAL)
-            now = time.monotonic()
             for model in list(self.models.values()):
-                ttl = model.profile.ttl
-                if (
-                    ttl
-                    and model.state == State.READY
-                    and model.in_flight == 0
-                    and now - model.last_used > ttl
-                ):
+                if self._expired(model):
                     async with self._lock:
                         # Checked again: a request may have come in while we waited.
-                        if model.state == State.READY and model.in_flight == 0:
-                            self.events.publish("unload", model=model.id, reason="ttl", ttl=ttl)
-                            await self._stop_locked(model)
-
-
-def _failure_json(failure: Failure | None) -> dict | None:
-    if failure is None:
-        return None
-    return {
-        "model": failure.model,
-        "reason": failure.reason,
-        "log_tail": failure.log_tail,
-        "at": failure.at,
-    }
+                        if self._expired(model):
+                            await self._evict_locked(model, reason="ttl", ttl=model.profile.ttl)

@@ -119,23 +119,13 @@ class ServerProcess:
         `progress(elapsed_s)` is called about once a second while waiting. Raises
         RuntimeError with the reason when the process exits or time runs out.
         """
-        began = time.monotonic()
-        last_report = began
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while True:
-                if self.returncode is not None:
-                    await self._drain()
-                    raise RuntimeError(f"llama-server exited with code {self.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.url}/health")).status_code == 200:
-                        return
-                now = time.monotonic()
-                if now - began > timeout:
-                    raise RuntimeError(f"llama-server not ready after {timeout:g}s")
-                if progress and now - last_report >= 1.0:
-                    last_report = now
-                    progress(now - began)
-                await asyncio.sleep(0.1)
+
+        async def exit_code() -> int | None:
+            if self.returncode is not None:
+                await self._drain()  # the log's last lines say why
+            return self.returncode
+
+        await wait_healthy(self.url, exit_code, timeout, progress)
 
     async def _drain(self) -> None:
         """Let the log reader catch up with what the process printed before it ended."""
@@ -159,6 +149,33 @@ class ServerProcess:
         await self._drain()
         self.record_path.unlink(missing_ok=True)
         return self.returncode
+
+
+async def wait_healthy(
+    url: str,
+    exit_code: Callable[[], Awaitable[int | None]],
+    timeout: float,
+    progress: Callable[[float], None] | None = None,
+) -> None:
+    """Poll `url`/health until it answers 200; RuntimeError when the server exits
+    (`exit_code()` is not None) or `timeout` seconds pass. Shared by every Server."""
+    began = time.monotonic()
+    last_report = began
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            code = await exit_code()
+            if code is not None:
+                raise RuntimeError(f"llama-server exited with code {code}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{url}/health")).status_code == 200:
+                    return
+            now = time.monotonic()
+            if now - began > timeout:
+                raise RuntimeError(f"llama-server not ready after {timeout:g}s")
+            if progress and now - last_report >= 1.0:
+                last_report = now
+                progress(now - began)
+            await asyncio.sleep(0.1)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

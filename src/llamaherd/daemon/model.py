@@ -1,0 +1,152 @@
+"""One model the supervisor manages: its state, the transitions allowed between states,
+its server and its traffic.
+
+    stopped ──► starting ──► ready ──► stopping ──► stopped
+                   │           │
+                   └─► failed ◄┘ (a start that did not come up; a crash)
+    failed ──► starting (a retry, a crash restart) | stopped (removed)
+    starting ──► stopping (the daemon shuts down, or a stop cancels the start)
+
+Only `Model.enter` changes a state. A transition outside the table is a bug: it raises
+when `HERD_STRICT_STATES=1` (the tests set it) and is logged as an error otherwise, so a
+daemon in production keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from llamaherd.config import Profile
+from llamaherd.runtime import Server, rpc
+
+log = logging.getLogger(__name__)
+
+
+class State(StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STOPPED: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.READY, State.FAILED, State.STOPPING}),
+    State.READY: frozenset({State.STOPPING, State.FAILED}),
+    State.STOPPING: frozenset({State.STOPPED}),
+    State.FAILED: frozenset({State.STARTING, State.STOPPED}),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def strict_states() -> bool:
+    return os.environ.get("HERD_STRICT_STATES") == "1"
+
+
+FailureKind = Literal["start", "crash", "room"]
+
+
+@dataclass
+class Failure:
+    model: str
+    reason: str
+    log_tail: list[str]
+    kind: FailureKind = "start"
+    at: float = field(default_factory=time.time)
+    profile: Profile | None = None  # what failed, so a changed profile is tried afresh
+    file_stamp: tuple[int, int] | None = None  # the GGUF's (mtime_ns, size) at the time
+
+    def as_json(self) -> dict:
+        return {
+            "model": self.model,
+            "reason": self.reason,
+            "kind": self.kind,
+            "log_tail": self.log_tail,
+            "at": self.at,
+        }
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a model file, None when it is missing: a change means retry."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+@dataclass
+class Model:
+    """One model the supervisor has started: its state, server and traffic."""
+
+    profile: Profile
+    state: State = State.STOPPED
+    server: Server | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    watcher: asyncio.Task[None] | None = None
+    crashes: list[float] = field(default_factory=list)
+    failure: Failure | None = None
+    workers: list[rpc.WorkerCheck] = field(default_factory=list)  # checked at each start
+
+    @property
+    def id(self) -> str:
+        return self.profile.id
+
+    def enter(self, state: State) -> State:
+        """Move to `state`, checked against TRANSITIONS; returns the state left."""
+        previous = self.state
+        if state not in TRANSITIONS[previous]:
+            message = f"{self.id}: transition {previous} -> {state} is not in the table"
+            if strict_states():
+                raise InvalidTransition(message)
+            log.error(message)
+        self.state = state
+        return previous
+
+    def recent_start_failure(self, profile: Profile, retry_after: float) -> Failure | None:
+        """The failure to answer with instead of starting `profile` again: a start that
+        failed less than `retry_after` seconds ago with the same profile and file."""
+        failure = self.failure
+        if (
+            self.state != State.FAILED
+            or failure is None
+            or failure.kind != "start"
+            or failure.profile != profile
+            or failure.file_stamp != file_stamp(profile.file)
+            or time.time() - failure.at >= retry_after
+        ):
+            return None
+        return failure
+
+    def summary(self) -> dict:
+        server = self.server
+        return {
+            "model": self.id,
+            "state": str(self.state),
+            "pid": server.pid if server else None,
+            "port": server.port if server else None,
+            "url": server.url if server and self.state == State.READY else None,
+            "started_at": server.started_at if server else None,
+            "uptime_s": round(time.time() - server.started_at, 1) if server else None,
+            "in_flight": self.in_flight,
+            "idle_s": round(time.monotonic() - self.last_used, 1),
+            "restarts": len(self.crashes),
+            "argv": server.argv if server else None,
+            "log_file": str(server.log_path) if server else None,
+            "log_lines": server.line_count if server else None,
+            "runtime": self.profile.runtime,
+            "rpc": [w.as_json() for w in self.workers],
+        }
