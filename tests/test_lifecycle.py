@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
-from conftest import wait_until
+from conftest import servers_for, wait_until, write_config
 
 from llamaherd import control, paths
-from llamaherd.config import Config
+from llamaherd.config import Config, load_config
+from llamaherd.daemon import launch
 
 # A third working profile, for eviction order.
 DENSE2 = '\n[models.dense2]\nextends = "dense"\nname = "Tiny dense, again"\n'
@@ -91,3 +93,36 @@ def test_idle_model_is_unloaded_after_ttl_and_started_on_demand(make_herd) -> No
     assert wait_until(lambda: client.status()["state"] == "stopped", timeout=10)
     assert not psutil.pid_exists(answer["pid"])
     assert ask(herd).json()["model"] == "brief", "the next request starts it again"
+
+
+def test_a_slow_start_outlasting_the_queue_timeout_leaves_one_tracked_server(
+    tmp_path, model_files, llama_server
+) -> None:
+    """Requests that give up waiting for a slow load used to cancel the start: each later
+    request started another llama-server and the earlier ones were forgotten (orphans)."""
+    slow = tmp_path / "slow-llama-server"
+    slow.write_text(f'#!/bin/sh\nsleep 2\nexec "{llama_server}" "$@"\n')
+    slow.chmod(0o755)
+    herd = load_config(write_config(tmp_path, model_files, slow, queue_timeout=0.3))
+    client = launch.start_background(herd)  # the daemon, no model yet
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: ask(herd, "dense").status_code, range(4)))
+    assert answers == [503] * 4, "each request gave up waiting"
+    assert wait_until(lambda: client.status()["state"] == "ready", timeout=60)
+    assert ask(herd, "dense").status_code == 200
+    running = servers_for(model_files)
+    assert [p.pid for p in running] == [client.status()["pid"]], "one llama-server, tracked"
+    assert client.stop() == {"stopped": ["dense"]}
+    assert wait_until(lambda: not servers_for(model_files), timeout=10)
+
+
+def test_a_crash_restart_never_exceeds_max_loaded(herd: Config, model_files) -> None:
+    answer = control.up(herd, "dense")
+    client = control.connect(herd)
+    os.kill(answer["pid"], signal.SIGKILL)
+    assert wait_until(lambda: client.status()["state"] == "failed", timeout=5)
+    assert ask(herd, "moe").status_code == 200  # moe takes the one slot (max_loaded 1)
+    log = paths.state_dir() / "daemon.log"
+    assert wait_until(lambda: "restart_skipped model=dense" in log.read_text(), timeout=15)
+    assert set(loaded(herd)) == {"moe"}
+    assert len(servers_for(model_files)) == 1

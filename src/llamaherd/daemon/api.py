@@ -32,6 +32,7 @@ LOG_POLL_INTERVAL = 0.2
 class SwitchRequest(BaseModel):
     model: str
     restart: bool = False  # restart even if it is running (e.g. after its profile changed)
+    retry: bool = True  # false: a start that failed recently answers with its failure
 
 
 def create_app(
@@ -108,7 +109,9 @@ def create_app(
     @app.post("/switch")
     async def switch(request: SwitchRequest) -> JSONResponse:
         try:
-            result = await supervisor.switch(request.model, restart=request.restart)
+            result = await supervisor.switch(
+                request.model, restart=request.restart, retry=request.retry
+            )
         except UsageError as error:
             return JSONResponse({"error": str(error), "model": request.model}, status_code=404)
         if result.ok:

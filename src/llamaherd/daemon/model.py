@@ -28,6 +28,8 @@ from llamaherd.runtime import Server, rpc
 
 log = logging.getLogger(__name__)
 
+CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
+
 
 class State(StrEnum):
     STOPPED = "stopped"
@@ -86,6 +88,25 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return info.st_mtime_ns, info.st_size
 
 
+# -- what a request or a switch gets ------------------------------------------------
+class Busy(Exception):
+    """The switch queue is full, or a request waited too long for a switch (503)."""
+
+
+class Unavailable(Exception):
+    """No model can serve the request: none runs, or the one asked for failed to start."""
+
+
+@dataclass
+class SwitchResult:
+    ok: bool
+    model: str
+    error: str | None = None
+    restored: str | None = None  # the model running again after a failed switch
+    log_tail: list[str] = field(default_factory=list)
+    noop: bool = False  # nothing was started: already ready, or a recent failure repeated
+
+
 @dataclass
 class Model:
     """One model the supervisor has started: its state, server and traffic."""
@@ -116,6 +137,13 @@ class Model:
         self.state = state
         return previous
 
+    def count_crash(self) -> bool:
+        """Count a crash; whether the profile's restart policy allows another start."""
+        now = time.time()
+        self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
+        profile = self.profile
+        return profile.restart == "on-failure" and len(self.crashes) <= profile.max_restarts
+
     def recent_start_failure(self, profile: Profile, retry_after: float) -> Failure | None:
         """The failure to answer with instead of starting `profile` again: a start that
         failed less than `retry_after` seconds ago with the same profile and file."""
@@ -130,6 +158,21 @@ class Model:
         ):
             return None
         return failure
+
+    def log_page(self, tail: int, since: int | None = None) -> dict:
+        """Its log's last `tail` lines (after line `since`); its last failure's if it is
+        not running (then `total` is None)."""
+        if self.server:
+            lines = self.server.log_tail(tail, since)
+            return {"model": self.id, "lines": lines, "total": self.server.line_count}
+        lines = self.failure.log_tail[-tail:] if self.failure and tail > 0 else []
+        return {"model": self.id, "lines": lines, "total": None}
+
+    @staticmethod
+    def stopped_summary(model_id: str | None) -> dict:
+        """The top of /status when the current model is not running (or none was set)."""
+        stopped = {"state": str(State.STOPPED), "pid": None, "port": None, "url": None}
+        return {"model": model_id, **stopped, "uptime_s": None}
 
     def summary(self) -> dict:
         server = self.server

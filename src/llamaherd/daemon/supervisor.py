@@ -1,22 +1,17 @@
 """The one owner of llama-server state: which models run, in what state, and switching.
 
-- Every state change goes through the transition table in daemon/model.py and emits one
-  `state` event.
-- **Starts belong to the supervisor.** A start is a task of its own; whoever needs the
-  model (`POST /switch`, a gateway request) waits on it shielded, so a request that times
-  out or leaves never cancels a start halfway, and everyone waiting for the same model
-  shares one attempt. Any error while starting stops the server and records `failed`.
-  A model that failed to start answers requests with that failure, without starting
-  again, until its profile or file changes or `retry_failed_after` passes.
-- **One admission path** (`_admit_locked`) decides whether a model may start beside the
-  others: fewer than `max_loaded` run and (where GPU sizes are known) the planner's
-  estimate fits. A switch or a request may evict idle, non-persistent models, least
-  recently used first; a crash restart may not (a model no longer wanted is not
-  restarted); TTL expiry evicts through the same path.
-- Gateway requests go through `serving(id)`: counted while in flight (a model is stopped
-  only once its requests finished, or after drain_timeout), and queued (bounded by
-  queue_size and queue_timeout) while the model they need is being started.
-- Every start and stop happens under one lock, so nobody sees a half-switched server.
+- Every state change is checked against daemon/model.py's table and emits one event.
+- **Starts belong to the supervisor**: each is a task of its own; `POST /switch` and
+  gateway requests wait on it shielded (a timeout or a client leaving never cancels it)
+  and share one attempt per model. Any error while starting stops the server and records
+  `failed`; requests then get that failure at once until the profile or file changes or
+  `retry_failed_after` passes.
+- **One admission path** (`_admit_locked`, daemon/scheduler.py decides) for switches,
+  requests, crash restarts (which never evict: a model no longer wanted stays down) and
+  TTL expiry.
+- Gateway requests go through `serving(id)`: counted in flight (a model stops once they
+  finished, or after drain_timeout), queued (queue_size, queue_timeout) during a start.
+- Every start and stop happens under one lock: nobody sees a half-switched server.
 """
 
 from __future__ import annotations
@@ -26,14 +21,23 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llamaherd import runtime
 from llamaherd.config import Config, Profile
+from llamaherd.daemon import scheduler
 from llamaherd.daemon.events import EventBus
-from llamaherd.daemon.model import Failure, FailureKind, Model, State, file_stamp
+from llamaherd.daemon.model import (
+    Busy,
+    Failure,
+    FailureKind,
+    Model,
+    State,
+    SwitchResult,
+    Unavailable,
+    file_stamp,
+)
 from llamaherd.errors import UsageError
 from llamaherd.gguf.budget import MemoryCheck
 from llamaherd.runtime import Runtime, Server, rpc
@@ -42,27 +46,8 @@ from llamaherd.runtime.process import free_port
 log = logging.getLogger(__name__)
 
 TAIL_ON_ERROR = 30
-CRASH_WINDOW = 3600.0  # crashes older than this no longer count against max_restarts
 MAX_BACKOFF = 30.0
 TTL_CHECK_INTERVAL = 1.0
-
-
-class Busy(Exception):
-    """The switch queue is full, or a request waited too long for a switch (503)."""
-
-
-class Unavailable(Exception):
-    """No model can serve the request: none runs, or the one asked for failed to start."""
-
-
-@dataclass
-class SwitchResult:
-    ok: bool
-    model: str
-    error: str | None = None
-    restored: str | None = None  # the model running again after a failed switch
-    log_tail: list[str] = field(default_factory=list)
-    noop: bool = False  # nothing was started: already ready, or a recent failure repeated
 
 
 class Supervisor:
@@ -106,17 +91,7 @@ class Supervisor:
     def status(self) -> dict:
         """The current model's fields at the top level, every started model in `loaded`."""
         current = self.models.get(self.current or "")
-        if current:
-            top = current.summary()
-        else:  # nothing started yet, or everything stopped
-            top = {
-                "model": self.current,
-                "state": str(State.STOPPED),
-                "pid": None,
-                "port": None,
-                "url": None,
-                "uptime_s": None,
-            }
+        top = current.summary() if current else Model.stopped_summary(self.current)
         return {
             **top,
             "loaded": [m.summary() for m in self.models.values() if m.state != State.STOPPED],
@@ -127,16 +102,10 @@ class Supervisor:
 
     def logs(self, tail: int, since: int | None = None, model_id: str | None = None) -> dict:
         """A model's log tail (default: the current one; or its last failure's)."""
-        model = self.models.get(model_id or self.current or "")
-        if model and model.server:
-            return {
-                "model": model.id,
-                "lines": model.server.log_tail(tail, since),
-                "total": model.server.line_count,
-            }
-        failure = model.failure if model else self.last_error
-        lines = failure.log_tail[-tail:] if failure and tail > 0 else []
-        return {"model": model.id if model else self.current, "lines": lines, "total": None}
+        if model := self.models.get(model_id or self.current or ""):
+            return model.log_page(tail, since)
+        lines = self.last_error.log_tail[-tail:] if self.last_error and tail > 0 else []
+        return {"model": self.current, "lines": lines, "total": None}
 
     # -- commands --------------------------------------------------------------
     async def switch(
@@ -355,34 +324,23 @@ class Supervisor:
     async def _admit_locked(
         self, profile: Profile, *, may_evict: bool
     ) -> tuple[list[Profile], str | None]:
-        """The one admission path: may `profile` start beside the models running now?
-
-        Beside means: fewer than max_loaded run, and (where the GPUs' sizes are known and
-        the profile pins its placement) the planner's estimate fits on the GPUs. With
-        `may_evict`, idle non-persistent models are stopped (least recently used first)
-        until it fits. Returns what was evicted, and why it cannot start (None: it may)."""
+        """The one admission path (daemon/scheduler.py decides): evict what the scheduler
+        names until `profile` fits. Returns what was evicted, and why it cannot start
+        (None: it may)."""
         evicted: list[Profile] = []
         while True:
             running = [m for m in self.models.values() if m.server and m.id != profile.id]
-            conflict = None
-            if len(running) < self.config.server.max_loaded:
-                others = [m.profile for m in running]
-                conflict = await asyncio.to_thread(self.memory.conflict, profile, others)
-                if conflict is None:
-                    return evicted, None
-            why = conflict or f"max_loaded = {self.config.server.max_loaded}"
-            candidates = [m for m in running if not m.profile.persistent]
-            if not may_evict:
-                return evicted, f"no room: {why} ({', '.join(m.id for m in running)} running)"
-            if not candidates:
-                return evicted, (
-                    f"no room: {why} and the running models are persistent "
-                    f"({', '.join(m.id for m in running)})"
-                )
-            # Idle models first, then the least recently used.
-            victim = min(candidates, key=lambda m: (m.in_flight > 0, m.last_used))
-            await self._evict_locked(victim, reason="room", for_model=profile.id)
-            evicted.append(victim.profile)
+            admission = await scheduler.admit(
+                profile,
+                running,
+                max_loaded=self.config.server.max_loaded,
+                memory=self.memory,
+                may_evict=may_evict,
+            )
+            if admission.victim is None:
+                return evicted, admission.refused
+            await self._evict_locked(admission.victim, reason="room", for_model=profile.id)
+            evicted.append(admission.victim.profile)
 
     def _model(self, profile: Profile) -> Model:
         model = self.models.get(profile.id)
@@ -504,14 +462,8 @@ class Supervisor:
             reason = f"llama-server exited unexpectedly with code {code}"
             self.events.publish("crash", model=model.id, code=code)
             crash = self._fail(model, reason, server.log_tail(TAIL_ON_ERROR), kind="crash")
-            if self._may_restart(model):
+            if model.count_crash():
                 self._spawn(self._restart_later(model, crash))
-
-    def _may_restart(self, model: Model) -> bool:
-        now = time.time()
-        model.crashes = [t for t in model.crashes if now - t < CRASH_WINDOW] + [now]
-        profile = model.profile
-        return profile.restart == "on-failure" and len(model.crashes) <= profile.max_restarts
 
     async def _restart_later(self, model: Model, failure: Failure) -> None:
         """Start a crashed model again after a backoff (1 s, 2 s, 4 s ... 30 s), through
@@ -523,36 +475,26 @@ class Supervisor:
                 if self.models.get(model.id) is not model or model.failure is not failure:
                     return  # someone switched, stopped or restarted it meanwhile
                 profile = self.config.models.get(model.id)
-                no_room = "its profile was removed" if profile is None else None
+                no_room = "its profile was removed"
                 if profile is not None:
                     _, no_room = await self._admit_locked(profile, may_evict=False)
                 if profile is None or no_room:
                     self.events.publish("restart_skipped", model=model.id, reason=no_room)
-                    log.info("not restarting %s: %s", model.id, no_room)
                     return
                 self.events.publish("restart", model=model.id, attempt=len(model.crashes))
-                if await self._start_locked(profile) is None:
+                failed = await self._start_locked(profile)
+                if failed is None:
                     return
-                failure = model.failure  # type: ignore[assignment]  # set by the failed start
-                if not self._may_restart(model):
+                failure = failed
+                if not model.count_crash():
                     return
-
-    def _expired(self, model: Model) -> bool:
-        ttl = model.profile.ttl
-        return bool(
-            ttl
-            and self.models.get(model.id) is model
-            and model.state == State.READY
-            and model.in_flight == 0
-            and time.monotonic() - model.last_used > ttl
-        )
 
     async def _expire_idle_forever(self) -> None:
         while True:
             await asyncio.sleep(TTL_CHECK_INTERVAL)
             for model in list(self.models.values()):
-                if self._expired(model):
+                if scheduler.expired(model):
                     async with self._lock:
                         # Checked again: a request may have come in while we waited.
-                        if self._expired(model):
+                        if self.models.get(model.id) is model and scheduler.expired(model):
                             await self._evict_locked(model, reason="ttl", ttl=model.profile.ttl)
