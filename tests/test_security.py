@@ -7,8 +7,9 @@ import socket
 import time
 
 import httpx
+import psutil
 import pytest
-from conftest import wait_until
+from conftest import server_key, wait_until
 
 from llamaherd import control
 from llamaherd.config import Config
@@ -257,3 +258,34 @@ def test_host_must_name_the_bound_address(host: str, bound: str, ok: bool) -> No
 def test_an_allowed_origin_that_is_not_an_origin_is_a_config_error(tmp_path, make_herd) -> None:
     with pytest.raises(ConfigError, match="allowed_origins entry 'localhost:3000'"):
         make_herd(allowed_origins=["localhost:3000"])
+
+
+def test_llama_servers_own_port_refuses_callers_without_herds_key(daemon) -> None:
+    herd = daemon(api_key="s3cret")
+    bearer = {"Authorization": "Bearer s3cret"}
+    answer = control.connect(herd).switch("dense")
+    internal = answer["url"]
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert httpx.post(f"{internal}/v1/chat/completions", json=chat, timeout=30).status_code == 401
+    assert httpx.get(f"{internal}/slots", timeout=10).status_code == 401
+    # herd's key is not llama-server's: the gateway swaps one for the other.
+    assert httpx.get(f"{internal}/slots", headers=bearer, timeout=10).status_code == 401
+    url = f"{herd.server.public_url}/v1/chat/completions"
+    assert httpx.post(url, json=chat, headers=bearer, timeout=60).status_code == 200
+    anthropic = {"x-api-key": "s3cret"}
+    assert httpx.post(url, json=chat, headers=anthropic, timeout=60).status_code == 200
+    # The samplers still read /metrics and /slots with the key.
+    api = herd.server.api_url
+    page = httpx.get(f"{api}/metrics", headers=bearer, timeout=10).text
+    assert 'llamacpp:prompt_tokens_total{model="dense"}' in page
+
+    def system_has_slots() -> bool:
+        servers = httpx.get(f"{api}/system", headers=bearer, timeout=10).json()["servers"]
+        return any(s["model"] == "dense" and s["slots_idle"] is not None for s in servers)
+
+    assert wait_until(system_has_slots, timeout=10)
+    # The key is passed in the environment: not on argv, not in /status.
+    status = httpx.get(f"{api}/status", headers=bearer, timeout=10)
+    key = server_key(answer)
+    assert key not in status.text
+    assert not any(key in word for word in psutil.Process(answer["pid"]).cmdline())
