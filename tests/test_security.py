@@ -3,6 +3,7 @@ with the headers a browser sends; issue 12)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -11,7 +12,7 @@ import psutil
 import pytest
 from conftest import server_key, wait_until
 
-from llamaherd import control
+from llamaherd import control, paths
 from llamaherd.config import Config
 from llamaherd.daemon import guard
 from llamaherd.daemon.launch import start_background
@@ -289,3 +290,69 @@ def test_llama_servers_own_port_refuses_callers_without_herds_key(daemon) -> Non
     key = server_key(answer)
     assert key not in status.text
     assert not any(key in word for word in psutil.Process(answer["pid"]).cmdline())
+
+
+# -- reloads ---------------------------------------------------------------------------
+
+
+def daemon_log() -> str:
+    return (paths.state_dir() / "daemon.log").read_text()
+
+
+def reload(config: Config, **headers: str) -> httpx.Response:
+    return httpx.post(f"{config.server.api_url}/reload", headers=headers, timeout=30)
+
+
+def test_a_reload_cannot_remove_the_key_of_a_daemon_on_the_network(daemon) -> None:
+    herd = daemon(api_key="s3cret", host="0.0.0.0")
+    assert herd.path is not None
+    text = herd.path.read_text()
+    herd.path.write_text(text.replace('api_key = "s3cret"', "").replace("0.0.0.0", "127.0.0.1"))
+    answer = reload(herd, authorization="Bearer s3cret")
+    assert answer.status_code == 400
+    assert "listens on 0.0.0.0" in answer.json()["error"] and "api_key" in answer.json()["error"]
+    assert httpx.get(f"{herd.server.api_url}/status", timeout=10).status_code == 401
+
+
+def test_a_host_change_says_it_needs_a_daemon_restart(daemon) -> None:
+    herd = daemon(host="127.0.0.1")
+    assert herd.path is not None
+    herd.path.write_text(herd.path.read_text().replace('"127.0.0.1"', '"127.0.0.2"'))
+    answer = reload(herd).json()
+    assert answer["needs_daemon_restart"] == ["host"]
+    assert wait_until(lambda: "host changed, which takes a daemon restart" in daemon_log())
+
+
+def with_preload(config: Config) -> None:
+    assert config.path is not None
+    text = config.path.read_text()
+    profile = '[models.dense]\nname = "Tiny dense"\n'
+    config.path.write_text(text.replace(profile, profile + 'env = { LD_PRELOAD = "/x/evil.so" }\n'))
+
+
+@pytest.mark.parametrize("how", ["others may write it", "another user owns it"])
+def test_a_reload_from_an_untrusted_file_cannot_change_what_llama_server_runs(
+    daemon, how: str
+) -> None:
+    herd = daemon()
+    assert herd.path is not None
+    if how == "others may write it":
+        herd.path.chmod(0o666)
+        expected = "writable by group or others (mode 666)"
+    else:
+        os.chown(herd.path, 12345, -1)  # the tests run as root: a stand-in other user
+        expected = "owned by uid 12345"
+    with_preload(herd)
+    answer = reload(herd)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert "dense: env LD_PRELOAD" in error and expected in error and "chmod go-w" in error
+    assert "/x/evil.so" not in error
+    status = httpx.get(f"{herd.server.api_url}/status", timeout=10).json()
+    assert status["stale"] == []
+    # Fixed as the error says: taken, and the log names the key, never the value.
+    os.chown(herd.path, os.geteuid(), -1)
+    herd.path.chmod(0o644)
+    assert reload(herd).status_code == 200
+    assert wait_until(lambda: "dense: env LD_PRELOAD" in daemon_log())
+    assert "/x/evil.so" not in daemon_log()

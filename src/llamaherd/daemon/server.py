@@ -56,6 +56,13 @@ def bind_listener(host: str, port: int, key: str) -> socket.socket:
 
 def serve(config: Config, *, model: str | None = None) -> None:
     """Run the daemon in the foreground until SIGINT/SIGTERM or POST /shutdown."""
+    # New daemon code logs through `logging`: one line each, into daemon.log.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per sampler request
     state_dir = paths.state_dir()
     lock = acquire_lock(state_dir)
     sockets: list[socket.socket] = []
