@@ -47,6 +47,9 @@ def raise_open_file_limit() -> tuple[int, int] | None:
     return soft, target
 
 
+LINGER_S = 2.0  # how long a refused client's remaining bytes are read and dropped
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request herd has already answered."""
 
@@ -187,4 +190,12 @@ class LimitedHttp(HttpToolsProtocol):
             b"content-length: " + str(len(message)).encode() + b"\r\n"
             b"connection: close\r\n\r\n" + message
         )
-        self._close()
+        # Closing with the client's bytes unread would reset the connection and lose the
+        # 431; half-close instead and drop what still arrives, for LINGER_S at most.
+        self._refused = True
+        self._cancel_timers()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._header_timer = self.loop.call_later(LINGER_S, self._close)
+        else:
+            self._close()
