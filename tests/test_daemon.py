@@ -17,9 +17,10 @@ from llamaherd import control
 from llamaherd.daemon.record import running_record
 
 
-def served_model(url: str) -> str:
-    """The model id the llama-server at url says it serves (herd passes --alias <id>)."""
-    return httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+def served_model(status: dict) -> str:
+    """The model id the llama-server of a /status answer serves (herd passes --alias <id>)."""
+    key = {"Authorization": f"Bearer {server_key(status)}"}
+    return httpx.get(f"{status['url']}/v1/models", headers=key, timeout=10).json()["data"][0]["id"]
 
 
 def chat_reply(status: dict) -> dict:
@@ -33,13 +34,13 @@ def chat_reply(status: dict) -> dict:
 def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
     answer = control.up(herd, "dense")
     assert answer["ok"] and answer["state"] == "ready"
-    assert served_model(answer["url"]) == "dense"
+    assert served_model(answer) == "dense"
     assert chat_reply(answer)["choices"][0]["message"]["role"] == "assistant"
 
     client = control.connect(herd)
     answer = client.switch("moe")
     assert answer["ok"]
-    assert served_model(answer["url"]) == "moe"
+    assert served_model(answer) == "moe"
     assert client.status()["model"] == "moe"
 
     # A profile whose file is not a GGUF: the switch fails, says why, and moe comes back.
@@ -106,7 +107,7 @@ def test_concurrent_switches_are_serialized(herd, model_files: Path) -> None:
     assert all(a["ok"] for a in answers)
     status = client.status()
     assert status["state"] == "ready"
-    assert served_model(status["url"]) == status["model"]
+    assert served_model(status) == status["model"]
     assert len(servers_for(model_files)) == 1, "one model at a time, never two half-switched"
 
 
