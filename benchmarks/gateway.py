@@ -52,7 +52,7 @@ from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import HerdError
-from llamaherd.runtime import process
+from llamaherd.runtime import SERVER_KEY_ENV, auth_headers, process
 
 PROFILE = "dense"
 PROMPT = "Hello world"
@@ -79,6 +79,9 @@ class Herd:
     gateway_url: str
     daemon_pid: int
     llama_server: Path
+    # llama-server's port wants the key herd started it with (its environment; the
+    # gateway adds it itself): the direct side sends it too, so both do the same work.
+    direct_auth: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,6 +202,9 @@ def running_herd(streams: int, threads: int = 1) -> Iterator[Herd]:
                 gateway_url=status["daemon"]["url"],
                 daemon_pid=status["daemon"]["pid"],
                 llama_server=Path(status["daemon"]["llama_server"]),
+                direct_auth=auth_headers(
+                    psutil.Process(status["pid"]).environ().get(SERVER_KEY_ENV)
+                ),
             )
         finally:
             stop_daemon(client)
@@ -254,7 +260,10 @@ def measure_latency(
     direct one: the daemon reads the log lines llama-server prints for every request.
     """
     result = Latency()
-    with httpx.Client(timeout=30) as direct, httpx.Client(timeout=30) as gateway:
+    with (
+        httpx.Client(timeout=30, headers=herd.direct_auth) as direct,
+        httpx.Client(timeout=30) as gateway,
+    ):
         sides = {"direct": (direct, herd.direct_url), "gateway": (gateway, herd.gateway_url)}
         for i in range(warmup + requests):
             if i == warmup:  # the warm-up requests are not counted
@@ -328,7 +337,7 @@ async def measure_streaming(
     result = Throughput()
     limits = httpx.Limits(max_connections=streams, max_keepalive_connections=streams)
     async with (
-        httpx.AsyncClient(timeout=120, limits=limits) as direct,
+        httpx.AsyncClient(timeout=120, limits=limits, headers=herd.direct_auth) as direct,
         httpx.AsyncClient(timeout=120, limits=limits) as gateway,
     ):
         sides = {"direct": (direct, herd.direct_url), "gateway": (gateway, herd.gateway_url)}
@@ -372,7 +381,7 @@ def run(args: argparse.Namespace) -> dict:
         starting = progress.add_task("starting the daemon", total=None)
         herd = stack.enter_context(running_herd(args.streams, args.threads))
         progress.update(starting, total=1, completed=1)
-        props = httpx.get(herd.direct_url + "/props", timeout=10).json()
+        props = httpx.get(herd.direct_url + "/props", headers=herd.direct_auth, timeout=10).json()
         footprint_before = daemon_footprint(herd.daemon_pid)
         completion_task = progress.add_task("1-token completions", total=args.requests)
         completion = measure_latency(

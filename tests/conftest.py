@@ -129,6 +129,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
     return False
 
 
+def server_key(status: dict) -> str:
+    """The key the daemon gave the llama-server of a /status answer (its environment:
+    readable by the same user, as a test is, never shown by herd)."""
+    return psutil.Process(status["pid"]).environ()["LLAMA_API_KEY"]
+
+
 def servers_for(models_dir: Path) -> list[psutil.Process]:
     """llama-server processes serving a file from this models dir (ours, not the user's)."""
     found = []

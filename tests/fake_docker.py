@@ -3,7 +3,7 @@
 It records every call (one JSON line per call in $FAKE_DOCKER_STATE/calls.jsonl) and acts
 as docker would for what herd uses:
 
-- `run [--rm] --name N -p HOST:PORT:CPORT -v SRC:DST:ro [--gpus G] [-e K=V] IMAGE ARGS...`
+- `run [--rm] --name N -p HOST:PORT:CPORT -v SRC:DST:ro [--gpus G] [-e K[=V]] IMAGE ARGS...`
   stays attached and runs the *real* llama-server ($FAKE_DOCKER_LLAMA_SERVER) with the
   container's view translated to the host's (mounted paths, published port), so herd
   talks to a real server; a name already in use is refused like docker (exit 125);
@@ -65,8 +65,11 @@ def run(args: list[str]) -> int:
         elif flag == "--gpus":
             options["gpus"] = args.pop(0)
         elif flag == "-e":
-            key, _, value = args.pop(0).partition("=")
-            options["env"][key] = value
+            key, given, value = args.pop(0).partition("=")
+            if given:
+                options["env"][key] = value
+            elif key in os.environ:  # `-e KEY`: docker copies the value from its own env
+                options["env"][key] = os.environ[key]
         else:
             print(f"unknown flag: {flag}", file=sys.stderr)
             return 125

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import run_herd, write_config
+from conftest import run_herd, server_key, write_config
 
 from llamaherd import cli, control
 from llamaherd.bench import humaneval, report, speed
@@ -106,8 +106,9 @@ def test_an_endpoint_is_measured_the_same_way_and_stored_apart(
     herd: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # llama-server itself is an OpenAI-compatible endpoint: reach it without herd's help.
-    direct = control.up(herd, "dense")["url"] + "/v1"
-    monkeypatch.setenv("ENDPOINT_KEY", "not-checked-by-this-server")
+    answer = control.up(herd, "dense")
+    direct = answer["url"] + "/v1"
+    monkeypatch.setenv("ENDPOINT_KEY", server_key(answer))  # the key herd started it with
     target = endpoint_target(direct, "dense", "ENDPOINT_KEY")
     settings = speed.SpeedSettings(prompt_lengths=(64, 0), gen_tokens=16, reps=1, concurrency=(1,))
     run = speed.run(target, settings, Store(), environment=lambda: prepare(None, target))

@@ -11,31 +11,36 @@ from pathlib import Path
 
 import httpx
 import psutil
-from conftest import servers_for, wait_until
+from conftest import server_key, servers_for, wait_until
 
 from llamaherd import control
 from llamaherd.daemon.record import running_record
 
 
-def served_model(url: str) -> str:
-    """The model id the llama-server at url says it serves (herd passes --alias <id>)."""
-    return httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+def served_model(status: dict) -> str:
+    """The model id the llama-server of a /status answer serves (herd passes --alias <id>)."""
+    key = {"Authorization": f"Bearer {server_key(status)}"}
+    return httpx.get(f"{status['url']}/v1/models", headers=key, timeout=10).json()["data"][0]["id"]
 
 
-def chat_reply(url: str) -> dict:
-    return control.chat(url, "Hello there", max_tokens=8)
+def chat_reply(status: dict) -> dict:
+    """A chat straight to the llama-server of a /status answer (its port wants herd's key)."""
+    request = {"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
+    key = {"Authorization": f"Bearer {server_key(status)}"}
+    url = f"{status['url']}/v1/chat/completions"
+    return httpx.post(url, json=request, headers=key, timeout=120).raise_for_status().json()
 
 
 def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
     answer = control.up(herd, "dense")
     assert answer["ok"] and answer["state"] == "ready"
-    assert served_model(answer["url"]) == "dense"
-    assert chat_reply(answer["url"])["choices"][0]["message"]["role"] == "assistant"
+    assert served_model(answer) == "dense"
+    assert chat_reply(answer)["choices"][0]["message"]["role"] == "assistant"
 
     client = control.connect(herd)
     answer = client.switch("moe")
     assert answer["ok"]
-    assert served_model(answer["url"]) == "moe"
+    assert served_model(answer) == "moe"
     assert client.status()["model"] == "moe"
 
     # A profile whose file is not a GGUF: the switch fails, says why, and moe comes back.
@@ -47,7 +52,7 @@ def test_up_chat_switch_restore_down(herd, model_files: Path) -> None:
     status = client.status()
     assert status["model"] == "moe" and status["state"] == "ready"
     assert status["last_error"]["model"] == "broken"
-    assert chat_reply(status["url"])["choices"], "the restored model answers"
+    assert chat_reply(status)["choices"], "the restored model answers"
     assert len(servers_for(model_files)) == 1
 
     assert control.down(client)["stopped"] == ["moe"]
@@ -102,7 +107,7 @@ def test_concurrent_switches_are_serialized(herd, model_files: Path) -> None:
     assert all(a["ok"] for a in answers)
     status = client.status()
     assert status["state"] == "ready"
-    assert served_model(status["url"]) == status["model"]
+    assert served_model(status) == status["model"]
     assert len(servers_for(model_files)) == 1, "one model at a time, never two half-switched"
 
 

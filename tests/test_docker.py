@@ -25,7 +25,7 @@ from llamaherd import build, doctor
 from llamaherd.config import parse_config
 from llamaherd.daemon.supervisor import State, Supervisor
 from llamaherd.docker import image
-from llamaherd.runtime import compose, process
+from llamaherd.runtime import auth_headers, compose, process
 from llamaherd.runtime.docker import run_argv
 
 FAKE = Path(__file__).with_name("fake_docker.py")
@@ -94,7 +94,9 @@ def test_run_argv_maps_gpus_models_port_and_name(tmp_path: Path) -> None:
     assert "-p 127.0.0.1:41000:8080" in words  # loopback only
     assert f"-v {tmp_path}:/models:ro" in words  # read-only
     assert argv[argv.index("--gpus") + 1] == '"device=0,1"'  # docker parses it as CSV
-    assert argv[argv.index("-e") + 1] == "GGML_CUDA_ENABLE_UNIFIED_MEMORY=1"
+    # env goes by name (values from the docker client's environment), with herd's key.
+    names = [argv[i + 1] for i, word in enumerate(argv) if word == "-e"]
+    assert names == ["GGML_CUDA_ENABLE_UNIFIED_MEMORY", "LLAMA_API_KEY"]
     server = argv[argv.index("llamaherd/llama-server:cuda") + 1 :]
     assert server[:2] == ["-m", "/models/dense.gguf"]
     assert server[server.index("--host") + 1] == "0.0.0.0"
@@ -131,15 +133,23 @@ def test_container_started_served_and_removed_on_switch(
             summary = supervisor.status()
             assert summary["runtime"] == "docker"
             assert Path(summary["argv"][0]).name == "docker" and summary["argv"][1] == "run"
+            key = supervisor.models["dense"].server.api_key
+            chat = {"max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+            url = f"{summary['url']}/v1/chat/completions"
             async with httpx.AsyncClient() as client:
-                reply = await client.post(
-                    f"{summary['url']}/v1/chat/completions",
-                    json={"max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]},
-                    timeout=60,
-                )
+                keyless = await client.post(url, json=chat, timeout=60)
+                reply = await client.post(url, json=chat, headers=auth_headers(key), timeout=60)
+            assert keyless.status_code == 401  # the container's port is keyed too
             assert reply.status_code == 200
             assert fake_docker.containers() == ["herd-dense"]
-            assert fake_docker.container("herd-dense")["gpus"] == '"device=0,1"'
+            container = fake_docker.container("herd-dense")
+            assert container["gpus"] == '"device=0,1"'
+            # The values reached the container by name; none is on argv, /status or the log.
+            expected = {"GGML_CUDA_ENABLE_UNIFIED_MEMORY": "1", "LLAMA_API_KEY": key}
+            assert container["env"] == expected
+            first_line = Path(summary["log_file"]).read_text().splitlines()[0]
+            for shown in (json.dumps(summary["argv"]), first_line):
+                assert key not in shown and "GGML_CUDA_ENABLE_UNIFIED_MEMORY=1" not in shown
 
             assert (await supervisor.switch("moe")).ok  # native; max_loaded 1 evicts dense
             assert fake_docker.containers() == []

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import wait_until
+from conftest import server_key, wait_until
 
 from llamaherd import build, control
 from llamaherd.config import Config
@@ -22,11 +22,16 @@ SEEDED = {
 }
 
 
-def streamed_text(url: str, request: dict) -> str:
+def streamed_text(url: str, request: dict, key: str | None = None) -> str:
     """Send a streaming chat request and join the content deltas of its SSE events."""
     text = []
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     with httpx.stream(
-        "POST", f"{url}/v1/chat/completions", json={**request, "stream": True}, timeout=60
+        "POST",
+        f"{url}/v1/chat/completions",
+        json={**request, "stream": True},
+        headers=headers,
+        timeout=60,
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -39,7 +44,7 @@ def streamed_text(url: str, request: dict) -> str:
 
 def test_streamed_chat_through_gateway_equals_direct(herd: Config) -> None:
     answer = control.up(herd, "dense")
-    direct = streamed_text(answer["url"], SEEDED)
+    direct = streamed_text(answer["url"], SEEDED, server_key(answer))
     through = streamed_text(herd.server.public_url, {**SEEDED, "model": "dense"})
     assert direct and through == direct
 

@@ -168,6 +168,20 @@ class ServerSettings(_Strict):
     being started again (until its profile or file changes; `herd switch` always retries)."""
     max_request_mb: PositiveFloat = Field(64.0, examples=[64])
     """Largest request body the gateway accepts (413 above it)."""
+    allowed_hosts: list[str] = Field(default_factory=list, examples=[["herd.example.com"]])
+    """Host names besides the bound address that requests may name (a reverse proxy's)."""
+    allowed_origins: list[str] = Field(default_factory=list, examples=[["http://localhost:3000"]])
+    """Web origins whose pages may call herd (CORS); others get 403. `*`: any page."""
+    max_header_kb: PositiveInt = Field(64, examples=[64])
+    """Largest request line + headers a client may send (431 above it)."""
+    max_headers: PositiveInt = Field(100, examples=[100])
+    """Most header lines in one request (431 above it)."""
+    header_timeout: PositiveFloat = Field(10.0, examples=[10])
+    """Seconds a client has to send a request's line and headers; then it is cut off."""
+    body_timeout: PositiveFloat = Field(30.0, examples=[30])
+    """Seconds a request body may stall (no byte arriving) before the client is cut off."""
+    max_connections: PositiveInt = Field(4096, examples=[4096])
+    """Open client connections on both ports together; more are closed at once."""
 
     @property
     def public_url(self) -> str:
@@ -658,6 +672,18 @@ def _check_server(server: ServerSettings, path: Path | None) -> None:
             key="server.host",
             hint='set api_key = "<secret>" in [server], or keep host = "127.0.0.1"',
         )
+    for origin in server.allowed_origins:
+        if origin != "*" and not ORIGIN_PATTERN.fullmatch(origin):
+            raise ConfigError(
+                f"allowed_origins entry '{origin}' is not a web origin",
+                path=path,
+                key="server.allowed_origins",
+                hint='write scheme://host[:port] with no path, e.g. "http://localhost:3000"',
+            )
+
+
+# An origin as browsers send it: scheme://host[:port], no path (RFC 6454).
+ORIGIN_PATTERN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)(:\d{1,5})?")
 
 
 def _is_loopback(host: str) -> bool:

@@ -29,6 +29,7 @@ from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.supervisor import Busy, State, Supervisor, Unavailable
 from llamaherd.errors import UsageError
+from llamaherd.runtime import auth_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +50,8 @@ HOP_BY_HOP = {
     "host",
 }
 HOP_BY_HOP_BYTES = {name.encode() for name in HOP_BY_HOP}
+# The client's key to herd stays here; llama-server gets its own (auth_headers).
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key"}
 
 
 class BodyTooLarge(Exception):
@@ -160,7 +163,8 @@ class Gateway:
                 url = model.server.url + scope["raw_path"].decode("latin-1")
                 if scope.get("query_string"):
                     url += "?" + scope["query_string"].decode("latin-1")
-                forwarded = [(k, v) for k, v in headers.items() if k not in HOP_BY_HOP]
+                forwarded = [(k, v) for k, v in headers.items() if k not in NOT_FORWARDED]
+                forwarded += auth_headers(model.server.api_key).items()
                 try:
                     upstream = await self._send(scope["method"], url, forwarded, body)
                 except aiohttp.ClientError as error:

@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from llamaherd.daemon.supervisor import State, Supervisor
+from llamaherd.runtime import Server, auth_headers
 
 # Seconds; switches load whole models, first bytes can be fast or wait behind a switch.
 SWITCH_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -100,7 +101,7 @@ class Metrics:
     async def render(self) -> bytes:
         """The whole page: herd's metrics, then every running llama-server's, labelled."""
         ready = [m for m in self.supervisor.models.values() if m.state == State.READY and m.server]
-        pages = await asyncio.gather(*(_fetch(self.http, m.server.url) for m in ready if m.server))
+        pages = await asyncio.gather(*(_fetch(self.http, m.server) for m in ready if m.server))
         return generate_latest(self.registry) + _merge(
             {m.id: page for m, page in zip(ready, pages, strict=True) if page}
         )
@@ -127,9 +128,10 @@ class _LiveGauges:
         yield from (queue, in_flight, up)
 
 
-async def _fetch(http: httpx.AsyncClient, url: str) -> str:
+async def _fetch(http: httpx.AsyncClient, server: Server) -> str:
     with contextlib.suppress(httpx.HTTPError):
-        response = await http.get(f"{url}/metrics", timeout=5.0)
+        headers = auth_headers(server.api_key)
+        response = await http.get(f"{server.url}/metrics", headers=headers, timeout=5.0)
         if response.status_code == 200:
             return response.text
     return ""

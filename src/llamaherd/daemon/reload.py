@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from llamaherd.config import load_config
 from llamaherd.daemon.supervisor import Supervisor
+from llamaherd.daemon.trust import check_reload
 from llamaherd.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class ConfigReloader:
@@ -20,6 +24,7 @@ class ConfigReloader:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.path = supervisor.config.path
+        self.bound_host = supervisor.config.server.host  # where the sockets stay bound
         self.mtime = self._mtime()
 
     def _mtime(self) -> float | None:
@@ -34,11 +39,18 @@ class ConfigReloader:
         self.mtime = self._mtime()
         try:
             config = load_config(self.path)
+            check_reload(self.supervisor.config, config, self.path, self.bound_host)
         except ConfigError as error:
             self.supervisor.events.publish("reload", ok=False, error=str(error))
             print(f"reload rejected, the old config stays: {error}", flush=True)
             raise
         answer = self.supervisor.apply_config(config)
+        if answer.get("needs_daemon_restart"):
+            log.warning(
+                "reload: %s changed, which takes a daemon restart (herd down, then herd up); "
+                "the daemon keeps listening where it started",
+                ", ".join(answer["needs_daemon_restart"]),
+            )
         self.supervisor.events.publish("reload", **answer)
         return answer
 

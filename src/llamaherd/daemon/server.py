@@ -24,6 +24,8 @@ from llamaherd import binaries, paths
 from llamaherd.config import Config
 from llamaherd.daemon.api import create_app
 from llamaherd.daemon.gateway import Gateway
+from llamaherd.daemon.guard import Guard
+from llamaherd.daemon.limits import LimitedHttp, raise_open_file_limit
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.record import RECORD, acquire_lock
 from llamaherd.daemon.reload import ConfigReloader
@@ -54,6 +56,13 @@ def bind_listener(host: str, port: int, key: str) -> socket.socket:
 
 def serve(config: Config, *, model: str | None = None) -> None:
     """Run the daemon in the foreground until SIGINT/SIGTERM or POST /shutdown."""
+    # New daemon code logs through `logging`: one line each, into daemon.log.
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per sampler request
     state_dir = paths.state_dir()
     lock = acquire_lock(state_dir)
     sockets: list[socket.socket] = []
@@ -115,18 +124,36 @@ async def _serve(
     management = create_app(
         supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload, sampler=sampler
     )
-    gateway = Gateway(supervisor, metrics)
     public_port = config.server.port
+
+    def settings():
+        return supervisor.config.server
+
+    # Host/Origin checks and herd's own CORS on both ports (daemon/guard.py).
+    gateway = Gateway(supervisor, metrics)
+    public = Guard(gateway, settings, config.server.host, openai_errors=True)
+    private = Guard(management, settings, config.server.host)
 
     # One uvicorn server on both sockets; each request goes to the app of its port.
     async def app(scope, receive, send) -> None:
         if scope["type"] != "lifespan" and scope["server"][1] == public_port:
-            await gateway(scope, receive, send)
+            await public(scope, receive, send)
         else:
-            await management(scope, receive, send)
+            await private(scope, receive, send)
 
     # No Server header of uvicorn's own: the gateway passes llama-server's through.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+    # LimitedHttp: header size/count limits, header and body timeouts, a connection cap.
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            server_header=False,
+            http=LimitedHttp.factory(settings),
+        )
+    )
+    limit = raise_open_file_limit()
+    if limit and limit[1] != limit[0]:
+        logging.getLogger(__name__).info("open-file limit raised from %d to %d", *limit)
     # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     record = {

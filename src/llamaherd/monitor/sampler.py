@@ -82,7 +82,9 @@ class Sampler:
         models = [m for m in self.supervisor.models.values() if m.server]
         owners = {m.server.pid: m.id for m in models if m.server}
         targets = [
-            ServerTarget(m.id, m.server.pid, m.server.url, str(m.state), m.in_flight)
+            ServerTarget(
+                m.id, m.server.pid, m.server.url, str(m.state), m.in_flight, m.server.api_key
+            )
             for m in models
             if m.server and m.state == State.READY
         ]

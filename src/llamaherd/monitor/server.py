@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from llamaherd.runtime import auth_headers
+
 TIMEOUT = 2.0
 
 
@@ -37,6 +39,7 @@ class ServerTarget:
     url: str
     state: str
     in_flight: int
+    api_key: str | None = None  # the key llama-server was started with (runtime.Server)
 
 
 class Rate:
@@ -116,8 +119,10 @@ class ServerSampler:
         return list(await asyncio.gather(*(self._one(http, t, at) for t in targets)))
 
     async def _one(self, http: httpx.AsyncClient, target: ServerTarget, at: float) -> dict:
+        auth = auth_headers(target.api_key)
         slots_json, metrics_text = await asyncio.gather(
-            _get(http, f"{target.url}/slots", json=True), _get(http, f"{target.url}/metrics")
+            _get(http, f"{target.url}/slots", auth, json=True),
+            _get(http, f"{target.url}/metrics", auth),
         )
         slots = parse_slots(slots_json) if isinstance(slots_json, list) else None
         metrics = parse_metrics(metrics_text) if isinstance(metrics_text, str) else {}
@@ -168,10 +173,12 @@ def _int(value: float | None) -> int | None:
     return int(value) if value is not None else None
 
 
-async def _get(http: httpx.AsyncClient, url: str, *, json: bool = False) -> Any:
+async def _get(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], *, json: bool = False
+) -> Any:
     """The body of a GET (parsed when `json`), or None when the server does not answer."""
     with contextlib.suppress(httpx.HTTPError, ValueError):
-        response = await http.get(url, timeout=TIMEOUT)
+        response = await http.get(url, headers=headers, timeout=TIMEOUT)
         if response.status_code == 200:
             return response.json() if json else response.text
     return None

@@ -12,6 +12,7 @@ the tests' in-process fake).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -29,6 +30,9 @@ class Server(Protocol):
     log_path: Path
     started_at: float
     line_count: int  # log lines captured since start
+    # The key llama-server was started with (LLAMA_API_KEY): its port refuses callers
+    # without it, so only herd (the gateway, the samplers) reaches it. None: no key.
+    api_key: str | None
 
     @property
     def pid(self) -> int: ...
@@ -54,6 +58,19 @@ class Server(Protocol):
     async def stop(self, grace: float) -> int | None:
         """Stop it (forcibly after `grace` seconds); its exit code."""
         ...
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The header that lets herd itself call a llama-server started with `api_key`."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def new_server_key() -> str:
+    """A fresh key for one llama-server start; passed through the environment, never argv."""
+    return secrets.token_urlsafe(32)
+
+
+SERVER_KEY_ENV = "LLAMA_API_KEY"  # llama-server reads its --api-key from here
 
 
 class Runtime(Protocol):

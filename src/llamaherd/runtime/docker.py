@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from llamaherd.config import DockerSettings, Profile
-from llamaherd.runtime import process
+from llamaherd.runtime import SERVER_KEY_ENV, new_server_key, process
 from llamaherd.runtime.argv import server_argv
 
 CONTAINER_PORT = 8080  # llama-server's port inside the container; published on loopback
@@ -61,12 +62,19 @@ def run_argv(
     argv = [docker, "run", "--rm", "--name", container_name(profile)]
     argv += ["-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", "-v", f"{host_dir}:{mount}:ro"]
     argv += gpu_option(settings, profile)
-    for key, value in profile.env.items():
-        argv += ["-e", f"{key}={value}"]
+    # By name only: docker copies each value from its own environment (container_env),
+    # so no value shows in `ps`, the log's first line or /status.
+    for key in [*profile.env, SERVER_KEY_ENV]:
+        argv += ["-e", key]
     argv += [*settings.args, settings.image]
     # The image's entrypoint is llama-server: the same flags as natively, minus the binary.
     inside = profile.model_copy(update={"file": Path(model)})
     return argv + server_argv(Path("llama-server"), inside, host="0.0.0.0", port=CONTAINER_PORT)[1:]
+
+
+def container_env(profile: Profile, api_key: str, base: Mapping[str, str]) -> dict[str, str]:
+    """The docker client's environment: where `-e KEY` (run_argv) takes each value from."""
+    return {**base, **profile.env, SERVER_KEY_ENV: api_key}
 
 
 async def _docker(docker: str, *args: str) -> int:
@@ -89,13 +97,15 @@ class DockerRuntime:
     async def start(self, profile: Profile, *, port: int, run_dir: Path) -> process.ServerProcess:
         name = container_name(profile)
         await _docker(self.docker, "rm", "-f", name)  # one a killed daemon left behind
+        key = new_server_key()
         server = await process.start(
             self.command(profile, port),
-            env=os.environ,
+            env=container_env(profile, key, os.environ),
             port=port,
             run_dir=run_dir,
             name=profile.id,
             cleanup=[self.docker, "rm", "-f", name],  # if the daemon dies, the next removes it
+            api_key=key,
         )
 
         async def remove(grace: float) -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from llamaherd.config import Profile
-from llamaherd.runtime import process
+from llamaherd.runtime import SERVER_KEY_ENV, new_server_key, process
 from llamaherd.runtime.argv import server_argv, server_env
 
 
@@ -18,10 +18,13 @@ class NativeRuntime:
         return server_argv(self.binary, profile, host="127.0.0.1", port=port)
 
     async def start(self, profile: Profile, *, port: int, run_dir: Path) -> process.ServerProcess:
+        key = new_server_key()
         return await process.start(
             self.command(profile, port),
-            env=server_env(profile, os.environ),
+            # After the profile's env: herd's key is the one llama-server must use.
+            env={**server_env(profile, os.environ), SERVER_KEY_ENV: key},
             port=port,
             run_dir=run_dir,
             name=profile.id,
+            api_key=key,
         )

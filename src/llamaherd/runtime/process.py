@@ -65,8 +65,10 @@ class ServerProcess:
         port: int,
         log_path: Path,
         record_path: Path,
+        api_key: str | None = None,
     ) -> None:
         self.process = process
+        self.api_key = api_key
         self.argv = argv
         self.port = port
         self.log_path = log_path
@@ -191,11 +193,13 @@ async def start(
     run_dir: Path,
     name: str,
     cleanup: list[str] | None = None,
+    api_key: str | None = None,
 ) -> ServerProcess:
     """Start llama-server; its log goes to run_dir/logs/<name>-<time>.log.
 
     `cleanup` is a command that removes what would outlive the process if the daemon died
-    (the docker runtime's container); reap_stale runs it."""
+    (the docker runtime's container); reap_stale runs it. `api_key` is the key `env`
+    gives llama-server (kept on the handle for the gateway and the samplers)."""
     logs = run_dir / "logs"
     records = run_dir / "servers"
     logs.mkdir(parents=True, exist_ok=True)
@@ -225,7 +229,14 @@ async def start(
             }
         )
     )
-    return ServerProcess(process, argv=argv, port=port, log_path=log_path, record_path=record_path)
+    return ServerProcess(
+        process,
+        argv=argv,
+        port=port,
+        log_path=log_path,
+        record_path=record_path,
+        api_key=api_key,
+    )
 
 
 def reap_stale(run_dir: Path) -> list[int]:
