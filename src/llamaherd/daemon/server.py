@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -54,7 +55,7 @@ def bind_listener(host: str, port: int, key: str) -> socket.socket:
 
 def serve(config: Config, *, model: str | None = None) -> None:
     """Run the daemon in the foreground until SIGINT/SIGTERM or POST /shutdown."""
-    state_dir = paths.state_dir()
+    state_dir = paths.writable_state_dir()
     lock = acquire_lock(state_dir)
     sockets: list[socket.socket] = []
     try:
@@ -73,6 +74,8 @@ def serve(config: Config, *, model: str | None = None) -> None:
         reaped = process.reap_stale(state_dir)
         if reaped:
             print(f"stopped {len(reaped)} llama-server(s) left by a previous daemon: {reaped}")
+        # Only now: a port that turned out to be taken must not be announced first.
+        print(f"herd daemon: management API on {config.server.api_url}", file=sys.stderr)
         _run_loop(_serve(config, llama_server, state_dir, sockets, model))
     finally:
         for sock in sockets:
