@@ -155,3 +155,20 @@ def test_start_does_not_load_libraries_in_the_child(
         return code
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_line_too_long_for_the_reader_does_not_stop_it(tmp_path: Path) -> None:
+    # asyncio refuses lines over 64 KiB; llama-server can print one (a verbose prompt).
+    script = "print('x' * 200_000); print('after', flush=True)"
+
+    async def scenario() -> list[str]:
+        server = await process.start(
+            [sys.executable, "-c", script], env=os.environ, port=0, run_dir=tmp_path, name="long"
+        )
+        await server.wait()
+        await server.stop(1)
+        return list(server.tail)
+
+    *pieces, last = asyncio.run(scenario())
+    assert "".join(pieces) == "x" * 200_000 and last == "after"
+    assert max(len(piece) for piece in pieces) <= process.MAX_LINE

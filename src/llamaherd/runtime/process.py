@@ -26,6 +26,7 @@ import httpx
 import psutil
 
 LOG_TAIL_LINES = 2000
+MAX_LINE = 65536  # bytes; a longer log line is kept as several
 LOG_RETRY_S = 2.0  # how often a log file that failed (a full disk) is tried again
 # llama-server ignores a first SIGTERM while it generates (it waits for the request);
 # a second one makes it exit at once. This long after the first comes the second.
@@ -100,7 +101,8 @@ class _LogFile:
             if self._failed_at is None:
                 self._report(
                     f"herd: cannot write the log file {self.path}: {error.strerror or error}; "
-                    f"lines are kept in memory until it can be written again"
+                    f"the last {LOG_TAIL_LINES} lines stay in memory (herd logs), "
+                    f"writing is tried again every {LOG_RETRY_S:g}s"
                 )
             self._failed_at = time.monotonic()
         else:
@@ -170,19 +172,26 @@ class ServerProcess:
         leave llama-server blocked on its next write to a full pipe."""
         stdout = self.process.stdout
         assert stdout is not None
+        # Lines are split here, not by readline(), which fails on a line over 64 KiB (a
+        # verbose prompt dump); a longer line comes out in pieces of at most MAX_LINE.
+        pending = b""
         try:
-            while True:
-                try:
-                    raw = await stdout.readline()
-                except ValueError:  # a line over the stream's limit; asyncio dropped it
-                    raw = b"herd: a line too long to keep was left out\n"
-                if not raw:
-                    return
-                line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                self._add_line(line)
-                self._log.write(line)
+            while chunk := await stdout.read(MAX_LINE):
+                *lines, pending = (pending + chunk).split(b"\n")
+                while len(pending) >= MAX_LINE:
+                    lines.append(pending[:MAX_LINE])
+                    pending = pending[MAX_LINE:]
+                for raw in lines:
+                    self._take(raw)
+            if pending:
+                self._take(pending)
         finally:
             self._log.close()
+
+    def _take(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace")
+        self._add_line(line)
+        self._log.write(line)
 
     def log_tail(self, lines: int = 20, since: int | None = None) -> list[str]:
         """The last `lines` lines; with `since`, only lines numbered after it (1-based)."""
