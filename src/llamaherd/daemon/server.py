@@ -84,6 +84,14 @@ def serve(config: Config, *, model: str | None = None) -> None:
         lock.close()
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn's own re-raises SIGINT/SIGTERM once serve() returns, which kills the
+        # daemon before it stops its models and removes its records; _serve handles them.
+        yield
+
+
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run the daemon on uvloop where it is installed (Linux, macOS): its event loop costs
     the gateway less per request and per relayed chunk than asyncio's own."""
@@ -129,9 +137,13 @@ async def _serve(
             await management(scope, receive, send)
 
     # No Server header of uvicorn's own: the gateway passes llama-server's through.
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+    server = _Server(uvicorn.Config(app, log_level="warning", server_header=False))
     # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, systemd, kill
+        loop.add_signal_handler(stop_signal, shutdown)
     record = {
         "pid": os.getpid(),
         "api_url": config.server.api_url,
@@ -141,8 +153,6 @@ async def _serve(
     }
     (state_dir / RECORD).write_text(json.dumps(record))
     supervisor.start_background_work(first_model=model)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
     watcher = asyncio.create_task(reloader.watch_forever())
     sampling = asyncio.create_task(sampler.run())
     try:
