@@ -36,6 +36,14 @@ def llama_server_binary() -> Path | None:
     return Path(on_path) if on_path else None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the real llama-server, directly or through another fixture,
+    is marked `server`, so `pytest -m "not server"` runs only the fast layer."""
+    for item in items:
+        if "llama_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def llama_server() -> Path:
     binary = llama_server_binary()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import run_herd, write_config
+from inprocess import herd
 
 from llamaherd import cli, control
 from llamaherd.runtime import process
@@ -147,3 +149,46 @@ def test_up_without_id_in_a_terminal_offers_a_menu(herd, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert "Tiny dense" in result.output and "Tiny MoE" in result.output  # the menu
     assert control.connect(herd).status()["model"] == "moe"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["up", "dense"]])
+def test_unusable_state_dir_is_one_line_saying_how_to_fix_it(
+    tmp_path: Path,
+    model_files: Path,
+    command: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Below a regular file: not even root can create it (chmod would not stop root).
+    (tmp_path / "afile").write_text("")
+    state = tmp_path / "afile" / "state"
+    monkeypatch.setenv("HERD_STATE_DIR", str(state))
+    config = write_config(tmp_path, model_files, Path("llama-server"))
+    code, out, err = herd(capsys, monkeypatch, "--config", str(config), *command)
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(state) in err and "HERD_STATE_DIR" in err and "permissions" in err
+    assert "management API on" not in err
+
+
+def test_serve_announces_the_api_only_once_its_port_is_bound(
+    tmp_path: Path,
+    model_files: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        api_port = taken.getsockname()[1]
+        config = tmp_path / "herd.toml"
+        # All in containers: no llama-server needed to get as far as binding the ports.
+        config.write_text(
+            f'models_dir = "{model_files}"\nruntime = "docker"\n\n[server]\n'
+            f"port = {process.free_port()}\napi_port = {api_port}\n\n"
+            '[models.dense]\nfile = "dense.gguf"\n'
+        )
+        code, out, err = herd(capsys, monkeypatch, "--config", str(config), "serve")
+    assert code == 1
+    assert f"127.0.0.1:{api_port} is taken" in err
+    assert "management API on" not in out + err

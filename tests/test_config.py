@@ -563,6 +563,45 @@ def test_14_args_item_with_several_words(tmp_path: Path) -> None:
     assert error.hint == 'give each word its own item: args = ["--reasoning-format", "none"]'
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "bad"),
+    [
+        (
+            profile('env.CUDA_VISIBLE_DEVICES = "0\\u0000"'),
+            ("a", "env.CUDA_VISIBLE_DEVICES"),
+            "NUL",
+        ),
+        (profile('env = { "GGML\\u0000X" = "1" }'), ("a", "env.'GGML\\x00X'"), "NUL"),
+        (profile('env.GGML_X = """1\n2"""'), ("a", "env.GGML_X"), "line break"),
+        (profile('env = { "A\\nB" = "1" }'), ("a", "env.'A\\nB'"), "line break"),
+        (profile('args = ["--temp", "0.7\\n"]'), ("a", "args"), "line break"),
+        (profile('args = ["--temp\\u0000"]'), ("a", "args"), "NUL"),
+        (profile('aliases = ["x\\u0000"]'), ("a", "aliases"), "NUL"),
+        (profile('rpc = ["host:1\\r"]'), ("a", "rpc"), "line break"),
+        ('models_dir = "models\\n"\n', (None, "models_dir"), "line break"),
+        ('llama_server = "/bin/x\\u0000"\n', (None, "llama_server"), "NUL"),
+        ('[docker]\nimage = "img\\n"\n', (None, "docker.image"), "line break"),
+        ('[docker]\nargs = ["--shm-size\\u0000"]\n', (None, "docker.args"), "NUL"),
+        ('[claude]\nbinary = "claude\\n"\n', (None, "claude.binary"), "line break"),
+        (profile('name = "x\\u0000"'), ("a", "name"), "NUL"),
+    ],
+)
+def test_values_that_reach_an_argv_or_environment_have_no_nul_or_line_break(
+    tmp_path: Path, text: str, where: tuple, bad: str
+) -> None:
+    # A NUL in env made the start die with "embedded null byte"; a line break in an argv
+    # or environment value is never what the user meant.
+    error = config_error(tmp_path, text)
+    assert (error.profile, error.key) == where
+    assert bad in error.message
+
+
+def test_free_text_may_span_lines(tmp_path: Path) -> None:
+    text = profile('name = """Two\nlines"""\nbench.system_prompt = """Be\nbrief."""')
+    config = load_config(write(tmp_path, text, "a.gguf"), check_files=False)
+    assert config.models["a"].bench.system_prompt == "Be\nbrief."
+
+
 def test_15_no_config_file_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HERD_CONFIG", raising=False)

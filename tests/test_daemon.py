@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 from conftest import server_key, servers_for, wait_until
 
-from llamaherd import control
+from llamaherd import control, paths
 from llamaherd.daemon.record import running_record
 
 
@@ -131,3 +132,31 @@ def test_second_daemon_refuses_to_start(herd) -> None:
     assert second.returncode == 1
     assert "already running" in second.stderr
     assert control.connect(herd).status()["model"] == "dense"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_shut_the_daemon_down_cleanly(
+    herd, model_files: Path, sig: signal.Signals
+) -> None:
+    # SIGTERM is what systemd (and `kill`) send; SIGINT is Ctrl-C on `herd serve`.
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "llamaherd", "--config", str(herd.path), "serve"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = control.connect(herd)
+    try:
+        assert wait_until(client.alive, timeout=30)
+        server_pid = control.up(herd, "dense")["pid"]
+        daemon.send_signal(sig)
+        assert daemon.wait(timeout=30) == 0, daemon.stderr.read()
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert not psutil.pid_exists(server_pid), "the model was stopped, not left behind"
+    assert not servers_for(model_files)
+    state = paths.state_dir()
+    assert not (state / "daemon.json").exists()
+    assert not list((state / "servers").glob("*.json"))

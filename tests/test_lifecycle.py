@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import psutil
@@ -13,6 +16,8 @@ from conftest import servers_for, wait_until, write_config
 from llamaherd import control, paths
 from llamaherd.config import Config, load_config
 from llamaherd.daemon import launch
+from llamaherd.runtime import process
+from llamaherd.runtime.native import NativeRuntime
 
 # A third working profile, for eviction order.
 DENSE2 = '\n[models.dense2]\nextends = "dense"\nname = "Tiny dense, again"\n'
@@ -126,3 +131,37 @@ def test_a_crash_restart_never_exceeds_max_loaded(herd: Config, model_files) -> 
     assert wait_until(lambda: "restart_skipped model=dense" in log.read_text(), timeout=15)
     assert set(loaded(herd)) == {"moe"}
     assert len(servers_for(model_files)) == 1
+
+
+# Context shift lets a generation run on past the context: as long as the test needs.
+ENDLESS = '\n[models.endless]\nextends = "dense"\nargs = ["--context-shift"]\n'
+
+
+def test_stopping_a_busy_server_does_not_wait_the_whole_grace(
+    make_herd, llama_server: Path, tmp_path: Path
+) -> None:
+    # llama-server waits for a running generation after a first SIGTERM; a model switch
+    # must not wait stop_timeout for it.
+    profile = make_herd(ENDLESS).models["endless"]
+    request = {"prompt": "Once", "n_predict": 1_000_000, "ignore_eos": True, "stream": True}
+
+    async def scenario() -> float:
+        runtime = NativeRuntime(llama_server)
+        server = await runtime.start(profile, port=process.free_port(), run_dir=tmp_path)
+        try:
+            await server.wait_ready(60)
+            async with httpx.AsyncClient(timeout=60) as http:
+                url = f"{server.url}/completion"
+                async with http.stream("POST", url, json=request) as response:
+                    tokens = response.aiter_lines()
+                    for _ in range(20):  # generating for real
+                        await anext(tokens)
+                    began = time.monotonic()
+                    await server.stop(60)
+                    took = time.monotonic() - began
+        finally:
+            await server.stop(0)
+        assert server.returncode is not None and not psutil.pid_exists(server.pid)
+        return took
+
+    assert asyncio.run(scenario()) < 10

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llamaherd import control
 from llamaherd.config import Config
+from llamaherd.daemon import launch
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import UsageError
 
@@ -151,3 +152,17 @@ def test_sighup_and_file_changes_reload(herd: Config) -> None:
     assert wait_until(
         lambda: {m["id"]: m["name"] for m in client.models()}["moe"] == "Hung up", timeout=5
     )
+
+
+def test_reload_refuses_a_file_without_profiles(herd: Config) -> None:
+    # An editor that truncates herd.toml before writing it leaves an empty file for a
+    # moment; dropping every profile then would answer requests with another model.
+    client = launch.start_background(herd)
+    assert herd.path is not None
+    for text in ("", "[server]\n"):
+        herd.path.write_text(text)
+        with pytest.raises(UsageError, match="no \\[models.<id>\\] profile") as refused:
+            client.reload()
+        assert str(herd.path) in str(refused.value)
+        assert {m["id"] for m in client.models()} == {"dense", "moe", "broken"}
+    client.shutdown()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from llamaherd.daemon import server
 from llamaherd.runtime import process
@@ -66,3 +71,104 @@ def test_daemon_listeners_say_tcp_so_asyncio_disables_nagle() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+# A chatty stand-in for llama-server: 300 kB of log (more than a pipe holds), a mark,
+# then, once told to go on, a line every 50 ms.
+CHATTY = """
+import os, sys, time
+for i in range(1500):
+    print(f"line {i:04d} " + "x" * 200)
+print("phase one done", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+for i in range(600):
+    print(f"after {i}", flush=True)
+    time.sleep(0.05)
+"""
+
+
+async def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def test_log_reader_keeps_draining_when_the_log_file_cannot_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log_path = tmp_path / "chatty.log"
+    log_path.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    go = tmp_path / "go"
+
+    async def scenario() -> None:
+        server = await process.start(
+            [sys.executable, "-c", CHATTY, str(go)],
+            env=os.environ,
+            port=0,
+            run_dir=tmp_path,
+            name="chatty",
+            log_path=log_path,
+        )
+        # Not blocked on a full pipe: everything it printed reached the tail.
+        assert await wait_for(lambda: "phase one done" in server.tail, timeout=30)
+        assert server.tail[-2].startswith("line 1499")
+        errors = [line for line in server.tail if "cannot write the log file" in line]
+        assert len(errors) == 1, "reported once, not once per line"
+        assert str(log_path) in errors[0] and "No space left" in errors[0]
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == errors
+
+        # Room again: new lines reach the file.
+        log_path.unlink()
+        log_path.touch()
+        go.touch()
+        assert await wait_for(lambda: "after" in log_path.read_text(), timeout=10)
+
+        assert await server.stop(5) is not None  # no error of the reader's re-raised
+        assert server.returncode is not None
+        assert not server.record_path.exists()
+
+    asyncio.run(scenario())
+
+
+def test_start_does_not_load_libraries_in_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between fork and exec the child of the threaded daemon must not dlopen (a loader
+    # lock held by another thread would hang it forever): a child that tries dies here.
+    monkeypatch.setattr(ctypes, "CDLL", lambda *args, **kwargs: os._exit(97))
+
+    async def scenario() -> int:
+        server = await process.start(
+            [sys.executable, "-c", "print('ran')"],
+            env=os.environ,
+            port=0,
+            run_dir=tmp_path,
+            name="child",
+        )
+        code = await server.wait()
+        await server.stop(1)
+        assert "ran" in server.tail
+        return code
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_line_too_long_for_the_reader_does_not_stop_it(tmp_path: Path) -> None:
+    # asyncio refuses lines over 64 KiB; llama-server can print one (a verbose prompt).
+    script = "print('x' * 200_000); print('after', flush=True)"
+
+    async def scenario() -> list[str]:
+        server = await process.start(
+            [sys.executable, "-c", script], env=os.environ, port=0, run_dir=tmp_path, name="long"
+        )
+        await server.wait()
+        await server.stop(1)
+        return list(server.tail)
+
+    *pieces, last = asyncio.run(scenario())
+    assert "".join(pieces) == "x" * 200_000 and last == "after"
+    assert max(len(piece) for piece in pieces) <= process.MAX_LINE

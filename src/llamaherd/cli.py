@@ -416,7 +416,6 @@ def serve(ctx: click.Context, model: str | None) -> None:
     config = _config(ctx)
     if model:
         config.resolve(model)
-    err_console.print(f"herd daemon: management API on {config.server.api_url}")
     server.serve(config, model=model)
 
 

@@ -373,6 +373,7 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
     (the current directory when None). `check_files=False` skips looking for the GGUF
     files, for commands that only read the profiles."""
     data = _parse_toml(text, path)
+    _check_characters(data, path)
     top = _validate(
         _HerdFile,
         data,
@@ -566,6 +567,47 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# Free text, shown or sent in a request body, never put in an argv: it may span lines.
+_MULTILINE_KEYS = ("name", "best_for", "bench.system_prompt")
+
+
+def _check_characters(value: Any, path: Path | None, keys: tuple[str, ...] = ()) -> None:
+    """NUL and line breaks, in keys and values: almost every string here ends up in
+    llama-server's (or docker's, or claude's) argv or environment, which cannot hold a
+    NUL, and where a line break would only cause trouble; the start would die of it."""
+    items = value.items() if isinstance(value, dict) else []
+    for key, item in items:
+        shown = key if key.isprintable() else repr(key)
+        _check_text(key, path, (*keys, shown), is_key=True)
+        _check_characters(item, path, (*keys, shown))
+    for item in value if isinstance(value, list) else []:
+        _check_characters(item, path, keys)
+    if isinstance(value, str):
+        _check_text(value, path, keys)
+
+
+def _check_text(text: str, path: Path | None, keys: tuple[str, ...], is_key: bool = False) -> None:
+    in_profile = keys[0] == "models" and len(keys) > 1
+    profile, key = (keys[1], ".".join(keys[2:])) if in_profile else (None, ".".join(keys))
+    if "\0" in text:
+        bad, hint = "a NUL character", "remove the \\u0000; no program can be passed one"
+    elif ("\n" in text or "\r" in text) and (is_key or key not in _MULTILINE_KEYS):
+        bad = "a line break"
+        hint = (
+            "it reaches a command line or the environment: write it on one line; "
+            "only name, best_for and bench.system_prompt may span lines"
+        )
+    else:
+        return
+    raise ConfigError(
+        f"{bad} in {'the key' if is_key else 'the value'} {text!r}",
+        path=path,
+        profile=profile,
+        key=key or None,
+        hint=hint,
+    )
 
 
 def _check_args(profile: Profile, path: Path | None) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 QUEUE_SIZE = 1000
+
+log = logging.getLogger(__name__)
 
 
 class EventBus:
@@ -28,7 +31,13 @@ class EventBus:
     def publish(self, kind: str, **fields: object) -> None:
         event = {"type": kind, "at": time.time(), **fields}
         for callback in self._listeners:
-            callback(event)
+            # Events are published inside state changes: a failing listener must not
+            # break the change, the other listeners or the subscribers.
+            try:
+                callback(event)
+            except Exception:
+                name = getattr(callback, "__qualname__", repr(callback))
+                log.exception("event listener %s failed on a %s event", name, kind)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()  # drop the oldest for this slow client

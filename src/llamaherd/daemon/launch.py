@@ -21,8 +21,7 @@ def start_background(config: Config, *, timeout: float = 30.0) -> DaemonClient:
     if client.alive():
         _check_same_config(client, config)
         return client
-    state_dir = paths.state_dir()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = paths.writable_state_dir()
     log_path = state_dir / "daemon.log"
     command = [sys.executable, "-m", "llamaherd"]
     if config.path:

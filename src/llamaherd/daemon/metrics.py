@@ -12,7 +12,7 @@ Three sources, one page:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Iterable
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -25,6 +25,9 @@ from llamaherd.runtime import Server, auth_headers
 # Seconds; switches load whole models, first bytes can be fast or wait behind a switch.
 SWITCH_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# A llama-server's /metrics answers in milliseconds; one that hangs is left out of the page
+# after this long rather than holding up the scrape (Prometheus gives up after 10 s).
+SERVER_SCRAPE_TIMEOUT_S = 1.0
 # The API endpoints counted by name; any other path (web UI assets, /props ...) is "other",
 # so a client cannot grow the label set without bound.
 ENDPOINTS = (
@@ -76,6 +79,13 @@ class Metrics:
             buckets=TTFB_BUCKETS,
             registry=self.registry,
         )
+        self.scrape_failures = Counter(
+            "herd_server_scrape_failures",
+            f"llama-server /metrics pages left out: an error, or no answer within "
+            f"{SERVER_SCRAPE_TIMEOUT_S:g}s",
+            ["model"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveGauges(supervisor))
         supervisor.events.listen(self._on_event)
 
@@ -100,10 +110,12 @@ class Metrics:
 
     async def render(self) -> bytes:
         """The whole page: herd's metrics, then every running llama-server's, labelled."""
-        ready = [m for m in self.supervisor.models.values() if m.state == State.READY and m.server]
-        pages = await asyncio.gather(*(_fetch(self.http, m.server) for m in ready if m.server))
+        pages = await scrape_servers(self.http, self.supervisor.models.values())
+        for model_id, page in pages.items():
+            if page is None:
+                self.scrape_failures.labels(model_id).inc()
         return generate_latest(self.registry) + _merge(
-            {m.id: page for m, page in zip(ready, pages, strict=True) if page}
+            {model_id: page for model_id, page in pages.items() if page}
         )
 
 
@@ -128,13 +140,25 @@ class _LiveGauges:
         yield from (queue, in_flight, up)
 
 
-async def _fetch(http: httpx.AsyncClient, server: Server) -> str:
-    with contextlib.suppress(httpx.HTTPError):
-        headers = auth_headers(server.api_key)
-        response = await http.get(f"{server.url}/metrics", headers=headers, timeout=5.0)
-        if response.status_code == 200:
-            return response.text
-    return ""
+async def scrape_servers(http: httpx.AsyncClient, models: Iterable) -> dict[str, str | None]:
+    """model id -> the /metrics page of its llama-server, for every ready model, all at
+    once; None for one that failed or did not answer within SERVER_SCRAPE_TIMEOUT_S."""
+    ready = [m for m in models if m.state == State.READY and m.server]
+    pages = await asyncio.gather(*(_fetch(http, m.server) for m in ready))
+    return {m.id: page for m, page in zip(ready, pages, strict=True)}
+
+
+async def _fetch(http: httpx.AsyncClient, server: Server) -> str | None:
+    headers = auth_headers(server.api_key)
+    try:
+        # wait_for bounds the whole exchange; httpx's timeout is per read.
+        response = await asyncio.wait_for(
+            http.get(f"{server.url}/metrics", headers=headers, timeout=SERVER_SCRAPE_TIMEOUT_S),
+            SERVER_SCRAPE_TIMEOUT_S,
+        )
+    except (httpx.HTTPError, TimeoutError):
+        return None
+    return response.text if response.status_code == 200 else None
 
 
 def _merge(pages: dict[str, str]) -> bytes:

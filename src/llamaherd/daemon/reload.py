@@ -39,6 +39,12 @@ class ConfigReloader:
         self.mtime = self._mtime()
         try:
             config = load_config(self.path)
+            if not config.models:  # an editor truncates before it writes: never drop them all
+                raise ConfigError(
+                    "has no [models.<id>] profile (empty, or caught while being saved?)",
+                    path=self.path,
+                    hint="keep at least one profile; the config in force stays",
+                )
             check_reload(self.supervisor.config, config, self.path, self.bound_host)
         except ConfigError as error:
             self.supervisor.events.publish("reload", ok=False, error=str(error))

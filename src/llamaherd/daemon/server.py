@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -63,7 +64,7 @@ def serve(config: Config, *, model: str | None = None) -> None:
         datefmt="%Y-%m-%d %H:%M:%S",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per sampler request
-    state_dir = paths.state_dir()
+    state_dir = paths.writable_state_dir()
     lock = acquire_lock(state_dir)
     sockets: list[socket.socket] = []
     try:
@@ -82,12 +83,22 @@ def serve(config: Config, *, model: str | None = None) -> None:
         reaped = process.reap_stale(state_dir)
         if reaped:
             print(f"stopped {len(reaped)} llama-server(s) left by a previous daemon: {reaped}")
+        # Only now: a port that turned out to be taken must not be announced first.
+        print(f"herd daemon: management API on {config.server.api_url}", file=sys.stderr)
         _run_loop(_serve(config, llama_server, state_dir, sockets, model))
     finally:
         for sock in sockets:
             sock.close()
         (state_dir / RECORD).unlink(missing_ok=True)
         lock.close()
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn's own re-raises SIGINT/SIGTERM once serve() returns, which kills the
+        # daemon before it stops its models and removes its records; _serve handles them.
+        yield
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -143,7 +154,7 @@ async def _serve(
 
     # No Server header of uvicorn's own: the gateway passes llama-server's through.
     # LimitedHttp: header size/count limits, header and body timeouts, a connection cap.
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             log_level="warning",
@@ -156,6 +167,10 @@ async def _serve(
         logging.getLogger(__name__).info("open-file limit raised from %d to %d", *limit)
     # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, systemd, kill
+        loop.add_signal_handler(stop_signal, shutdown)
     record = {
         "pid": os.getpid(),
         "api_url": config.server.api_url,
@@ -165,8 +180,6 @@ async def _serve(
     }
     (state_dir / RECORD).write_text(json.dumps(record))
     supervisor.start_background_work(first_model=model)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, reloader.reload_quietly)
     watcher = asyncio.create_task(reloader.watch_forever())
     sampling = asyncio.create_task(sampler.run())
     try:

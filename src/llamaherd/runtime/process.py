@@ -13,6 +13,7 @@ import collections
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -25,7 +26,26 @@ import httpx
 import psutil
 
 LOG_TAIL_LINES = 2000
+MAX_LINE = 65536  # bytes; a longer log line is kept as several
+LOG_RETRY_S = 2.0  # how often a log file that failed (a full disk) is tried again
+# llama-server ignores a first SIGTERM while it generates (it waits for the request);
+# a second one makes it exit at once. This long after the first comes the second.
+SECOND_SIGTERM_S = 1.0
 _PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger(__name__)
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    """prctl(2), looked up in the daemon: the child of a threaded process must not dlopen
+    between fork and exec (a lock another thread held stays held forever)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_prctl = _find_prctl()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -48,10 +68,51 @@ def port_free(host: str, port: int) -> bool:
 
 def _die_with_parent(parent_pid: int) -> None:
     """Runs in the child before exec: ask the kernel to SIGKILL us when the daemon dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the daemon died before prctl took effect
         os._exit(1)
+
+
+class _LogFile:
+    """A run's log file, appended line by line. Writing it never fails the caller: on an
+    error (a full disk) the line is dropped, `report` is called once, and the file is
+    opened again at most every LOG_RETRY_S seconds, so lines reach it once there is room."""
+
+    def __init__(self, path: Path, report: Callable[[str], None]) -> None:
+        self.path = path
+        self._report = report
+        self._file = None
+        self._failed_at: float | None = None
+
+    def write(self, line: str) -> None:
+        if self._failed_at is not None and time.monotonic() - self._failed_at < LOG_RETRY_S:
+            return
+        try:
+            if self._file is None:
+                self._file = self.path.open("a", encoding="utf-8", errors="replace")
+            self._file.write(line + "\n")
+            self._file.flush()
+        except OSError as error:
+            if self._file is not None:
+                with contextlib.suppress(OSError):  # the buffered line fails again
+                    self._file.close()
+                self._file = None
+            if self._failed_at is None:
+                self._report(
+                    f"herd: cannot write the log file {self.path}: {error.strerror or error}; "
+                    f"the last {LOG_TAIL_LINES} lines stay in memory (herd logs), "
+                    f"writing is tried again every {LOG_RETRY_S:g}s"
+                )
+            self._failed_at = time.monotonic()
+        else:
+            self._failed_at = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
 
 class ServerProcess:
@@ -78,6 +139,8 @@ class ServerProcess:
         self.line_count = 0  # lines captured since start; lets `herd logs -f` ask for news
         # Run first by stop(grace): the docker runtime stops and removes its container here.
         self.before_stop: Callable[[float], Awaitable[None]] | None = None
+        self._log = _LogFile(log_path, self._report_log_error)
+        self._log.write("$ " + " ".join(argv))
         self._reader = asyncio.create_task(self._capture())
 
     @property
@@ -96,16 +159,41 @@ class ServerProcess:
         """Wait for the process to exit; its exit code."""
         return await self.process.wait()
 
+    def _add_line(self, line: str) -> None:
+        self.tail.append(line)
+        self.line_count += 1
+
+    def _report_log_error(self, message: str) -> None:
+        log.warning("%s", message)
+        self._add_line(message)
+
     async def _capture(self) -> None:
-        """Copy stdout+stderr to the per-run log file and the in-memory tail."""
-        assert self.process.stdout is not None
-        with self.log_path.open("a", encoding="utf-8", errors="replace") as log:
-            async for raw in self.process.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                self.tail.append(line)
-                self.line_count += 1
-                log.write(line + "\n")
-                log.flush()
+        """Copy stdout+stderr to the in-memory tail and the per-run log file.
+
+        The pipe is drained whatever happens to the file: a reader that stopped would
+        leave llama-server blocked on its next write to a full pipe."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        # Lines are split here, not by readline(), which fails on a line over 64 KiB (a
+        # verbose prompt dump); a longer line comes out in pieces of at most MAX_LINE.
+        pending = b""
+        try:
+            while chunk := await stdout.read(MAX_LINE):
+                *lines, pending = (pending + chunk).split(b"\n")
+                while len(pending) >= MAX_LINE:
+                    lines.append(pending[:MAX_LINE])
+                    pending = pending[MAX_LINE:]
+                for raw in lines:
+                    self._take(raw)
+            if pending:
+                self._take(pending)
+        finally:
+            self._log.close()
+
+    def _take(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace")
+        self._add_line(line)
+        self._log.write(line)
 
     def log_tail(self, lines: int = 20, since: int | None = None) -> list[str]:
         """The last `lines` lines; with `since`, only lines numbered after it (1-based)."""
@@ -131,26 +219,35 @@ class ServerProcess:
 
     async def _drain(self) -> None:
         """Let the log reader catch up with what the process printed before it ended."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
+        await asyncio.wait({self._reader}, timeout=2.0)  # never raises the reader's error
 
     async def stop(self, grace: float) -> int | None:
-        """SIGTERM the process group, SIGKILL it after `grace` seconds; return the exit code."""
+        """SIGTERM the process group, a second SIGTERM after SECOND_SIGTERM_S (llama-server
+        waits for a running generation after the first), SIGKILL after `grace` seconds;
+        return the exit code."""
         if self.before_stop:
             await self.before_stop(grace)
         if self.returncode is None:
+            deadline = time.monotonic() + grace
             _signal_group(self.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), grace)
-            except TimeoutError:
-                _signal_group(self.pid, signal.SIGKILL)
-                await self.process.wait()
+            if not await self._exits_within(min(SECOND_SIGTERM_S, grace)):
+                _signal_group(self.pid, signal.SIGTERM)
+                if not await self._exits_within(deadline - time.monotonic()):
+                    _signal_group(self.pid, signal.SIGKILL)
+                    await self.process.wait()
         else:
             # The leader is gone; make sure nothing it spawned lingers in its group.
             _signal_group(self.pid, signal.SIGKILL)
         await self._drain()
         self.record_path.unlink(missing_ok=True)
         return self.returncode
+
+    async def _exits_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.process.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
 
 
 async def wait_healthy(
@@ -194,8 +291,10 @@ async def start(
     name: str,
     cleanup: list[str] | None = None,
     api_key: str | None = None,
+    log_path: Path | None = None,
 ) -> ServerProcess:
-    """Start llama-server; its log goes to run_dir/logs/<name>-<time>.log.
+    """Start llama-server; its log goes to `log_path`, by default
+    run_dir/logs/<name>-<time>.log (argv first).
 
     `cleanup` is a command that removes what would outlive the process if the daemon died
     (the docker runtime's container); reap_stale runs it. `api_key` is the key `env`
@@ -204,8 +303,7 @@ async def start(
     records = run_dir / "servers"
     logs.mkdir(parents=True, exist_ok=True)
     records.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log_path.write_text("$ " + " ".join(argv) + "\n")
+    log_path = log_path or logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     daemon_pid = os.getpid()
     process = await asyncio.create_subprocess_exec(
         *argv,
