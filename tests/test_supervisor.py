@@ -405,3 +405,18 @@ def test_a_request_without_model_waits_for_the_current_start(tmp_path) -> None:
             assert len(fake.servers) == 1
 
     run(scenario)
+
+
+def test_requests_alternating_two_models_are_all_served(tmp_path) -> None:
+    """Requests waiting for a start must get the model before the next start may evict
+    it: otherwise two models alternating under max_loaded 1 swap forever, serving none."""
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake, queue_timeout=5) as supervisor:
+            names = ["a", "b"] * 5
+            served = await asyncio.gather(*(request(supervisor, name) for name in names))
+            assert served == names
+            assert len(fake.servers) <= len(names)
+
+    run(scenario)

@@ -137,6 +137,18 @@ class Model:
         self.state = state
         return previous
 
+    def hold(self) -> None:
+        """A request is being served by it (a stop waits for it, up to drain_timeout)."""
+        self.in_flight += 1
+        self.drained.clear()
+        self.last_used = time.monotonic()
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self.last_used = time.monotonic()
+        if self.in_flight == 0:
+            self.drained.set()
+
     def count_crash(self) -> bool:
         """Count a crash; whether the profile's restart policy allows another start."""
         now = time.time()

@@ -17,10 +17,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,13 @@ MAX_BACKOFF = 30.0
 TTL_CHECK_INTERVAL = 1.0
 
 
+@dataclass
+class Ticket:
+    """A request waiting for a start; the start hands it the model, already held."""
+
+    model: Model | None = None
+
+
 class Supervisor:
     def __init__(
         self,
@@ -74,6 +83,7 @@ class Supervisor:
         self.memory = MemoryCheck()  # the planner's VRAM estimate (gguf/budget.py)
         self._lock = asyncio.Lock()
         self._attempts: dict[str, asyncio.Task[SwitchResult]] = {}  # starts under way
+        self._tickets: collections.defaultdict[str, list[Ticket]] = collections.defaultdict(list)
         self._background: set[asyncio.Task[Any]] = set()
 
     def _enter(self, model: Model, state: State, **details: object) -> None:
@@ -187,17 +197,15 @@ class Supervisor:
         Starts it first when needed. Raises Busy when the queue is full or the wait too
         long, Unavailable when no model can serve.
         """
-        model = self._ready(model_id) or await self._wait_for(model_id)
-        model.in_flight += 1
-        model.drained.clear()
-        model.last_used = time.monotonic()
+        model = self._ready(model_id)
+        if model is not None:
+            model.hold()
+        else:
+            model = await self._wait_for(model_id)  # held already
         try:
             yield model
         finally:
-            model.in_flight -= 1
-            model.last_used = time.monotonic()
-            if model.in_flight == 0:
-                model.drained.set()
+            model.release()
 
     def _ready(self, model_id: str | None) -> Model | None:
         model = self.models.get(model_id or self.current or "")
@@ -218,21 +226,41 @@ class Supervisor:
                     profile = self.config.resolve(target)
                 except UsageError as error:  # e.g. removed by a reload meanwhile
                     raise Unavailable(str(error)) from None
-                attempt = self._attempt_for(profile, retry=False)
-                result = await self._await(attempt, profile.id, deadline - time.monotonic())
-                if not result.ok:
-                    raise Unavailable(f"{result.model} failed to start: {result.error}")
+                if held := await self._wait_for_start(profile, deadline):
+                    return held
+            model.hold()
             return model
         except TimeoutError:
             raise Busy(f"waited {settings.queue_timeout:g}s for a model switch") from None
         finally:
             self.waiting -= 1
 
+    async def _wait_for_start(self, profile: Profile, deadline: float) -> Model | None:
+        """Wait for the start of `profile`; the model, held for this request, when the
+        start handed it over (before any other start could evict it), else None."""
+        attempt = self._attempt_for(profile, retry=False)
+        ticket = Ticket()
+        self._tickets[profile.id].append(ticket)
+        result = None
+        try:
+            result = await self._await(attempt, profile.id, deadline - time.monotonic())
+        finally:
+            with contextlib.suppress(ValueError):
+                self._tickets[profile.id].remove(ticket)  # not handed over
+            handed = ticket.model
+            if handed is not None and result is None:
+                handed.release()  # held for us, but we leave
+        if not result.ok:
+            raise Unavailable(f"{result.model} failed to start: {result.error}")
+        # Held since the start ended, so a stop that began since waits for this request.
+        return ticket.model
+
     # -- starts: the supervisor's own tasks ---------------------------------------
     def _attempt_for(self, profile: Profile, *, retry: bool) -> asyncio.Future[SwitchResult]:
         """The start that makes `profile` current: the one under way, or a new one (or an
         answer at once when it is ready, or failed recently and `retry` is off)."""
-        if (running := self._attempts.get(profile.id)) is not None:
+        running = self._attempts.get(profile.id)
+        if running is not None and not running.done():
             return running
         model = self.models.get(profile.id)
         answer = None
@@ -256,7 +284,11 @@ class Supervisor:
             return done
         task = self._spawn(self._attempt(profile))
         self._attempts[profile.id] = task
-        task.add_done_callback(lambda _: self._attempts.pop(profile.id, None))
+        task.add_done_callback(
+            lambda _: (
+                self._attempts.pop(profile.id) if self._attempts.get(profile.id) is task else None
+            )
+        )
         return task
 
     async def _await(
@@ -276,6 +308,10 @@ class Supervisor:
         async with self._lock:
             began = time.monotonic()
             result = await self._switch_locked(profile)
+            if result.ok:  # before the lock goes to a start that might evict it
+                for ticket in self._tickets.pop(profile.id, []):
+                    ticket.model = self.models[profile.id]
+                    ticket.model.hold()
         if not result.noop:
             self.events.publish(
                 "switch",
