@@ -163,6 +163,9 @@ class ServerSettings(_Strict):
     """Seconds a request may wait for a switch before it gets 503."""
     drain_timeout: PositiveFloat = Field(30.0, examples=[30])
     """Seconds a switch waits for in-flight requests to finish before stopping a server."""
+    upstream_timeout: PositiveFloat = Field(600.0, examples=[600])
+    """Seconds the gateway waits for a byte from llama-server (a hung one): before the
+    response starts it answers 504, mid-response the response is cut short."""
     retry_failed_after: NonNegativeFloat = Field(60.0, examples=[60])
     """Seconds a model that failed to start answers requests with that failure instead of
     being started again (until its profile or file changes; `herd switch` always retries)."""

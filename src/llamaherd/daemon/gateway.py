@@ -7,7 +7,9 @@ names another profile makes the daemon switch first; it waits in the supervisor'
 bounded queue meanwhile. `GET /v1/models` lists every profile.
 
 It is a plain ASGI app rather than a framework route so that it controls the stream:
-the upstream request is cancelled the moment the client goes away. The upstream client is
+from the moment the request body is read (while the model starts, while llama-server
+works on the answer, mid-stream) the request is dropped the moment the client goes away,
+and its upstream connection closed, so llama-server stops generating. The upstream client is
 aiohttp (C-accelerated HTTP parsing, raw header bytes passed through untouched): with
 httpx most of a relayed request's cost was the client itself (docs/performance.md).
 """
@@ -50,12 +52,18 @@ HOP_BY_HOP = {
     "host",
 }
 HOP_BY_HOP_BYTES = {name.encode() for name in HOP_BY_HOP}
-# The client's key to herd stays here; llama-server gets its own (auth_headers).
-NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key"}
+# The client's key to herd stays here; llama-server gets its own (auth_headers). The body
+# is re-sent as read, so aiohttp sets its length: the client's could promise bytes that
+# never come.
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key", "content-length"}
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
 
 
 class Gateway:
@@ -102,17 +110,21 @@ class Gateway:
             limit = f"{self.settings.max_request_mb:g} MB"
             await _error(send, 413, f"request body over {limit} ([server] max_request_mb)")
             return
+        except ClientGone:
+            return  # an aborted upload: nothing is forwarded, nobody is left to answer
         if scope["method"] == "GET" and scope["path"] in ("/v1/models", "/models"):
             await _json(send, 200, self._model_list())
             return
-        requested = _requested_model(scope, headers, body)
+        requested = _requested_model(scope, body)
         if route.is_auto(requested) and self._find(requested) is None:
             requested = route.choose(requested, body, self.supervisor.config)
         model_id, problem = self._choose(requested)
         if problem:
             await _error(send, *problem)
             return
-        await self._forward(scope, receive, send, headers, body, model_id, received)
+        await _unless_client_leaves(
+            self._forward(scope, send, headers, body, model_id, received), receive
+        )
 
     def _choose(self, requested: str | None) -> tuple[str | None, tuple | None]:
         """The profile to serve a request with (None: the running one), or an error."""
@@ -150,7 +162,6 @@ class Gateway:
     async def _forward(
         self,
         scope: Scope,
-        receive: Receive,
         send: Send,
         headers: Headers,
         body: bytes,
@@ -167,41 +178,69 @@ class Gateway:
                 forwarded += auth_headers(model.server.api_key).items()
                 try:
                     upstream = await self._send(scope["method"], url, forwarded, body)
+                except aiohttp.ServerTimeoutError:
+                    waited = f"{self.settings.upstream_timeout:g}s"
+                    message = f"llama-server sent nothing for {waited} ([server] upstream_timeout)"
+                    await _error(send, 504, message, "api_error")
+                    return
                 except aiohttp.ClientError as error:
                     await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
                     return
                 first_byte = None
                 try:
-                    first_byte = await _relay_until_disconnect(upstream, receive, send, model.id)
+                    first_byte = await _relay(upstream, send, model.id)
                 except aiohttp.ClientError:
-                    pass  # llama-server broke off mid-response; the client sees it end early
+                    # llama-server broke off, or was silent past upstream_timeout: the
+                    # response ends without its last chunk, so the client sees it cut short.
+                    pass
                 finally:
                     # Closing (not releasing) drops the connection: when the client left
-                    # mid-stream, that is what makes llama-server stop generating.
+                    # or llama-server went silent, that is what stops its generating.
                     if upstream.content.at_eof():
                         upstream.release()
                     else:
                         upstream.close()
-                if self.metrics:
-                    ttfb = first_byte - received if first_byte else None
-                    self.metrics.request_done(model.id, upstream.status, ttfb, path=scope["path"])
-        except Busy as error:
+                    if self.metrics:
+                        ttfb = first_byte - received if first_byte else None
+                        self.metrics.request_done(
+                            model.id, upstream.status, ttfb, path=scope["path"]
+                        )
+        except Busy as error:  # worth retrying soon: the queue moves
             await _error(
                 send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
             )
         except Unavailable as error:
-            await _error(send, 503, str(error), "api_error", extra_headers=[(b"retry-after", b"5")])
+            # No Retry-After: a model that failed to start fails the same way until its
+            # file or profile changes, or retry_failed_after passes.
+            await _error(send, 503, str(error), "api_error")
 
     async def _send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
     ) -> aiohttp.ClientResponse:
         """Send upstream; once more on a fresh connection when a kept-alive one turns out
         closed before any response byte (llama-server drops idle connections; the
-        failure shows as a disconnect or as a request body that could not be written)."""
+        failure shows as a disconnect or as a request body that could not be written).
+        When the retry fails too, the first failure is the news: a llama-server that died
+        mid-request would otherwise read as "Cannot connect".
+
+        A read timeout (`upstream_timeout`, seconds without a byte) bounds a hung server."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=self.settings.upstream_timeout)
+
+        async def request() -> aiohttp.ClientResponse:
+            data = body or None
+            return await self.http.request(method, url, headers=headers, data=data, timeout=timeout)
+
         try:
-            return await self.http.request(method, url, headers=headers, data=body or None)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            return await self.http.request(method, url, headers=headers, data=body or None)
+            return await request()
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as first:
+            try:
+                return await request()
+            except aiohttp.ServerTimeoutError:
+                raise
+            except aiohttp.ClientError as second:
+                raise aiohttp.ClientError(
+                    f"{first} (retried on a fresh connection: {second})"
+                ) from second
 
     def _model_list(self) -> dict:
         supervisor = self.supervisor
@@ -227,7 +266,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -238,9 +277,10 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _requested_model(scope: Scope, headers: Headers, body: bytes) -> str | None:
-    """`model` from a JSON body, else from the query string."""
-    if body and "json" in headers.get("content-type", "json"):
+def _requested_model(scope: Scope, body: bytes) -> str | None:
+    """`model` from a body that is a JSON object, whatever its content type (llama-server
+    parses any), else from the query string."""
+    if body:
         try:
             data = json.loads(body)
         except ValueError:
@@ -250,23 +290,24 @@ def _requested_model(scope: Scope, headers: Headers, body: bytes) -> str | None:
     return QueryParams(scope.get("query_string", b"")).get("model")
 
 
-async def _relay_until_disconnect(
-    upstream: aiohttp.ClientResponse, receive: Receive, send: Send, model: str
-) -> float | None:
-    """Relay the upstream response; stop (and so cancel upstream) if the client leaves.
-
-    Returns when the first body byte went out (None if the client left before).
-    """
-    relay = asyncio.ensure_future(_relay(upstream, send, model))
+async def _unless_client_leaves(answer: Awaitable[None], receive: Receive) -> None:
+    """Answer the request, or stop answering the moment the client leaves: the answer is
+    cancelled wherever it is (waiting for its model, for llama-server's headers,
+    mid-stream), which releases the request and closes its upstream connection."""
+    answering = asyncio.ensure_future(answer)
     gone = asyncio.ensure_future(_wait_for_disconnect(receive))
-    done, pending = await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    return relay.result() if relay in done else None
+    try:
+        await asyncio.wait({answering, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (answering, gone):
+            task.cancel()  # no-op for the one that finished
+        await asyncio.gather(answering, gone, return_exceptions=True)
+    if not answering.cancelled():
+        answering.result()  # the answer's own error, if any
 
 
 async def _relay(upstream: aiohttp.ClientResponse, send: Send, model: str) -> float | None:
+    """Relay the upstream response; returns when the first body byte went out."""
     headers = [(k, v) for k, v in upstream.raw_headers if k.lower() not in HOP_BY_HOP_BYTES]
     headers.append((b"x-herd-model", model.encode()))  # which profile answered
     await send({"type": "http.response.start", "status": upstream.status, "headers": headers})
