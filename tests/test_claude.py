@@ -373,7 +373,9 @@ def test_real_claude_code_answers_in_print_mode_through_the_gateway(
     ask("long")
     served = metric_samples(herd.server.api_url)[key]
     assert served >= 1
-    ask("long", "--route")  # every model class is `auto`: the running model answers
+    # Every model class is `auto`: the running model answers; in the strict sandbox when
+    # there is one (an empty home but for the project and ~/.claude-local).
+    ask("long", "--route", *(["--strict"] if sandboxed else []))
     assert metric_samples(herd.server.api_url)[key] > served
     # Claude Code kept to its own config dir: the user's ~/.claude is as it was.
     assert sorted(p.name for p in (user_home / ".claude").iterdir()) == ["settings.json"]
