@@ -91,6 +91,7 @@ def replace(path):
     return "replaced"
 
 report = {
+    "home": sorted(os.listdir(home)),  # before the probe writes there
     "gateway": attempt(lambda: get(os.environ["ANTHROPIC_BASE_URL"] + "/v1/models")),
     "api": attempt(lambda: connect(spec["api_port"])),
     "api_via_host": attempt(lambda: get(spec["api_url"] + "/status")),
@@ -108,7 +109,6 @@ report = {
     "tmp": attempt(lambda: append("/tmp/herd-sandbox-test")),
     "files": {name: attempt(lambda: read(home / name)) for name in spec["files"]},
     "env": dict(os.environ),
-    "home": sorted(os.listdir(home)),
 }
 (pathlib.Path(spec["project"]) / "report.json").write_text(json.dumps(report))
 """
