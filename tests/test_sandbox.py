@@ -24,9 +24,9 @@ from conftest import write_config
 from test_claude import require_sandbox
 
 from llamaherd import control
-from llamaherd.claude import launch, secrets
+from llamaherd.claude import launch, relay, secrets
 from llamaherd.config import load_config
-from llamaherd.errors import ConfigError, UsageError
+from llamaherd.errors import ConfigError, HerdError, UsageError
 
 PLANTED_ENV = {
     "DATABASE_URL": "postgres://app:hunter2@db.internal/app",
@@ -262,3 +262,8 @@ def test_sandbox_mode_comes_from_the_options_then_the_config(tmp_path: Path) -> 
         launch.sandbox_mode(default, False, True)
     with pytest.raises(ConfigError, match='claude.sandbox: invalid value "strikt"'):
         config('[claude]\nsandbox = "strikt"\n')
+
+
+def test_a_gateway_the_relay_cannot_carry_is_a_clear_error() -> None:
+    with pytest.raises(HerdError, match="only a plain http:// gateway, not https://h:8443"):
+        relay.Relay.for_gateway("https://h:8443")
