@@ -22,7 +22,7 @@ from conftest import run_herd
 from test_observability import metric_samples
 
 from llamaherd import control
-from llamaherd.claude import env, home, sandbox
+from llamaherd.claude import env, home, relay, sandbox
 from llamaherd.claude import launch as claude_launch
 from llamaherd.config import Config, load_config, parse_config
 from llamaherd.daemon import routing as route
@@ -46,12 +46,13 @@ def claude_binary() -> Path:
 
 
 def require_sandbox() -> None:
-    """bwrap missing in CI is a broken test setup; bwrap that cannot create namespaces
-    here (containers often forbid them) is a fact of the machine, reported as a skip."""
+    """bwrap or socat missing in CI is a broken test setup (`make sandbox-tools`); bwrap
+    that cannot create namespaces here (containers often forbid them) is a fact of the
+    machine, reported as a skip."""
     reason = sandbox.unavailable_reason()
     if reason is None:
         return
-    if IN_CI and sandbox.bwrap_path() is None:
+    if IN_CI and (sandbox.bwrap_path() is None or relay.socat_path() is None):
         pytest.fail(reason)
     pytest.skip(f"the sandbox cannot run on this machine: {reason}")
 
