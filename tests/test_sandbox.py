@@ -24,7 +24,7 @@ from conftest import write_config
 from test_claude import require_sandbox
 
 from llamaherd import control
-from llamaherd.claude import launch, relay, secrets
+from llamaherd.claude import launch, relay, sandbox, secrets
 from llamaherd.config import load_config
 from llamaherd.errors import ConfigError, HerdError, UsageError
 
@@ -267,3 +267,23 @@ def test_sandbox_mode_comes_from_the_options_then_the_config(tmp_path: Path) -> 
 def test_a_gateway_the_relay_cannot_carry_is_a_clear_error() -> None:
     with pytest.raises(HerdError, match="only a plain http:// gateway, not https://h:8443"):
         relay.Relay.for_gateway("https://h:8443")
+
+
+def test_strict_home_shows_an_npm_install_of_claude_under_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    package = home / ".npm-global/lib/node_modules/@anthropic-ai/claude-code"
+    (package / "bin").mkdir(parents=True)
+    (package / "bin/claude.exe").write_text("#!/bin/sh\n")
+    (package / "bin/claude.exe").chmod(0o755)
+    link = home / ".npm-global/bin/claude"
+    link.parent.mkdir()
+    link.symlink_to(package / "bin/claude.exe")
+    (home / ".ssh").mkdir()
+    argv = sandbox.wrap([str(link)], project=home / "project", home=home, strict=True)
+    text = " ".join(argv)
+    assert f"--tmpfs {home} " in text
+    # npm's link and the tree that holds the package and its native dependency
+    assert f"--ro-bind {home / '.npm-global/bin'} " in text
+    assert f"--ro-bind {home / '.npm-global/lib'} " in text
+    assert text.index(f"--tmpfs {home} ") < text.index(".npm-global/lib")
+    assert ".ssh" not in text  # not in the empty home: nothing to hide
