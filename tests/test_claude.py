@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,10 +22,9 @@ from conftest import run_herd
 from test_observability import metric_samples
 
 from llamaherd import control
-from llamaherd.claude import env, home, sandbox
+from llamaherd.claude import env, home, relay, sandbox
 from llamaherd.claude import launch as claude_launch
 from llamaherd.config import Config, load_config, parse_config
-from llamaherd.daemon import launch
 from llamaherd.daemon import routing as route
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
@@ -48,12 +46,13 @@ def claude_binary() -> Path:
 
 
 def require_sandbox() -> None:
-    """bwrap missing in CI is a broken test setup; bwrap that cannot create namespaces
-    here (containers often forbid them) is a fact of the machine, reported as a skip."""
+    """bwrap or socat missing in CI is a broken test setup (`make sandbox-tools`); bwrap
+    that cannot create namespaces here (containers often forbid them) is a fact of the
+    machine, reported as a skip."""
     reason = sandbox.unavailable_reason()
     if reason is None:
         return
-    if IN_CI and sandbox.bwrap_path() is None:
+    if IN_CI and (sandbox.bwrap_path() is None or relay.socat_path() is None):
         pytest.fail(reason)
     pytest.skip(f"the sandbox cannot run on this machine: {reason}")
 
@@ -211,7 +210,7 @@ def test_bwrap_argv_binds_project_and_config_dir_and_hides_credentials(user_home
     assert f"--tmpfs {user_home / '.claude'}" in text
     assert f"--ro-bind /dev/null {user_home / '.netrc'}" in text
     assert str(user_home / ".aws") not in text  # nothing to hide: no mount point made
-    assert "--unshare-net" not in text  # the gateway must stay reachable
+    assert "--unshare-net" in text  # the gateway comes in through a relay only
     assert argv[argv.index("--chdir") + 1] == str(project)
     # Hidden after the binds, so a project at ~ still has its ~/.ssh hidden ...
     assert text.index("--tmpfs " + str(user_home / ".ssh")) > text.index("--bind")
@@ -220,7 +219,6 @@ def test_bwrap_argv_binds_project_and_config_dir_and_hides_credentials(user_home
         ["claude"], project=project, writable=[user_home / ".claude"], home=user_home
     )
     assert f"--tmpfs {user_home / '.claude'}" not in " ".join(own)
-    assert "SSH_AUTH_SOCK" not in sandbox.scrub({"SSH_AUTH_SOCK": "/x", "PATH": "/bin"})
 
 
 def test_a_program_installed_under_tmp_stays_visible_in_the_private_tmp(user_home: Path) -> None:
@@ -237,60 +235,6 @@ def test_a_program_installed_under_tmp_stays_visible_in_the_private_tmp(user_hom
     # read-only, and mounted over the private /tmp (so after it)
     assert f"--ro-bind {installed} {installed}" in text
     assert text.index(f"--ro-bind {installed}") > text.index("--tmpfs /tmp")
-
-
-SANDBOX_PROBE = """
-import json, os, pathlib, sys, urllib.request
-
-def attempt(action):
-    try:
-        return action()
-    except OSError as error:
-        return type(error).__name__
-
-home, gateway = pathlib.Path(os.environ["HOME"]), sys.argv[1]
-report = {
-    "gateway": attempt(lambda: urllib.request.urlopen(gateway + "/v1/models").status),
-    "project": attempt(lambda: pathlib.Path("made-inside.txt").write_text("ok")),
-    "config_dir": attempt(lambda: (home / ".claude-local" / "x").write_text("ok")),
-    "home": attempt(lambda: (home / "planted.txt").write_text("no")),
-    "etc": attempt(lambda: pathlib.Path("/etc/herd-sandbox-test").write_text("no")),
-    "tmp": attempt(lambda: pathlib.Path("/tmp/herd-sandbox-test").write_text("private")),
-    "ssh_key": attempt(lambda: (home / ".ssh" / "id_test").read_text()),
-    "netrc": attempt(lambda: (home / ".netrc").read_text()),
-}
-print(json.dumps(report))
-"""
-
-
-def test_sandboxed_process_reaches_the_gateway_but_nothing_outside_the_project(
-    make_herd, user_home: Path
-) -> None:
-    require_sandbox()
-    config = make_herd()
-    launch.start_background(config)  # the gateway answers /v1/models without a model
-    project = user_home / "project"
-    project.mkdir()
-    config_dir = user_home / ".claude-local"
-    config_dir.mkdir()
-    argv = sandbox.wrap(
-        [sys.executable, "-c", SANDBOX_PROBE, config.server.public_url],
-        project=project,
-        writable=[config_dir],
-        home=user_home,
-        bwrap=sandbox.bwrap_path() or "bwrap",
-    )
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["gateway"] == 200
-    assert report["project"] == 2 and (project / "made-inside.txt").read_text() == "ok"
-    assert report["config_dir"] == 2
-    assert report["home"] == "OSError" and not (user_home / "planted.txt").exists()  # EROFS
-    assert report["etc"] == "OSError" and not Path("/etc/herd-sandbox-test").exists()
-    assert report["tmp"] == 7 and not Path("/tmp/herd-sandbox-test").exists()  # private /tmp
-    assert report["ssh_key"] == "FileNotFoundError"  # an empty ~/.ssh inside
-    assert report["netrc"] == "PermissionError"
 
 
 # -- the Anthropic API through the gateway, real llama-server -------------------------------
@@ -430,7 +374,9 @@ def test_real_claude_code_answers_in_print_mode_through_the_gateway(
     ask("long")
     served = metric_samples(herd.server.api_url)[key]
     assert served >= 1
-    ask("long", "--route")  # every model class is `auto`: the running model answers
+    # Every model class is `auto`: the running model answers; in the strict sandbox when
+    # there is one (an empty home but for the project and ~/.claude-local).
+    ask("long", "--route", *(["--strict"] if sandboxed else []))
     assert metric_samples(herd.server.api_url)[key] > served
     # Claude Code kept to its own config dir: the user's ~/.claude is as it was.
     assert sorted(p.name for p in (user_home / ".claude").iterdir()) == ["settings.json"]
@@ -445,8 +391,9 @@ def test_sandbox_refused_clearly_when_asked_for_and_unavailable(
     path.write_text(PROFILES + f'[claude]\nbinary = "{sys.executable}"\n')
     config = load_config(path, check_files=False)
     monkeypatch.setattr(sandbox, "unavailable_reason", lambda: "bwrap not found; install it")
-    with pytest.raises(HerdError, match="--sandbox: bwrap not found"):
-        claude_launch.prepare(config, "small", sandbox_mode=True)
-    plan = claude_launch.prepare(config, "small", sandbox_mode=None, args=["-p", "hi"])
+    for mode in ("on", "strict"):
+        with pytest.raises(HerdError, match=f"sandbox '{mode}'.*: bwrap not found"):
+            claude_launch.prepare(config, "small", mode=mode)
+    plan = claude_launch.prepare(config, "small", mode="auto", args=["-p", "hi"])
     assert not plan.sandboxed and "running without a sandbox" in (plan.note or "")
     assert plan.argv == [sys.executable, "-p", "hi"]

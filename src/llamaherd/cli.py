@@ -1036,13 +1036,21 @@ class _PassThroughCommand(click.Command):
 @click.option(
     "--sandbox/--no-sandbox",
     default=None,
-    help="Run Claude Code in bubblewrap (default: when bwrap can run here).",
+    help="Run Claude Code in bubblewrap (default: [claude] sandbox, else when it can run).",
+)
+@click.option(
+    "--strict", is_flag=True, help="Sandbox with an empty home directory ([claude] sandbox)."
 )
 @click.option("--route", is_flag=True, help="Let the gateway pick the model per request.")
 @click.option("--print-env", is_flag=True, help="Print the exports (for VS Code, a shell).")
 @click.pass_context
 def claude_command(
-    ctx: click.Context, model: str | None, sandbox: bool | None, route: bool, print_env: bool
+    ctx: click.Context,
+    model: str | None,
+    sandbox: bool | None,
+    strict: bool,
+    route: bool,
+    print_env: bool,
 ) -> None:
     """Run Claude Code on the local models: herd claude [ID] [-- CLAUDE ARGS].
 
@@ -1060,7 +1068,7 @@ def claude_command(
     plan = launch.prepare(
         config,
         chosen,
-        sandbox_mode=sandbox,
+        mode=launch.sandbox_mode(config, sandbox, strict),
         routed=route,
         args=ctx.meta.get("passthrough", []),
     )
@@ -1070,7 +1078,7 @@ def claude_command(
     if plan.note:
         err_console.print(f"herd: {plan.note}")
     sys.stdout.flush()
-    os.execvpe(plan.argv[0], plan.argv, plan.environ)
+    sys.exit(launch.run(plan))
 
 
 # -- models: inspect, plan, add ----------------------------------------------------------

@@ -242,6 +242,13 @@ class ClaudeSettings(_Strict):
     """Claude Code's model classes; unset: the same model as `main`."""
     api_timeout_ms: PositiveInt = Field(3_000_000, examples=[3_000_000])
     """API_TIMEOUT_MS: local prefill of a long prompt can take minutes."""
+    sandbox: Literal["auto", "on", "strict", "off"] = Field("auto", examples=["strict"])
+    """herd's sandbox around Claude Code: auto (when it can run here), on (required),
+    strict (required, and an empty home directory), off."""
+    pass_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=list, examples=[["DATABASE_URL"]]
+    )
+    """Variables passed into the sandbox although they look like credentials."""
     route: ClaudeRoute = Field(default_factory=ClaudeRoute)
 
     def profile_keys(self) -> dict[str, str]:

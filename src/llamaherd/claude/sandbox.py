@@ -1,10 +1,11 @@
 """The bubblewrap (`bwrap`) command line that wraps Claude Code with `--sandbox`.
 
 Inside: the whole filesystem read-only; read-write only the project directory, Claude
-Code's config dir and a private /tmp; the usual credential stores in the home directory
-(and agent sockets) replaced by empty ones; own pid, IPC and hostname namespaces. The
-network is kept, so the local gateway stays reachable (and so is everything else on the
-network: see docs/claude-code.md, Safety).
+Code's config dir and a private /tmp; herd.toml and the user's herd config read-only
+even inside the project, herd's state dir and the usual credential stores replaced by
+empty ones (secrets.py); own pid, IPC, hostname and network namespaces, with the gateway
+brought in through a relay (relay.py) and nothing else of the network. Strict mode
+replaces the whole home directory by an empty one.
 """
 
 from __future__ import annotations
@@ -12,55 +13,23 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
+
+from llamaherd.claude import relay, secrets
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: `sudo apt install bubblewrap`)"
 
-HIDDEN_IN_HOME = (
-    ".ssh",
-    ".gnupg",
-    ".aws",
-    ".azure",
-    ".kube",
-    ".docker",
-    ".config/gh",
-    ".config/hub",
-    ".config/gcloud",
-    ".password-store",
-    ".local/share/keyrings",
-    ".netrc",
-    ".git-credentials",
-    ".npmrc",
-    ".pypirc",
-    ".vault-token",
-    ".claude",  # the user's normal Claude Code: its login, history and settings
-    ".claude.json",
-)
-"""Paths under $HOME replaced by an empty directory (or /dev/null for a file)."""
-
-HIDDEN_SYSTEM = ("/run/docker.sock", "/var/run/docker.sock", "/run/podman/podman.sock")
-"""Sockets that give root-equivalent power to whoever can connect."""
-
-SECRET_ENV = (
-    "SSH_AUTH_SOCK",
-    "GPG_AGENT_INFO",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "GITLAB_TOKEN",
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "OPENAI_API_KEY",
-    "NPM_TOKEN",
-)
-"""Environment variables that carry credentials; not passed into the sandbox."""
-
-# One namespace per kind that costs nothing to Claude Code's work; not the network (the
-# gateway must stay reachable) and not the user (bwrap adds one itself when unprivileged).
-_BASE = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+# One namespace per kind that costs nothing to Claude Code's work, the network included
+# (the gateway comes in through a relay); not the user (bwrap adds one itself when
+# unprivileged).
+_BASE = [
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-net",
+    "--unshare-cgroup-try",
+]
 
 
 def bwrap_path() -> str | None:
@@ -69,7 +38,8 @@ def bwrap_path() -> str | None:
 
 @functools.cache
 def unavailable_reason() -> str | None:
-    """None when bwrap exists and can build a sandbox here; else why not, with a hint.
+    """None when bwrap and socat exist and bwrap can build a sandbox here; else why not,
+    with a hint.
 
     Containers and some distributions forbid the namespaces bwrap needs; a probe run is
     the only reliable way to know.
@@ -77,6 +47,8 @@ def unavailable_reason() -> str | None:
     bwrap = bwrap_path()
     if bwrap is None:
         return f"bwrap not found; {INSTALL_HINT}"
+    if relay.socat_path() is None:
+        return f"socat not found (it brings the gateway into the sandbox); {relay.INSTALL_HINT}"
     probe = [bwrap, *_BASE, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"]
     try:
         result = subprocess.run(probe, capture_output=True, text=True, timeout=30, check=False)
@@ -92,29 +64,104 @@ def wrap(
     command: list[str],
     *,
     project: Path,
-    writable: Iterable[Path] = (),
     home: Path,
+    writable: Iterable[Path] = (),
+    read_only: Iterable[Path] = (),
+    hidden: Iterable[Path] = (),
     runtime_dir: Path | None = None,
+    strict: bool = False,
+    gateway: relay.Relay | None = None,
     bwrap: str = "bwrap",
 ) -> list[str]:
     """`command` run inside the sandbox, starting in `project`.
 
-    `writable`: more directories Claude Code must write (its config dir). `runtime_dir`
-    ($XDG_RUNTIME_DIR) holds agent and keyring sockets; it is replaced by an empty one.
+    `writable`: more directories Claude Code must write (its config dir). `read_only`:
+    paths it must not change even inside the project (herd.toml, git hooks). `hidden`:
+    more paths replaced by empty ones (herd's state dir). `runtime_dir` ($XDG_RUNTIME_DIR)
+    holds agent and keyring sockets; it is hidden too. `strict`: the home directory is an
+    empty tmpfs with only the project, `writable` and the program's install in it.
+    `gateway`: the relay that brings the gateway in; it must be started before the
+    command runs (launch.run does it).
     """
     rw = [project.absolute(), *(Path(p).absolute() for p in writable)]
     argv = [bwrap, *_BASE, "--die-with-parent"]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    visible = list(rw)
+    if strict:
+        argv += ["--tmpfs", str(home)]
+        installed = _install_dirs(command[0], home)
+        visible += installed
+        for path in installed:
+            argv += ["--ro-bind", str(path), str(path)]
     for path in _program_dirs_in_tmp(command[0]):
         argv += ["--ro-bind", str(path), str(path)]
+    if gateway is not None:
+        argv += ["--ro-bind", str(gateway.directory), str(gateway.directory)]
     for path in rw:
         argv += ["--bind", str(path), str(path)]
-    hidden = [home / name for name in HIDDEN_IN_HOME] + [Path(p) for p in HIDDEN_SYSTEM]
-    if runtime_dir:
-        hidden.append(runtime_dir)
-    for path in hidden:
-        argv += _hide(path, rw)
+    for path in read_only:
+        if path.exists() and _shown(path, home, visible, strict):
+            argv += ["--ro-bind", str(path), str(path)]
+    hide = [home / name for name in secrets.HIDDEN_IN_HOME] + [*hidden]
+    hide += [Path(p) for p in secrets.HIDDEN_SYSTEM] + ([runtime_dir] if runtime_dir else [])
+    for path in hide:
+        if _shown(path, home, visible, strict):
+            argv += _hide(path, rw)
+    if gateway is not None:
+        command = gateway.inside(command, relay.socat_path() or "socat")
     return [*argv, "--chdir", str(project.absolute()), "--", *command]
+
+
+def _shown(path: Path, home: Path, visible: list[Path], strict: bool) -> bool:
+    """Whether `path` can be seen inside at all: in strict mode, under home only what was
+    bound into the empty home is."""
+    if not strict or not (home == path or home in path.parents):
+        return True
+    return any(v == path or v in path.parents for v in visible)
+
+
+def _install_dirs(program: str, home: Path) -> list[Path]:
+    """What the strict home must show for `program` to start: the folders of its install
+    under home (a whole node_modules tree for npm's package; the folder of a single
+    binary or link), and those of the interpreter a script's #! names (node)."""
+    found = shutil.which(program)
+    if found is None:
+        return []
+    dirs: list[Path] = []
+    paths = [Path(found).absolute(), Path(found).resolve()]
+    interpreter = _interpreter(paths[1])
+    if interpreter:
+        # .../bin/node: its whole prefix (lib/ holds what it loads)
+        paths += [interpreter.absolute().parent, interpreter.resolve().parent.parent]
+    for path in paths:
+        if home not in path.parents:
+            continue
+        parts = path.parts
+        if "node_modules" in parts:
+            # the folder that holds node_modules: the package's dependencies are beside it
+            path = Path(*parts[: parts.index("node_modules")])
+        elif path.is_file():
+            path = path.parent
+        if path != home and path not in dirs:
+            dirs.append(path)
+    return dirs
+
+
+def _interpreter(script: Path) -> Path | None:
+    """The program a script's #! line runs (through `env` too), when it is a script."""
+    try:
+        with script.open("rb") as handle:
+            first = handle.readline(256)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    if not words:
+        return None
+    name = words[1] if Path(words[0]).name == "env" and len(words) > 1 else words[0]
+    found = shutil.which(name)
+    return Path(found) if found else None
 
 
 def _program_dirs_in_tmp(program: str) -> list[Path]:
@@ -144,8 +191,3 @@ def _hide(path: Path, writable: list[Path]) -> list[str]:
     if path.is_dir():
         return ["--tmpfs", str(path)]
     return ["--ro-bind", "/dev/null", str(path)]
-
-
-def scrub(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment without credentials (SECRET_ENV)."""
-    return {k: v for k, v in environ.items() if k not in SECRET_ENV}
