@@ -12,6 +12,7 @@ from conftest import run_herd, write_config
 from inprocess import herd
 
 from llamaherd import cli, control
+from llamaherd.cli import lifecycle
 from llamaherd.runtime import process
 
 COMMANDS = [
@@ -144,7 +145,7 @@ def test_doctor_reports_the_llama_server_it_would_use(config_path: Path) -> None
 
 
 def test_up_without_id_in_a_terminal_offers_a_menu(herd, monkeypatch) -> None:
-    monkeypatch.setattr(cli, "_is_terminal", lambda: True)
+    monkeypatch.setattr(lifecycle, "is_terminal", lambda: True)
     result = CliRunner().invoke(cli.cli, ["--config", str(herd.path), "up"], input="2\n")
     assert result.exit_code == 0, result.output
     assert "Tiny dense" in result.output and "Tiny MoE" in result.output  # the menu
