@@ -6,9 +6,7 @@ import os
 import time
 from pathlib import Path
 
-import httpx
-
-from llamaherd import demo, paths
+from llamaherd import paths
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, find_config_path, load_config
 from llamaherd.daemon import launch
@@ -84,6 +82,8 @@ def down(
 
 def prepare_demo() -> Config:
     """Write the demo models and their herd.toml into the state dir; return that config."""
+    from llamaherd import demo  # numpy and gguf write the models: only `herd demo` needs them
+
     return load_config(demo.write_demo(paths.state_dir() / "demo"))
 
 
@@ -96,6 +96,8 @@ def chat(
     timeout: float = 120.0,
 ) -> dict:
     """One chat completion against a served model (what `herd demo` shows)."""
+    import httpx  # only `herd demo` chats; the other commands start faster without it
+
     request: dict = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
     if model:
         request["model"] = model

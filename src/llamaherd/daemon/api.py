@@ -16,8 +16,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 
-from llamaherd import __version__
-from llamaherd.bench.store import latest_speeds
+from llamaherd import __version__, profiles
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.events import sse
 from llamaherd.daemon.metrics import Metrics
@@ -65,29 +64,11 @@ def create_app(
 
     @app.get("/models")
     async def models() -> dict:
-        speeds = latest_speeds()  # the store in the state dir; {} until something is measured
-        profiles = list(supervisor.config.models.values())
-        memory = await asyncio.to_thread(
-            lambda: budget.summaries(profiles, supervisor.memory.gpus())
-        )
-        return {
-            "models": [
-                {
-                    "id": p.id,
-                    "name": p.name,
-                    "aliases": p.aliases,
-                    "ctx": p.ctx,
-                    "best_for": p.best_for,
-                    "file": str(p.file),
-                    "persistent": p.persistent,
-                    "ttl": p.ttl,
-                    "state": str(supervisor.state_of(p.id)),
-                    "speed_tps": speeds.get(p.id),
-                    "memory": memory.get(p.id),  # the planner's estimate (gguf/budget.py)
-                }
-                for p in supervisor.config.models.values()
-            ]
-        }
+        config = supervisor.config
+        listed = list(config.models.values())
+        memory = await asyncio.to_thread(lambda: budget.summaries(listed, supervisor.memory.gpus()))
+        states = {p.id: str(supervisor.state_of(p.id)) for p in listed}
+        return {"models": profiles.describe_all(listed, states=states, memory=memory)}
 
     @app.get("/status")
     async def status() -> dict:

@@ -9,7 +9,6 @@ reachable from the machines that coordinate it (docs/distributed.md).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import os
@@ -59,6 +58,8 @@ class WorkerCheck:
 async def check(endpoint: str, timeout: float = CONNECT_TIMEOUT) -> WorkerCheck:
     """Whether a TCP connection to the worker opens. Nothing is sent: rpc-server serves
     one client at a time, and a half-spoken handshake would only confuse it."""
+    import asyncio  # here, not at the top: config imports this module on every `herd` start
+
     try:
         host, port = parse_endpoint(endpoint)
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -72,11 +73,15 @@ async def check(endpoint: str, timeout: float = CONNECT_TIMEOUT) -> WorkerCheck:
 
 
 async def check_all(endpoints: list[str]) -> list[WorkerCheck]:
+    import asyncio
+
     return list(await asyncio.gather(*(check(e) for e in endpoints)))
 
 
 def check_all_sync(endpoints: list[str]) -> list[WorkerCheck]:
     """For `herd doctor`, which has no event loop."""
+    import asyncio
+
     return asyncio.run(check_all(endpoints)) if endpoints else []
 
 

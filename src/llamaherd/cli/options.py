@@ -1,0 +1,48 @@
+"""What several commands share: the config they run against, JSON output, the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from llamaherd.errors import UsageError
+
+if TYPE_CHECKING:
+    from llamaherd.config import Config
+
+
+def config_of(ctx: click.Context) -> Config:
+    from llamaherd import control
+
+    return control.find_config(ctx.obj["config"])
+
+
+def optional_config(ctx: click.Context) -> Config | None:
+    """Commands that talk to a running daemon need the config only to find its port."""
+    try:
+        return config_of(ctx)
+    except UsageError:
+        if ctx.obj["config"]:
+            raise
+        return None
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def is_fullscreen_terminal() -> bool:
+    """The Textual picker and dashboard need a terminal on both ends; with output piped
+    (or under a test runner) the plain numbered menu still works."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def wants_dashboard(no_dashboard: bool, as_json: bool) -> bool:
+    return not no_dashboard and not as_json and is_fullscreen_terminal()

@@ -1,0 +1,120 @@
+"""What the commands print, as values: each helper returns text or a table and the
+command prints it (and decides the exit code)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+# Markup off: model names, paths and llama-server log lines often contain [brackets].
+console = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def error_line(message: str) -> Text:
+    """`herd: MESSAGE`, the one line every failure is reported as."""
+    return Text.assemble(("herd:", "red"), f" {message}")
+
+
+def ctx_text(ctx: int | None) -> str:
+    return f"{ctx // 1024}K" if ctx else "model"
+
+
+def speed_text(speed_tps: float | None) -> str:
+    return f"{speed_tps:.0f} t/s" if speed_tps else "—"
+
+
+def models_table(rows: list[dict]) -> Table:
+    """`herd models`: the profile rows (profiles.describe) as a table."""
+    from rich.table import Table  # not needed by `herd status`
+
+    table = Table("id", "name", "speed", "ctx", "best for", "state")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["name"],
+            speed_text(row["speed_tps"]),
+            ctx_text(row["ctx"]),
+            row["best_for"],
+            row["state"],
+        )
+    return table
+
+
+def menu_table(rows: list[dict]) -> Table:
+    """The numbered menu `herd up` offers without a full-screen terminal."""
+    from rich.table import Table
+
+    table = Table("#", "id", "name", "speed", "ctx", "best for")
+    for number, row in enumerate(rows, 1):
+        table.add_row(
+            str(number),
+            row["id"],
+            row["name"],
+            speed_text(row["speed_tps"]),
+            ctx_text(row["ctx"]),
+            row["best_for"],
+        )
+    return table
+
+
+def switch_failure(answer: dict) -> list[Text | str]:
+    """Why a start failed (a /switch answer with ok false): the error, the log's end, and
+    which model was restored."""
+    lines: list[Text | str] = [error_line(f"{answer['model']} failed: {answer['error']}")]
+    lines += [f"  | {line}" for line in answer.get("log_tail", [])[-15:]]
+    if answer.get("restored"):
+        lines.append(f"restored the previous model: {answer['restored']}")
+    return lines
+
+
+def status_lines(status: dict) -> list[Text | str]:
+    """`herd status`: the daemon, the current model, its workers and URLs."""
+    d = status["daemon"]
+    lines: list[Text | str] = [
+        f"daemon   running (pid {d['pid']}, up {ago(d['uptime_s'])}), config {d['config']}"
+    ]
+    if status["model"]:
+        line = Text.assemble("model    ", (status["model"], "bold"), f"  {status['state']}")
+        if status["pid"]:
+            line.append(f"  (llama-server pid {status['pid']}, up {ago(status['uptime_s'])})")
+        lines.append(line)
+    else:
+        lines.append("model    none running")
+    if status.get("runtime") == "docker" and status["pid"]:
+        lines.append(f"runtime  docker (container herd-{status['model']})")
+    if status.get("rpc"):
+        workers = ", ".join(
+            w["endpoint"] + ("" if w["reachable"] else " (unreachable)") for w in status["rpc"]
+        )
+        lines.append(f"workers  {workers}")
+    if status["url"]:
+        lines.append(
+            f"serving  {d['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
+        )
+        lines.append(f"         through the gateway; llama-server itself at {status['url']}")
+    error = status.get("last_error")
+    if error:
+        lines.append(f"last error  {error['model']}: {error['reason']}")
+    return lines
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def print_lines(lines: list[Text | str], *, stderr: bool = False) -> None:
+    target = err_console if stderr else console
+    for line in lines:
+        target.print(line)

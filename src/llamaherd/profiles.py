@@ -1,0 +1,57 @@
+"""One description of a profile: the row `herd models`, `GET /models` and the model
+picker show (docs/api.md documents its fields)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from llamaherd.bench.store import latest_speeds
+
+if TYPE_CHECKING:
+    from llamaherd.config import Profile
+
+
+def describe(
+    profile: Profile,
+    *,
+    state: str = "stopped",
+    speed_tps: float | None = None,
+    memory: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The profile's row: its herd.toml fields, its state, the latest measured speed and
+    the planner's memory estimate (gguf/budget.py; None when not estimated)."""
+    return {
+        "id": profile.id,
+        "name": profile.name,
+        "aliases": profile.aliases,
+        "ctx": profile.ctx,
+        "best_for": profile.best_for,
+        "file": str(profile.file),
+        "persistent": profile.persistent,
+        "ttl": profile.ttl,
+        "state": state,
+        "speed_tps": speed_tps,
+        "memory": memory,
+    }
+
+
+def describe_all(
+    profiles: Iterable[Profile],
+    *,
+    states: Mapping[str, str] | None = None,
+    memory: Mapping[str, dict[str, Any] | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every profile's row, with the speeds from the benchmark store in the state dir."""
+    speeds = latest_speeds()  # {} until something is measured
+    states = states or {}
+    memory = memory or {}
+    return [
+        describe(
+            p,
+            state=states.get(p.id, "stopped"),
+            speed_tps=speeds.get(p.id),
+            memory=memory.get(p.id),
+        )
+        for p in profiles
+    ]

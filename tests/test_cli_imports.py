@@ -1,0 +1,144 @@
+"""`herd` starts fast: the everyday commands never import the daemon's or the planner's
+libraries, and `herd --help` lists every command without importing any command module.
+
+The import graph is asserted, not the time (benchmarks/cli_startup.py measures that)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from llamaherd import cli
+from llamaherd.runtime.process import free_port
+
+# What made every command take over a second before it did anything.
+HEAVY = [
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "aiohttp",
+    "httpx",
+    "numpy",
+    "gguf",
+    "textual",
+    "llamaherd.daemon.supervisor",
+    "llamaherd.daemon.server",
+    "llamaherd.gguf.plan",
+]
+
+# Runs `herd ARGS` through the console script's entry point in a fresh interpreter, then
+# reports what it printed, its exit code and which heavy modules it loaded.
+PROBE = """
+import contextlib, io, json, sys
+args, watched = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+sys.argv = ["herd", *args]
+out, err = io.StringIO(), io.StringIO()
+code = 0
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    from llamaherd.cli import main
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code
+heavy = [name for name in watched if name in sys.modules]
+commands = sorted(m for m in sys.modules if m.startswith("llamaherd.cli."))
+print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(),
+                  "heavy": heavy, "commands": commands}))
+"""
+
+
+@pytest.fixture
+def small_herd(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user with a two-profile herd.toml and no daemon running."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("small", "large"):
+        (models / f"{name}.gguf").write_bytes(b"")
+    config = tmp_path / "herd.toml"
+    config.write_text(
+        f'models_dir = "{models}"\n\n[server]\nport = {free_port()}\n'
+        f"api_port = {free_port()}\n\n"
+        '[models.small]\nname = "Small"\nfile = "small.gguf"\n\n'
+        '[models.large]\nname = "Large"\nfile = "large.gguf"\n'
+    )
+    return {"HERD_CONFIG": str(config), "HERD_STATE_DIR": str(tmp_path / "state")}
+
+
+def probe(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+    for name in ("HERD_URL", "HERD_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says", "module"),
+    [
+        (["--help"], 0, "Commands:", None),
+        (["status"], 1, "no herd daemon at", "llamaherd.cli.lifecycle"),
+        (["models"], 0, "Small", "llamaherd.cli.lifecycle"),
+        (["switch", "small"], 1, "no herd daemon answers", "llamaherd.cli.lifecycle"),
+    ],
+)
+def test_everyday_commands_import_nothing_heavy(
+    args: list[str],
+    code: int,
+    says: str,
+    module: str | None,
+    small_herd: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran = probe(args, small_herd, monkeypatch)
+    # The command really ran (a crash before its work would import nothing either).
+    assert ran["code"] == code, ran
+    assert says in ran["out"] + ran["err"], ran
+    assert ran["heavy"] == [], f"herd {' '.join(args)} imported {ran['heavy']}"
+    families = {f"llamaherd.cli.{where.split(':')[0]}" for where, _ in cli.COMMANDS.values()}
+    loaded = [name for name in ran["commands"] if name in families]
+    assert loaded == ([module] if module else []), loaded  # only the one that runs
+
+
+def test_help_lists_every_command_as_click_would_with_all_of_them_loaded() -> None:
+    eager = click.Group(
+        name=cli.cli.name,
+        params=cli.cli.params,
+        help=cli.cli.help,
+        context_settings=cli.cli.context_settings,
+        commands={name: cli.cli.get_command(click.Context(cli.cli), name) for name in cli.COMMANDS},
+    )
+    for width in (60, 80, 120):
+        sizes = {"info_name": "herd", "max_content_width": width, "terminal_width": width}
+        lazy_help = cli.cli.get_help(click.Context(cli.cli, **sizes))
+        assert lazy_help == eager.get_help(click.Context(eager, **sizes))
+        assert all(f"\n  {name} " in lazy_help for name in cli.COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_the_table_names_each_command_and_its_own_summary(name: str) -> None:
+    command = cli.cli.get_command(click.Context(cli.cli), name)
+    assert isinstance(command, click.Command) and command.name == name
+    summary = cli.COMMANDS[name][1]
+    full = click.Command(name, help=summary).get_short_help_str(limit=1000)
+    assert command.get_short_help_str(limit=1000) == full
+
+
+def test_an_unknown_command_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["herd", "stauts"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    assert "No such command 'stauts'" in capsys.readouterr().err
