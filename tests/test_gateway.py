@@ -135,8 +135,11 @@ def test_client_disconnect_cancels_the_generation(herd: Config) -> None:
     ) as response:
         next(response.iter_lines())  # generation has started
     slots_url = f"{answer['url']}/slots"
+    key = {"Authorization": f"Bearer {server_key(answer)}"}
     assert wait_until(
-        lambda: not any(s["is_processing"] for s in httpx.get(slots_url, timeout=5).json()),
+        lambda: (
+            not any(s["is_processing"] for s in httpx.get(slots_url, headers=key, timeout=5).json())
+        ),
         timeout=5,
     ), "llama-server stopped generating once the client left"
 

@@ -31,7 +31,7 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 def model(model_id: str, url: str, state: State = State.READY) -> SimpleNamespace:
-    return SimpleNamespace(id=model_id, state=state, server=SimpleNamespace(url=url))
+    return SimpleNamespace(id=model_id, state=state, server=SimpleNamespace(url=url, api_key=None))
 
 
 def test_hung_servers_are_left_out_after_a_second_together() -> None:

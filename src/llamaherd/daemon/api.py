@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from llamaherd import __version__, profiles
 from llamaherd.daemon.auth import key_matches
@@ -32,6 +33,21 @@ class SwitchRequest(BaseModel):
     model: str
     restart: bool = False  # restart even if it is running (e.g. after its profile changed)
     retry: bool = True  # false: a start that failed recently answers with its failure
+
+
+async def _switch_request(request: Request) -> SwitchRequest:
+    """The body as JSON whatever its content type: `curl -d '{"model": ...}'` sends it as a
+    form. (Other web origins are refused before this, by daemon/guard.py.)"""
+    try:
+        return SwitchRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        raise RequestValidationError(error.errors()) from None
+
+
+def _json_body(model: type[BaseModel]) -> dict:
+    """The OpenAPI requestBody of a route that parses its body itself."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def create_app(
@@ -87,8 +103,8 @@ def create_app(
             **supervisor.status(),
         }
 
-    @app.post("/switch")
-    async def switch(request: SwitchRequest) -> JSONResponse:
+    @app.post("/switch", openapi_extra=_json_body(SwitchRequest))
+    async def switch(request: Annotated[SwitchRequest, Depends(_switch_request)]) -> JSONResponse:
         try:
             result = await supervisor.switch(
                 request.model, restart=request.restart, retry=request.retry
