@@ -15,11 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import wait_until
+from fake_runtime import FakeRuntime
+from test_supervisor import herd, run
 
 from llamaherd import control
 from llamaherd.config import Config
 from llamaherd.monitor import FakeGpuSource, NvmlSource
 from llamaherd.monitor.gpu import gpu_source
+from llamaherd.monitor.sampler import Sampler
 from llamaherd.monitor.server import Rate, generated_total, parse_metrics, parse_slots
 
 FAKE_GPUS = Path(__file__).parent / "data" / "fake_gpus.json"
@@ -299,3 +302,22 @@ def test_herd_top_prints_a_snapshot(herd: Config, monkeypatch: pytest.MonkeyPatc
     assert "*dense" in result.stdout and "ready" in result.stdout
     assert "GPU 0  NVIDIA GeForce RTX 4090" in result.stdout and "84°C" in result.stdout
     assert "RAM" in result.stdout and "CPU" in result.stdout
+
+
+def test_the_sampler_leaves_llama_server_alone_while_nobody_watches(tmp_path) -> None:
+    """A /slots or /metrics answer restarts llama-server's one-second wait before it
+    notices a non-streaming client that left: poll only while a dashboard reads."""
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake) as supervisor, httpx.AsyncClient() as http:
+            assert (await supervisor.switch("a")).ok
+            sampler = Sampler(supervisor, http)
+            await sampler.sample()
+            assert fake.servers[0].requests == []
+            assert sampler.watch() is False  # the first reader of GET /system
+            await sampler.sample()
+            assert {r["path"] for r in fake.servers[0].requests} >= {"/slots"}
+            assert sampler.watch() is True
+
+    run(scenario)

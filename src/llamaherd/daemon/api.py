@@ -194,7 +194,7 @@ def create_app(
         (its last `points` samples: what a sparkline shows, less to send each second)."""
         if sampler is None:
             return JSONResponse({"error": "this daemon runs no sampler"}, status_code=503)
-        if sampler.latest is None:  # asked before the first sample: take one now
+        if not sampler.watch() or sampler.latest is None:  # none yet, or without servers
             await sampler.sample()
         return JSONResponse(sampler.snapshot(points))
 

@@ -2,7 +2,8 @@
 
 One asyncio task in the daemon (started and stopped by daemon._serve) samples, and
 `GET /system` only reads the last sample, so any number of dashboards cost the daemon
-one sample a second. The blocking parts (NVML, psutil) run in a worker thread so the
+one sample a second. The llama-servers themselves are asked only while a client reads
+`GET /system` (see WATCH_WINDOW). The blocking parts (NVML, psutil) run in a worker thread so the
 event loop keeps relaying tokens meanwhile.
 """
 
@@ -25,6 +26,10 @@ from llamaherd.monitor.system import SystemSampler
 
 INTERVAL = 1.0
 HISTORY = 300  # samples: five minutes at one a second, enough for sparklines
+# llama-server asks whether a non-streaming client is still there only after a second
+# without any task result; each /slots or /metrics answer restarts that second. So the
+# servers are asked only while someone reads GET /system (within this many seconds).
+WATCH_WINDOW = 10.0
 
 
 @dataclass
@@ -57,6 +62,14 @@ class Sampler:
         self.history: collections.deque[_Point] = collections.deque(maxlen=history)
         self.latest: dict[str, Any] | None = None
         self.error: str | None = None  # the last sample's failure, if it failed
+        self._watched_at = -WATCH_WINDOW
+
+    def watch(self) -> bool:
+        """Note that a client reads the samples; whether one already did (else the last
+        sample has no server numbers)."""
+        watched = time.monotonic() - self._watched_at < WATCH_WINDOW
+        self._watched_at = time.monotonic()
+        return watched
 
     async def run(self) -> None:
         """Sample every `interval` seconds until cancelled; a failed sample is kept as
@@ -88,6 +101,8 @@ class Sampler:
             for m in models
             if m.server and m.state == State.READY
         ]
+        if time.monotonic() - self._watched_at >= WATCH_WINDOW:
+            targets = []  # nobody watches: leave llama-server alone (WATCH_WINDOW)
         models_dir = self.supervisor.config.models_dir
         (reading, system, processes), servers = await asyncio.gather(
             asyncio.to_thread(self._host, models_dir, list(owners)),
