@@ -15,13 +15,16 @@ daemon in production keeps serving.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from llamaherd.config import Profile
 from llamaherd.runtime import Server, rpc
@@ -105,6 +108,10 @@ class SwitchResult:
     restored: str | None = None  # the model running again after a failed switch
     log_tail: list[str] = field(default_factory=list)
     noop: bool = False  # nothing was started: already ready, or a recent failure repeated
+
+    @classmethod
+    def failed(cls, failure: Failure, **details: Any) -> SwitchResult:
+        return cls(False, failure.model, failure.reason, log_tail=failure.log_tail, **details)
 
 
 @dataclass
@@ -205,3 +212,38 @@ class Model:
             "runtime": self.profile.runtime,
             "rpc": [w.as_json() for w in self.workers],
         }
+
+
+@dataclass
+class Ticket:
+    """A request waiting for a start; the start hands it the model, already held."""
+
+    model: Model | None = None
+
+
+class Handover:
+    """Requests waiting for starts, by model id. A start that succeeded hands its model to
+    them, held, before its lock goes to another start that might evict it: else two models
+    alternating under max_loaded 1 evict each other before any waiter is served."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.defaultdict[str, list[Ticket]] = collections.defaultdict(list)
+
+    @contextlib.contextmanager
+    def ticket(self, model_id: str) -> Iterator[Ticket]:
+        ticket = Ticket()
+        self._waiting[model_id].append(ticket)
+        try:
+            yield ticket
+        except BaseException:
+            if ticket.model is not None:
+                ticket.model.release()  # held for this request, which leaves
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting[model_id].remove(ticket)  # not handed over
+
+    def hand_over(self, model: Model) -> None:
+        for ticket in self._waiting.pop(model.id, []):
+            ticket.model = model
+            model.hold()

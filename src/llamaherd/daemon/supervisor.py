@@ -17,12 +17,10 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from llamaherd.daemon.model import (
     Busy,
     Failure,
     FailureKind,
+    Handover,
     Model,
     State,
     SwitchResult,
@@ -50,13 +49,6 @@ log = logging.getLogger(__name__)
 TAIL_ON_ERROR = 30
 MAX_BACKOFF = 30.0
 TTL_CHECK_INTERVAL = 1.0
-
-
-@dataclass
-class Ticket:
-    """A request waiting for a start; the start hands it the model, already held."""
-
-    model: Model | None = None
 
 
 class Supervisor:
@@ -83,7 +75,7 @@ class Supervisor:
         self.memory = MemoryCheck()  # the planner's VRAM estimate (gguf/budget.py)
         self._lock = asyncio.Lock()
         self._attempts: dict[str, asyncio.Task[SwitchResult]] = {}  # starts under way
-        self._tickets: collections.defaultdict[str, list[Ticket]] = collections.defaultdict(list)
+        self._handover = Handover()  # requests waiting for starts
         self._background: set[asyncio.Task[Any]] = set()
 
     def _enter(self, model: Model, state: State, **details: object) -> None:
@@ -122,9 +114,8 @@ class Supervisor:
         self, model_id: str, *, restart: bool = False, retry: bool = True
     ) -> SwitchResult:
         """Make `model_id` the current model, starting it if needed (or again, with
-        `restart`: e.g. after its profile changed); on failure bring the model that was
-        evicted for it back. `retry=False` answers a recent start failure without
-        starting again."""
+        `restart`); a failure brings back what was evicted for it. `retry=False` answers
+        a recent start failure without starting again."""
         profile = self.config.resolve(model_id)
         if restart:
             async with self._lock:
@@ -134,11 +125,7 @@ class Supervisor:
 
     async def stop(self, model_id: str | None = None) -> list[str]:
         """Stop one model, or all, starts under way included; return the ids that ran."""
-        cancelled = [
-            task
-            for target, task in self._attempts.items()
-            if model_id is None or target == model_id
-        ]
+        cancelled = [t for m, t in self._attempts.items() if model_id in (None, m)]
         for task in cancelled:
             task.cancel()  # the start stops whatever it had started (_start_locked)
         await asyncio.gather(*cancelled, return_exceptions=True)
@@ -239,17 +226,8 @@ class Supervisor:
         """Wait for the start of `profile`; the model, held for this request, when the
         start handed it over (before any other start could evict it), else None."""
         attempt = self._attempt_for(profile, retry=False)
-        ticket = Ticket()
-        self._tickets[profile.id].append(ticket)
-        result = None
-        try:
+        with self._handover.ticket(profile.id) as ticket:
             result = await self._await(attempt, profile.id, deadline - time.monotonic())
-        finally:
-            with contextlib.suppress(ValueError):
-                self._tickets[profile.id].remove(ticket)  # not handed over
-            handed = ticket.model
-            if handed is not None and result is None:
-                handed.release()  # held for us, but we leave
         if not result.ok:
             raise Unavailable(f"{result.model} failed to start: {result.error}")
         # Held since the start ended, so a stop that began since waits for this request.
@@ -271,13 +249,7 @@ class Supervisor:
         elif model and not retry:
             failure = model.recent_start_failure(profile, self.config.server.retry_failed_after)
             if failure:
-                answer = SwitchResult(
-                    ok=False,
-                    model=profile.id,
-                    error=failure.reason,
-                    log_tail=failure.log_tail,
-                    noop=True,
-                )
+                answer = SwitchResult.failed(failure, noop=True)
         if answer is not None:
             done: asyncio.Future[SwitchResult] = asyncio.get_running_loop().create_future()
             done.set_result(answer)
@@ -309,9 +281,7 @@ class Supervisor:
             began = time.monotonic()
             result = await self._switch_locked(profile)
             if result.ok:  # before the lock goes to a start that might evict it
-                for ticket in self._tickets.pop(profile.id, []):
-                    ticket.model = self.models[profile.id]
-                    ticket.model.hold()
+                self._handover.hand_over(self.models[profile.id])
         if not result.noop:
             self.events.publish(
                 "switch",
@@ -348,13 +318,7 @@ class Supervisor:
         back = restored or previous
         if back and self.state_of(back) == State.READY:
             self.current = back
-        return SwitchResult(
-            ok=False,
-            model=profile.id,
-            error=failure.reason,
-            restored=restored,
-            log_tail=failure.log_tail,
-        )
+        return SwitchResult.failed(failure, restored=restored)
 
     # -- internals (hold the lock) -----------------------------------------------
     async def _admit_locked(
