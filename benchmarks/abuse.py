@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from gateway import stop_daemon
+from gateway import run_and_print, stop_daemon
+from rich.console import Console
 
 from llamaherd import demo
 from llamaherd.bench.speed import percentile
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def print_report(report: dict) -> None:
+def print_report(report: dict, console: Console) -> None:
     print(f"settings: {report['settings']}")
     for phase in ("at_rest", "slow_clients", "huge_header"):
         figures = report[phase]
@@ -252,12 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15, help="longest phase (15 s)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    report = run(args)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return run_and_print(lambda: run(args), print_report, args.json)
 
 
 if __name__ == "__main__":

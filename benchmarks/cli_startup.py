@@ -24,9 +24,7 @@ Figures: docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import socket
 import statistics
@@ -35,6 +33,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from gateway import machine, run_and_print  # benchmarks/ is on sys.path
+from rich.console import Console
 
 TARGET_S = 0.25
 COMMANDS = {
@@ -107,17 +108,11 @@ def run(runs: int) -> dict:
         "runs": runs,
         "target_s": TARGET_S,
         "results": results,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_avg_before": [round(x, 2) for x in load_before],
-            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
     }
 
 
-def print_report(report: dict) -> None:
+def print_report(report: dict, console: Console) -> None:
     print(f"median of {report['runs']} runs after a warm-up (python -m llamaherd ...)")
     print(f"{'':14} {'median':>8} {'min':>8} {'cpu':>8} {'x click':>8}")
     for label, figures in report["results"].items():
@@ -137,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command (10)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    report = run(args.runs)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return run_and_print(lambda: run(args.runs), print_report, args.json)
 
 
 if __name__ == "__main__":
