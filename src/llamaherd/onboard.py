@@ -59,15 +59,6 @@ class Added:
         }
 
 
-def toml_inline(data: dict[str, Any]) -> str:
-    """A dict as a TOML inline table: {fit = false, n_gpu_layers = "all"}."""
-    return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in data.items()) + "}"
-
-
-def toml_value(value: Any) -> str:
-    return toml_inline(value) if isinstance(value, dict) else tomlkit.item(value).as_string()
-
-
 # --------------------------------------------------------------------------------------
 # The steps
 # --------------------------------------------------------------------------------------

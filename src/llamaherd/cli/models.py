@@ -9,6 +9,7 @@ import click
 
 from llamaherd.cli.options import config_of, emit_json
 from llamaherd.cli.render import console, err_console
+from llamaherd.config.toml import toml_value
 from llamaherd.errors import HerdError, UsageError
 
 
@@ -175,7 +176,7 @@ def add_command(
         verb = "replaced" if added.replaced else "added"
         console.print(f"{verb} [models.{added.profile_id}] in {added.config_path}")
         for key, value in added.table.items():
-            console.print(f"  {key} = {onboard.toml_value(value)}")
+            console.print(f"  {key} = {toml_value(value)}")
         console.print(f"  plan {added.plan.strategy}: {added.plan.reason}")
         console.print(f"  sampling: {added.sampling_source}")
         if added.test:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from llamaherd.config.toml import toml_value
 from llamaherd.gguf.inspect import ModelInfo
 from llamaherd.gguf.plan import Plan, format_size
 
@@ -100,9 +101,7 @@ def print_plan(console: Console, plan: Plan, info: ModelInfo) -> None:
     console.print("flags    " + " ".join(plan.flags()))
     table_text = plan.placement_table()
     if table_text:
-        from llamaherd.onboard import toml_inline
-
-        console.print(f"herd.toml  placement = {toml_inline(table_text)}")
+        console.print(f"herd.toml  placement = {toml_value(table_text)}")
     for note in plan.notes:
         console.print(f"note     {note}")
 
