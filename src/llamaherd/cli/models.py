@@ -18,10 +18,10 @@ from llamaherd.errors import HerdError, UsageError
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect_command(file: Path, as_json: bool) -> None:
     """Show what a GGUF file holds (header only; split files: any part)."""
-    from llamaherd.gguf import inspect as gguf_inspect
+    from llamaherd.gguf import header as gguf_header
     from llamaherd.gguf import report
 
-    info = gguf_inspect.read(file)
+    info = gguf_header.read(file)
     emit_json(info.summary()) if as_json else report.print_inspect(console, info)
 
 
@@ -78,11 +78,11 @@ def plan_command(
     """Memory per device for FILE, and the best placement for the GPUs given.
 
     Prints the llama-server flags and the herd.toml `placement` table."""
-    from llamaherd.gguf import inspect as gguf_inspect
+    from llamaherd.gguf import header as gguf_header
     from llamaherd.gguf import plan as gguf_plan
     from llamaherd.gguf import report
 
-    info = gguf_inspect.read(file)
+    info = gguf_header.read(file)
     settings = gguf_plan.Settings(
         ctx=ctx_size or info.context_length or 4096,
         parallel=parallel,

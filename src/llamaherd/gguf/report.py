@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llamaherd.config.toml import toml_value
-from llamaherd.gguf.inspect import ModelInfo
+from llamaherd.gguf.header import ModelInfo
 from llamaherd.gguf.plan import Plan, format_size
 
 
