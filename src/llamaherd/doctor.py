@@ -137,7 +137,7 @@ def _cuda() -> dict:
 def _docker(config: Config | None) -> dict:
     """The docker CLI, its daemon and the NVIDIA container toolkit; required only when a
     profile runs in docker."""
-    needed = bool(config) and any(p.runtime == "docker" for p in config.models.values())
+    needed = config is not None and any(p.runtime == "docker" for p in config.models.values())
     docker = shutil.which("docker")
     facts: dict = {"needed": needed, "cli": docker, "daemon": False, "nvidia_toolkit": False}
     if docker is None:

@@ -144,7 +144,7 @@ def _explain(
         return _unknown_key(
             unknown, section, table=table, sections=sections, path=path, profile=profile
         )
-    where = {"path": path, "profile": profile, "key": section or None}
+    key = section or None
 
     leaf = walked[-1] if walked else ""
     parent_table = ".".join(filter(None, [table, *walked[:-1]]))
@@ -152,8 +152,10 @@ def _explain(
     if error["type"] == "missing":
         return ConfigError(
             f"missing required key '{leaf}'",
+            path=path,
+            profile=profile,
+            key=key,
             hint=_example(info, leaf, parent_table),
-            **where,
         )
     expected = _describe(annotation, limits)
     bad_choice = error["type"] == "literal_error" and isinstance(value, str)
@@ -161,13 +163,14 @@ def _explain(
         message = f"invalid value {toml_value(value)}{item}: expected {expected}"
     else:
         message = f"wrong type: expected {expected}, got {got(value)}{item}"
+    hint: str | None
     if _model_in(annotation) or _is_dict(annotation):
         hint = f"write it as a table: [{'.'.join(filter(None, [table, *walked]))}]"
     elif _strip_none(annotation) is str and isinstance(value, int | float | bool):
         hint = f'quote it: {walked[-1]} = "{toml_value(value)}"'
     else:
         hint = _example(info, leaf, parent_table)
-    return ConfigError(message, hint=hint, **where)
+    return ConfigError(message, path=path, profile=profile, key=key, hint=hint)
 
 
 def _unknown_key(
@@ -254,7 +257,7 @@ def _describe(annotation: Any, limits: Sequence[Any] = (), *, plural: bool = Fal
     origin = get_origin(annotation)
     nonempty = any(isinstance(m, annotated_types.MinLen) and m.min_length > 0 for m in limits)
     if origin in (Union, UnionType):
-        parts = []
+        parts: list[str] = []
         for arg in get_args(annotation):
             if get_origin(arg) is Literal:  # 'an integer, 'auto' or 'all'', not nested "or"s
                 parts.extend(repr(v) for v in get_args(arg))

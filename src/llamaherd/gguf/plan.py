@@ -451,23 +451,25 @@ def best_plan(info: ModelInfo, settings: Settings, gpus: list[Gpu]) -> Plan:
         return plan(full, "B", "the whole model fits when split across the GPUs")
 
     if info.is_moe:
-        expert_layers = sorted({t.layer for t in info.tensors if t.group == "ffn_experts"})
+        expert_layers = sorted(
+            {t.layer for t in info.tensors if t.group == "ffn_experts" and t.layer is not None}
+        )
         last = (expert_layers[-1] + 1) if expert_layers else 0
         for n in range(1, last + 1):
-            est = _fit_split(info, settings, gpus, n_cpu_moe=n)
-            if est is not None:
+            fitted = _fit_split(info, settings, gpus, n_cpu_moe=n)
+            if fitted is not None:
                 return plan(
-                    est,
+                    fitted,
                     "C",
                     f"all layers on the GPUs with the experts of the first {n} of "
                     f"{info.n_layer} layers on the CPU (--n-cpu-moe {n})",
                 )
 
     for ngl in range(all_layers - 1, 0, -1):
-        est = _fit_split(info, settings, gpus, n_cpu_moe=0, n_gpu_layers=ngl)
-        if est is not None:
+        fitted = _fit_split(info, settings, gpus, n_cpu_moe=0, n_gpu_layers=ngl)
+        if fitted is not None:
             return plan(
-                est,
+                fitted,
                 "D",
                 f"{ngl} of {all_layers} layers (the output layer first) on the GPUs, "
                 "the rest on the CPU",
@@ -577,7 +579,7 @@ def detected_gpus() -> list[Gpu]:
         reading = source.sample()
     finally:
         source.close()
-    gpus = []
+    gpus: list[Gpu] = []
     for gpu in reading.gpus:
         total = gpu.get("memory_total")
         if not total:

@@ -110,7 +110,8 @@ def _ranges(layers: list[int], n_layer: int) -> str:
     """[0, 1, 2, 5, 16] -> '0-2, 5, out' (layer n_layer is the output layer)."""
     trunk = [i for i in layers if i < n_layer]
     parts: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0
     for i in trunk:
         if start is None:
             start = prev = i

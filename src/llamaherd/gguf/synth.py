@@ -79,6 +79,7 @@ def write(path: str | Path, shape: Shape, *, sparse: bool = False) -> Path:
 def _write_sparse(writer: gguf.GGUFWriter, shape: Shape) -> None:
     data_bytes = 0
     for name, dims in _tensor_shapes(shape):
+        info: tuple[tuple[int, ...], np.dtype, int, gguf.GGMLQuantizationType | None]
         if len(dims) == 1 or shape.weight_type == "F32":
             info = (dims, np.dtype(np.float32), 4 * math.prod(dims), None)
         elif shape.weight_type == "F16":
