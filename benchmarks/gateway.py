@@ -46,12 +46,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llamaherd import build, control, demo
+from llamaherd import control, demo
 from llamaherd.bench.speed import percentile
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import HerdError
+from llamaherd.llamacpp import build
 from llamaherd.runtime import SERVER_KEY_ENV, auth_headers, process
 
 PROFILE = "dense"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaherd.gguf import check, synth
-from llamaherd.gguf import inspect as gguf_inspect
+from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
 
 MiB = 1024**2
@@ -172,7 +172,7 @@ def measure(binary: Path, model: Path, case: Case, log: Path) -> dict[str, dict[
     return {device: {**parts, "total": sum(parts.values())} for device, parts in sizes.items()}
 
 
-def estimated(info: gguf_inspect.ModelInfo, case: Case, gpu: bool) -> dict[str, dict[str, int]]:
+def estimated(info: gguf_header.ModelInfo, case: Case, gpu: bool) -> dict[str, dict[str, int]]:
     gpus = [gguf_plan.Gpu("CUDA0", 80 * 1024**3)] if gpu else []
     est = gguf_plan.estimate(info, case.settings(), case.placement(), gpus)
     out = {}
@@ -201,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     binary = args.llama_server
     if binary is None:
-        from llamaherd import build  # not on a GPU machine: it needs platformdirs
+        from llamaherd.llamacpp import build  # not on a GPU machine: it needs platformdirs
 
         binary = build.pinned_build_dir() / "bin" / "llama-server"
     if not binary.exists():
@@ -218,7 +218,7 @@ def main() -> None:
         path = models_dir / f"{case.model}.gguf"
         if not path.exists():
             synth.write(path, MODELS[case.model])
-        info = gguf_inspect.read(path)
+        info = gguf_header.read(path)
         actual = measure(binary, path, case, models_dir / f"{case.model}.log")
         estimate = estimated(info, case, args.gpu)
         for device in sorted(set(actual) | set(estimate)):

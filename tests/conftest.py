@@ -18,9 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llamaherd import build, demo
+from llamaherd import demo
 from llamaherd.config import Config, load_config
 from llamaherd.daemon.record import running_record
+from llamaherd.llamacpp import build
 from llamaherd.runtime.process import free_port
 
 

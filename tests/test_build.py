@@ -8,9 +8,10 @@ import sys
 import httpx
 import pytest
 
-from llamaherd import build, control
+from llamaherd import control
 from llamaherd.errors import UsageError
 from llamaherd.gguf import synth
+from llamaherd.llamacpp import build
 
 
 def test_cpu_flags_build_static_rpc_capable_programs() -> None:

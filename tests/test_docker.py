@@ -21,10 +21,10 @@ import pytest
 import yaml
 from inprocess import herd
 
-from llamaherd import build, doctor
+from llamaherd import doctor
 from llamaherd.config import parse_config
 from llamaherd.daemon.supervisor import State, Supervisor
-from llamaherd.docker import image
+from llamaherd.llamacpp import build, image
 from llamaherd.runtime import auth_headers, compose, process
 from llamaherd.runtime.docker import run_argv
 

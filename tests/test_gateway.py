@@ -11,8 +11,9 @@ import httpx
 import pytest
 from conftest import server_key, wait_until
 
-from llamaherd import build, control
+from llamaherd import control
 from llamaherd.config import Config
+from llamaherd.llamacpp import build
 
 SEEDED = {
     "messages": [{"role": "user", "content": "Tell me about llamas"}],

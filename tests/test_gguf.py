@@ -21,9 +21,9 @@ from llamaherd import cli, control
 from llamaherd.config import Config, load_config
 from llamaherd.errors import UsageError
 from llamaherd.gguf import budget, check, synth
-from llamaherd.gguf import inspect as gguf_inspect
+from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
-from llamaherd.gguf.plan import GiB, Gpu, MiB, Placement, Settings
+from llamaherd.gguf.plan import GiB, Gpu, LayerPlacement, MiB, Settings
 
 DENSE = synth.Shape(
     n_embd=256, n_layer=4, n_head=8, n_head_kv=2, n_ff=704, n_vocab=4096,
@@ -88,7 +88,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_inspect_reads_back_what_was_written(models) -> None:
-    info = gguf_inspect.read(models["dense"])
+    info = gguf_header.read(models["dense"])
     assert (info.architecture, info.name) == ("llama", "test dense")
     assert (info.n_layer, info.n_embd, info.n_head, info.n_ff) == (4, 256, 8, 704)
     assert info.n_head_kv == [2] * 4
@@ -107,7 +107,7 @@ def test_inspect_reads_back_what_was_written(models) -> None:
 
 
 def test_inspect_counts_experts_apart(models) -> None:
-    info = gguf_inspect.read(models["moe"])
+    info = gguf_header.read(models["moe"])
     assert (info.n_expert, info.n_expert_used) == (8, 2)
     experts = info.groups["ffn_experts"]
     assert experts.n_tensors == 3 * 3
@@ -117,7 +117,7 @@ def test_inspect_counts_experts_apart(models) -> None:
 
 
 def test_inspect_finds_sliding_window_layers_and_tied_output(models) -> None:
-    info = gguf_inspect.read(models["swa"])
+    info = gguf_header.read(models["swa"])
     assert info.sliding_window == 512
     # gemma3: 5 of every 6 layers windowed, the 6th global (llama.cpp's set_swa_pattern)
     assert info.swa_layers == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
@@ -125,9 +125,9 @@ def test_inspect_finds_sliding_window_layers_and_tied_output(models) -> None:
 
 
 def test_inspect_reads_split_models_from_any_part(models) -> None:
-    whole = gguf_inspect.read(models["dense"])
+    whole = gguf_header.read(models["dense"])
     for part in (models["split_first"], models["split_last"]):
-        split = gguf_inspect.read(part)
+        split = gguf_header.read(part)
         assert len(split.files) == 3 and split.path == models["split_first"]
         assert split.n_params == whole.n_params and split.n_layer == whole.n_layer
         assert split.sampling == whole.sampling
@@ -137,7 +137,7 @@ def test_inspect_missing_split_part_names_it(models, tmp_path: Path) -> None:
     parts = synth.write_split(tmp_path / "m.gguf", MOE, parts=2)
     parts[1].unlink()
     with pytest.raises(UsageError, match="missing m-00002-of-00002.gguf"):
-        gguf_inspect.read(parts[0])
+        gguf_header.read(parts[0])
 
 
 def test_inspect_cli_json_and_bad_file(models) -> None:
@@ -154,9 +154,11 @@ def test_inspect_cli_json_and_bad_file(models) -> None:
 
 
 def test_output_layer_is_offloaded_first_and_input_embeddings_stay_on_cpu(models) -> None:
-    info = gguf_inspect.read(models["dense"])
-    assert gguf_plan.layer_devices(4, Placement(n_gpu_layers=1), 1) == [-1, -1, -1, -1, 0]
-    est = gguf_plan.estimate(info, Settings(ctx=4096), Placement(n_gpu_layers=5), [Gpu("g", GiB)])
+    info = gguf_header.read(models["dense"])
+    assert gguf_plan.layer_devices(4, LayerPlacement(n_gpu_layers=1), 1) == [-1, -1, -1, -1, 0]
+    est = gguf_plan.estimate(
+        info, Settings(ctx=4096), LayerPlacement(n_gpu_layers=5), [Gpu("g", GiB)]
+    )
     embd = info.groups["embeddings"].n_bytes
     assert est.cpu.weights == embd  # everything else went to the GPU
     assert est.gpus[0].weights == info.groups["output"].n_bytes + sum(
@@ -165,16 +167,16 @@ def test_output_layer_is_offloaded_first_and_input_embeddings_stay_on_cpu(models
 
 
 def test_tied_embeddings_are_copied_to_the_output_device(models) -> None:
-    info = gguf_inspect.read(models["swa"])
+    info = gguf_header.read(models["swa"])
     gpu = [Gpu("g", GiB)]
-    est = gguf_plan.estimate(info, Settings(ctx=4096), Placement(n_gpu_layers=1), gpu)
+    est = gguf_plan.estimate(info, Settings(ctx=4096), LayerPlacement(n_gpu_layers=1), gpu)
     token_embd = info.groups["embeddings"].n_bytes
     assert est.gpus[0].weights == token_embd + info.groups["output"].n_bytes
     assert est.cpu.weights >= token_embd  # the input side keeps its own copy
 
 
 def test_kv_cache_follows_llama_cpp_padding_swa_and_slots(models) -> None:
-    dense = gguf_inspect.read(models["dense"])
+    dense = gguf_header.read(models["dense"])
     row = 2 * 32 * 2 * 2  # K and V, 2 KV heads of 32, f16
     kv = gguf_plan.kv_bytes_per_layer(dense, Settings(ctx=1000))
     assert kv == {il: row * 1024 for il in range(4)}  # 1000 padded to 256
@@ -182,7 +184,7 @@ def test_kv_cache_follows_llama_cpp_padding_swa_and_slots(models) -> None:
     assert q8[0] == (64 // 32 * 34 + 64 * 2) * 1024
     # Separate streams per slot: each padded on its own.
     assert gguf_plan.kv_cells(dense, Settings(ctx=1000, parallel=3)) == (3 * 512, 3 * 512)
-    swa = gguf_inspect.read(models["swa"])
+    swa = gguf_header.read(models["swa"])
     full, windowed = gguf_plan.kv_cells(swa, Settings(ctx=32768))
     assert (full, windowed) == (32768, 512 * 4 + 512)  # window x 4 slots + ubatch
     per_layer = gguf_plan.kv_bytes_per_layer(swa, Settings(ctx=32768))
@@ -190,14 +192,14 @@ def test_kv_cache_follows_llama_cpp_padding_swa_and_slots(models) -> None:
 
 
 def test_latent_attention_caches_k_only(models) -> None:
-    info = gguf_inspect.read(models["dense"])
+    info = gguf_header.read(models["dense"])
     mla = dataclasses.replace(info, mla=True)  # DeepSeek-style: V is a view of K
     full = gguf_plan.kv_bytes_per_layer(info, Settings(ctx=4096))[0]
     assert gguf_plan.kv_bytes_per_layer(mla, Settings(ctx=4096))[0] == full // 2
 
 
 def test_quantized_v_cache_needs_flash_attention(models) -> None:
-    info = gguf_inspect.read(models["dense"])
+    info = gguf_header.read(models["dense"])
     settings = Settings(ctx=4096, cache_type_k="q8_0", cache_type_v="q8_0")
     plan = gguf_plan.best_plan(info, settings, [])
     assert plan.flags()[-2:] == ["-fa", "on"]
@@ -219,7 +221,7 @@ def test_bad_gpu_size_is_a_usage_error() -> None:
 
 
 def test_small_model_goes_on_the_larger_gpu_alone(models) -> None:
-    info = gguf_inspect.read(models["small_dense"])
+    info = gguf_header.read(models["small_dense"])
     plan = gguf_plan.best_plan(info, Settings(ctx=32768), ASYMMETRIC)
     assert plan.strategy == "A"
     assert plan.estimate.gpus[1].layers == [] and len(plan.estimate.gpus[0].layers) == 33
@@ -227,7 +229,7 @@ def test_small_model_goes_on_the_larger_gpu_alone(models) -> None:
 
 
 def test_model_too_big_for_one_gpu_is_split_across_asymmetric_gpus(models) -> None:
-    info = gguf_inspect.read(models["mid_dense"])
+    info = gguf_header.read(models["mid_dense"])
     plan = gguf_plan.best_plan(info, Settings(ctx=16384), ASYMMETRIC)
     assert plan.strategy == "B" and plan.fits
     gpu0, gpu1 = plan.estimate.gpus
@@ -241,7 +243,7 @@ def test_model_too_big_for_one_gpu_is_split_across_asymmetric_gpus(models) -> No
 
 
 def test_moe_keeps_the_fewest_expert_layers_on_the_cpu(models) -> None:
-    info = gguf_inspect.read(models["big_moe"])
+    info = gguf_header.read(models["big_moe"])
     settings = Settings(ctx=32768)
     plan = gguf_plan.best_plan(info, settings, ASYMMETRIC)
     assert plan.strategy == "C" and plan.fits
@@ -256,7 +258,7 @@ def test_moe_keeps_the_fewest_expert_layers_on_the_cpu(models) -> None:
 
 
 def test_dense_model_too_big_gets_the_most_layers_that_fit(models) -> None:
-    info = gguf_inspect.read(models["big_dense"])
+    info = gguf_header.read(models["big_dense"])
     settings = Settings(ctx=8192)
     for gpus in (ASYMMETRIC, ONE_8GB):
         plan = gguf_plan.best_plan(info, settings, gpus)
@@ -270,7 +272,7 @@ def test_dense_model_too_big_gets_the_most_layers_that_fit(models) -> None:
 
 
 def test_no_gpu_means_cpu_only_with_no_placement(models) -> None:
-    info = gguf_inspect.read(models["big_dense"])
+    info = gguf_header.read(models["big_dense"])
     plan = gguf_plan.best_plan(info, Settings(ctx=8192), [])
     assert plan.strategy == "CPU only" and plan.placement_table() == {}
     assert plan.estimate.cpu.weights == sum(g.n_bytes for g in info.groups.values())
@@ -301,7 +303,7 @@ def test_gpu_too_small_for_anything_falls_back_to_cpu_only(models) -> None:
 
 def test_estimate_matches_the_buffers_llama_server_allocates(models, llama_server, tmp_path):
     """The benchmark's method on one small model: start llama-server, read its buffers."""
-    info = gguf_inspect.read(models["dense"])
+    info = gguf_header.read(models["dense"])
     settings = Settings(ctx=8192)
     log = tmp_path / "server.log"
     argv = [str(llama_server), "-m", str(models["dense"]), "--port", "0", "-lv", "4",
@@ -314,7 +316,7 @@ def test_estimate_matches_the_buffers_llama_server_allocates(models, llama_serve
             process.terminate()
             process.wait(30)
     actual = check.buffer_sizes(log.read_text(errors="replace"))["CPU"]
-    cpu = gguf_plan.estimate(info, settings, Placement(), []).cpu
+    cpu = gguf_plan.estimate(info, settings, LayerPlacement(), []).cpu
     assert cpu.weights == pytest.approx(actual["weights"], rel=0.001)
     assert cpu.kv_cache == actual["kv_cache"]
     assert cpu.compute == pytest.approx(actual["compute"], rel=0.10)
@@ -325,7 +327,7 @@ def test_check_compares_with_llama_fit_params(models, llama_server) -> None:
     tool = check.find_fit_params(llama_server)
     if tool is None:
         pytest.skip("this llama-server has no llama-fit-params beside it")
-    info = gguf_inspect.read(models["dense"])
+    info = gguf_header.read(models["dense"])
     plan = gguf_plan.best_plan(info, Settings(ctx=8192, parallel=1), [])
     projected = check.fit_print(tool, models["dense"], plan.flags())
     host = projected["Host"]

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from inprocess import herd
 
-from llamaherd import build, cuda, doctor
+from llamaherd import doctor
 from llamaherd.errors import UsageError
+from llamaherd.llamacpp import build, cuda
 
 
 def fake_tool(directory: Path, name: str, output: str) -> Path:

@@ -20,8 +20,8 @@ from test_supervisor import herd, run
 
 from llamaherd import control
 from llamaherd.config import Config
+from llamaherd.gpus import gpu_source
 from llamaherd.monitor import FakeGpuSource, NvmlSource
-from llamaherd.monitor.gpu import gpu_source
 from llamaherd.monitor.sampler import Sampler
 from llamaherd.monitor.server import Rate, generated_total, parse_metrics, parse_slots
 

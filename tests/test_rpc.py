@@ -17,9 +17,9 @@ from conftest import wait_until
 from inprocess import herd
 
 from llamaherd import control, doctor
-from llamaherd.binaries import RPC_NAMES
 from llamaherd.config import parse_config
 from llamaherd.errors import ConfigError
+from llamaherd.llamacpp.binaries import RPC_NAMES
 from llamaherd.runtime import rpc
 from llamaherd.runtime.argv import server_argv
 from llamaherd.runtime.process import free_port

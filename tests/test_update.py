@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from inprocess import herd
 
-from llamaherd import build, update
 from llamaherd.errors import HerdError
+from llamaherd.llamacpp import build, update
 
 CMAKELISTS = """cmake_minimum_required(VERSION 3.14)
 project(fakellama C)

@@ -14,10 +14,8 @@ What llama.cpp requires of such a file, and what this module therefore writes:
   counts;
 * one tensor per name the loader asks for, with exactly the shape it asks for; a file
   with an extra or a missing tensor is refused;
-* a byte-level BPE tokenizer ("gpt2"): llama-vocab.cpp wants the merges list and a
-  pre-tokenizer name it knows, and maps every byte through GPT-2's bytes_to_unicode
-  table, so all 256 byte tokens must exist for any text to tokenize;
-* ChatML control tokens and template, so /v1/chat/completions works.
+* a byte-level BPE tokenizer ("gpt2") with ChatML control tokens and template, so
+  /v1/chat/completions works (gguf/write.py, shared with the synthetic models).
 
 The files are deterministic (fixed seeds), so rewriting one yields identical bytes and
 `write_demo` can leave an up-to-date file alone.
@@ -25,44 +23,22 @@ The files are deterministic (fixed seeds), so rewriting one yields identical byt
 
 from __future__ import annotations
 
-import contextlib
-import filecmp
-import os
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 import numpy as np
 
+from llamaherd import fsutil
+from llamaherd.gguf import write as gguf_write
+from llamaherd.gguf.write import WORDS, Vocab
+
 DENSE_ID = "demo-dense"
 MOE_ID = "demo-moe"
 
 # What llama.cpp reports as the trained context (n_ctx_train); the profiles ask for less.
 CONTEXT_LENGTH = 65536
-
-# Qwen's minimal ChatML template. llama-server renders it with its Jinja engine.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-
-# Whole words the tokenizer knows beyond single bytes ("Ġ" is GPT-2's mark for a leading
-# space). Each is built up by a chain of merges, so "Hello world" is two tokens, and they
-# make the nonsense the models write look like words.
-WORDS = (
-    "Hello", "Ġworld", "Ġhello", "Ġthe", "Ġherd", "Ġllama", "Ġllamas", "Ġdemo", "Ġmodel",
-    "Ġexpert", "Ġrandom", "Ġweights", "Ġa", "Ġis", "Ġof", "Ġand", "Ġto", "Ġin", "Ġit",
-    "Ġyou", "ĠI", "Ġgraze", "Ġgrass", "Ġhill", "Ġwool", "Ġsoft", "Ġquiet", "Ġsun",
-    "user", "assistant", "system",
-)  # fmt: skip
 
 DEMO_TOML = """\
 # Demo profiles written by `herd demo`: two tiny random-weight models, for trying herd out.
@@ -112,75 +88,6 @@ class Dims:
 
 DENSE = Dims(name="llamaherd demo dense", seed=1)
 MOE = Dims(name="llamaherd demo moe", seed=2, n_ff=96, n_expert=4, n_expert_used=2)
-
-
-# --- tokenizer -------------------------------------------------------------------------
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table, which byte-level BPE vocabularies use.
-
-    llama.cpp maps every input byte through this table before looking tokens up, so a
-    byte token must be spelled with it to be found.
-    """
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def _word_merges(words: tuple[str, ...]) -> list[str]:
-    """Merges that build each word left to right ("H e", "He l", ...), first ones first."""
-    merges: list[str] = []
-    for word in words:
-        for end in range(1, len(word)):
-            merge = f"{word[:end]} {word[end]}"
-            if merge not in merges:
-                merges.append(merge)
-    return merges
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Token strings and types in id order, the merges, and the special token ids."""
-
-    tokens: list[str]
-    types: list[int]
-    merges: list[str]
-    endoftext_id: int
-    im_start_id: int
-    im_end_id: int
-
-
-def build_vocab() -> Vocab:
-    """256 byte tokens (id == byte value), the merged words, then the ChatML specials."""
-    byte_table = bytes_to_unicode()
-    tokens = [byte_table[b] for b in range(256)]
-    merges = _word_merges(WORDS)
-    for merge in merges:
-        merged = merge.replace(" ", "")
-        if merged not in tokens:
-            tokens.append(merged)
-    types = [gguf.TokenType.NORMAL] * len(tokens)
-    specials = (ENDOFTEXT, IM_START, IM_END)
-    tokens.extend(specials)
-    types.extend([gguf.TokenType.CONTROL] * len(specials))
-    return Vocab(
-        tokens=tokens,
-        types=[int(t) for t in types],
-        merges=merges,
-        endoftext_id=tokens.index(ENDOFTEXT),
-        im_start_id=tokens.index(IM_START),
-        im_end_id=tokens.index(IM_END),
-    )
 
 
 def _output_bias(vocab: Vocab) -> np.ndarray:
@@ -286,33 +193,13 @@ def _add_metadata(writer: gguf.GGUFWriter, dims: Dims, vocab: Vocab) -> None:
         writer.add_expert_count(dims.n_expert)
         writer.add_expert_used_count(dims.n_expert_used)
 
-    add_tokenizer(writer, vocab, vocab.tokens, vocab.types)
-
-
-def add_tokenizer(
-    writer: gguf.GGUFWriter, vocab: Vocab, tokens: Sequence[str], types: Sequence[int]
-) -> None:
-    """The demo tokenizer and chat template; `tokens`/`types` are the vocab's, or those
-    padded to a larger vocabulary (gguf/synth.py)."""
-    writer.add_tokenizer_model("gpt2")
-    # qwen2's pre-tokenizer: a GPT-2 style split that, unlike "default", leaves spaces
-    # before punctuation alone when decoding, so text round-trips exactly.
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(list(tokens))
-    writer.add_token_types(list(types))
-    writer.add_token_merges(vocab.merges)
-    writer.add_bos_token_id(vocab.endoftext_id)
-    writer.add_eos_token_id(vocab.im_end_id)
-    writer.add_eot_token_id(vocab.im_end_id)
-    writer.add_pad_token_id(vocab.endoftext_id)
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    gguf_write.add_tokenizer(writer, vocab, vocab.tokens, vocab.types)
 
 
 def _write_model(path: Path, dims: Dims) -> Path:
     """Write one model to path (atomically: a reader never sees half a file)."""
-    vocab = build_vocab()
-    with writing_gguf(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]) as writer:
+    vocab = gguf_write.build_vocab()
+    with gguf_write.writing_gguf(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]) as writer:
         _add_metadata(writer, dims, vocab)
         for name, data in _tensors(dims, vocab):
             writer.add_tensor(name, data)
@@ -320,32 +207,6 @@ def _write_model(path: Path, dims: Dims) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
     return path
-
-
-@contextlib.contextmanager
-def writing_gguf(path: Path, arch: str) -> Iterator[gguf.GGUFWriter]:
-    """A GGUF writer whose file appears at `path` only once the block wrote it whole
-    (written beside it, then renamed; a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_beside(path) as tmp:
-        writer = gguf.GGUFWriter(tmp, arch=arch)
-        yield writer
-        writer.close()
-        os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _temp_beside(path: Path) -> Iterator[Path]:
-    """A temporary file name in path's directory (so os.replace is atomic), cleaned up.
-
-    Only a name: the file is created by whoever writes it, with the usual permissions
-    (tempfile.mkstemp would make it private, and os.replace would keep that).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_dense_model(path: Path) -> Path:
@@ -358,33 +219,6 @@ def write_moe_model(path: Path) -> Path:
     return _write_model(Path(path), MOE)
 
 
-def _refresh(path: Path, write: Callable[[Path], Path]) -> None:
-    """Write a model to path unless path already holds exactly those bytes.
-
-    Generating is cheap (milliseconds), comparing is cheaper than a surprise: a truncated
-    or stale file is replaced, an identical one keeps its mtime, so a running server that
-    has it open is not disturbed for nothing.
-    """
-    if not path.exists():
-        write(path)
-        return
-    with _temp_beside(path) as tmp:
-        write(tmp)
-        if not filecmp.cmp(tmp, path, shallow=False):
-            os.replace(tmp, path)
-
-
-def write_text_if_changed(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically (a reader sees the old file or the new one);
-    an identical file is left alone."""
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_beside(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-
-
 def write_demo(directory: Path) -> Path:
     """Write models/demo-dense.gguf, models/demo-moe.gguf and herd.toml under directory.
 
@@ -393,8 +227,8 @@ def write_demo(directory: Path) -> Path:
     directory = Path(directory)
     models = directory / "models"
     models.mkdir(parents=True, exist_ok=True)
-    _refresh(models / f"{DENSE_ID}.gguf", write_dense_model)
-    _refresh(models / f"{MOE_ID}.gguf", write_moe_model)
+    fsutil.write_if_changed(models / f"{DENSE_ID}.gguf", write_dense_model)
+    fsutil.write_if_changed(models / f"{MOE_ID}.gguf", write_moe_model)
     toml_path = directory / "herd.toml"
-    write_text_if_changed(toml_path, DEMO_TOML)
+    fsutil.write_text_if_changed(toml_path, DEMO_TOML)
     return toml_path

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from llamaherd import binaries, build, control, cuda
+from llamaherd import control
 from llamaherd.config import Config
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
+from llamaherd.llamacpp import binaries, build, cuda
 from llamaherd.runtime import process, rpc
 
 
@@ -52,7 +52,7 @@ def _llama_server(config: Config | None) -> dict:
     if not found:
         return {"ok": False, "error": "no llama-server found; run `herd build`", "candidates": []}
     chosen = found[0]
-    problem = check_llama_server(chosen.path)
+    problem = binaries.check_llama_server(chosen.path)
     return {
         "ok": problem is None,
         **({"error": problem} if problem else {}),
@@ -62,24 +62,6 @@ def _llama_server(config: Config | None) -> dict:
         "features": binaries.features(chosen.path),
         "candidates": [{"path": str(c.path), "origin": c.origin} for c in found],
     }
-
-
-def check_llama_server(path: Path) -> str | None:
-    """What doctor requires of a llama-server (and `herd build --update` of a new one):
-    it runs and says its version. None when it does."""
-    if not os.access(path, os.X_OK):
-        return f"{path} is not an executable file"
-    try:
-        result = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"cannot run {path}: {error}"
-    if result.returncode != 0:
-        return f"{path.name} --version exited with code {result.returncode}"
-    if "version" not in result.stdout + result.stderr:
-        return f"{path.name} --version does not say its version"
-    return None
 
 
 def _gpus() -> dict:
@@ -155,7 +137,7 @@ def _cuda() -> dict:
 def _docker(config: Config | None) -> dict:
     """The docker CLI, its daemon and the NVIDIA container toolkit; required only when a
     profile runs in docker."""
-    needed = bool(config) and any(p.runtime == "docker" for p in config.models.values())
+    needed = config is not None and any(p.runtime == "docker" for p in config.models.values())
     docker = shutil.which("docker")
     facts: dict = {"needed": needed, "cli": docker, "daemon": False, "nvidia_toolkit": False}
     if docker is None:

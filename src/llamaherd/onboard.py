@@ -2,7 +2,7 @@
 
 1. Get the file: a local path as is; `REPO[:QUANT]` is downloaded with huggingface_hub
    (resumable, with its progress bars; every part of a split model) into models_dir.
-2. Inspect it (gguf.inspect) and plan it for this machine's GPUs (gguf.plan).
+2. Inspect it (gguf.header) and plan it for this machine's GPUs (gguf.plan).
 3. Take sampler defaults from the file, else from the known families (gguf.families).
 4. Append `[models.<id>]` to herd.toml with tomlkit, so the file's comments and layout
    stay as they were. An existing profile is only replaced with `force`.
@@ -21,12 +21,12 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from llamaherd import control, demo, paths
+from llamaherd import control, fsutil, paths
 from llamaherd.config import CONFIG_NAME, ID_PATTERN, find_config_path, parse_config
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError, UsageError
 from llamaherd.gguf import families
-from llamaherd.gguf import inspect as gguf_inspect
+from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
 
 DEFAULT_MAX_CTX = 32768  # without --ctx: the trained context, but no more than this
@@ -59,15 +59,6 @@ class Added:
         }
 
 
-def toml_inline(data: dict[str, Any]) -> str:
-    """A dict as a TOML inline table: {fit = false, n_gpu_layers = "all"}."""
-    return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in data.items()) + "}"
-
-
-def toml_value(value: Any) -> str:
-    return toml_inline(value) if isinstance(value, dict) else tomlkit.item(value).as_string()
-
-
 # --------------------------------------------------------------------------------------
 # The steps
 # --------------------------------------------------------------------------------------
@@ -94,7 +85,7 @@ def add(
     else:
         downloaded = download(source, models_dir, endpoint=endpoint)
         model_path = downloaded[0]
-    info = gguf_inspect.read(model_path)
+    info = gguf_header.read(model_path)
 
     doc = tomlkit.parse(text)
     models = doc.get("models")
@@ -147,12 +138,12 @@ def add(
 
     new_text = tomlkit.dumps(doc)
     parse_config(new_text, config_path, check_files=False)  # never write a broken file
-    demo.write_text_if_changed(config_path, new_text)
+    fsutil.write_text_if_changed(config_path, new_text)
     return Added(pid, config_path, model_path, table, plan, sampling_source, replaced, downloaded)
 
 
 def profile_table(
-    info: gguf_inspect.ModelInfo,
+    info: gguf_header.ModelInfo,
     model_path: Path,
     models_dir: Path,
     settings: gguf_plan.Settings,

@@ -17,9 +17,10 @@ from typing import Any
 
 import psutil
 
-from llamaherd import __version__, binaries, control
+from llamaherd import __version__, control
 from llamaherd.config import BenchSettings, Config, Profile
 from llamaherd.errors import HerdError, UsageError
+from llamaherd.llamacpp import binaries
 
 
 @dataclass

@@ -9,6 +9,7 @@ import click
 
 from llamaherd.cli.options import config_of, emit_json
 from llamaherd.cli.render import console, err_console
+from llamaherd.config.toml import toml_value
 from llamaherd.errors import HerdError, UsageError
 
 
@@ -17,10 +18,10 @@ from llamaherd.errors import HerdError, UsageError
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect_command(file: Path, as_json: bool) -> None:
     """Show what a GGUF file holds (header only; split files: any part)."""
-    from llamaherd.gguf import inspect as gguf_inspect
+    from llamaherd.gguf import header as gguf_header
     from llamaherd.gguf import report
 
-    info = gguf_inspect.read(file)
+    info = gguf_header.read(file)
     emit_json(info.summary()) if as_json else report.print_inspect(console, info)
 
 
@@ -77,11 +78,11 @@ def plan_command(
     """Memory per device for FILE, and the best placement for the GPUs given.
 
     Prints the llama-server flags and the herd.toml `placement` table."""
-    from llamaherd.gguf import inspect as gguf_inspect
+    from llamaherd.gguf import header as gguf_header
     from llamaherd.gguf import plan as gguf_plan
     from llamaherd.gguf import report
 
-    info = gguf_inspect.read(file)
+    info = gguf_header.read(file)
     settings = gguf_plan.Settings(
         ctx=ctx_size or info.context_length or 4096,
         parallel=parallel,
@@ -113,8 +114,8 @@ def plan_command(
 
 
 def _fit_check(ctx: click.Context, model: Path, flags: list[str]) -> dict:
-    from llamaherd import binaries
     from llamaherd.gguf import check
+    from llamaherd.llamacpp import binaries
 
     try:
         configured = config_of(ctx).llama_server
@@ -175,7 +176,7 @@ def add_command(
         verb = "replaced" if added.replaced else "added"
         console.print(f"{verb} [models.{added.profile_id}] in {added.config_path}")
         for key, value in added.table.items():
-            console.print(f"  {key} = {onboard.toml_value(value)}")
+            console.print(f"  {key} = {toml_value(value)}")
         console.print(f"  plan {added.plan.strategy}: {added.plan.reason}")
         console.print(f"  sampling: {added.sampling_source}")
         if added.test:

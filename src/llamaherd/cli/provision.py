@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from llamaherd import build
 from llamaherd.cli.options import config_of, emit_json, optional_config
 from llamaherd.cli.progress import BuildProgress
 from llamaherd.cli.render import console, print_lines
 from llamaherd.errors import UsageError
+from llamaherd.llamacpp import build
 from llamaherd.runtime import rpc
 
 
@@ -78,7 +78,7 @@ def build_command(
 ) -> None:
     """Build llama-server (and llama-bench, rpc-server) into herd's cache, or an image."""
     if in_docker:
-        from llamaherd.docker import image
+        from llamaherd.llamacpp import image
 
         built, argv = image.build_image(source, backend, cuda_arch=cuda_arch, tag=tag)
         if as_json:
@@ -124,7 +124,7 @@ def build_command(
 def _update(
     backend: str, jobs: int | None, cuda_arch: str | None, targets: tuple[str, ...], as_json: bool
 ) -> None:
-    from llamaherd import update as updater  # it runs doctor's checks on the new build
+    from llamaherd.llamacpp import update as updater  # it runs doctor's checks on the new build
 
     with BuildProgress(enabled=not as_json) as progress:
         done = updater.update(
@@ -243,7 +243,7 @@ def worker(ctx: click.Context, host: str, port: int, gpu: str | None, cache: boo
 
     Never let it face an untrusted network: the RPC protocol has no authentication.
     """
-    from llamaherd import binaries
+    from llamaherd.llamacpp import binaries
 
     config = optional_config(ctx)
     binary = binaries.find_rpc_server(config.llama_server if config else None)

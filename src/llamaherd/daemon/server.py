@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from llamaherd import binaries, paths
+from llamaherd import paths
 from llamaherd.config import Config
 from llamaherd.daemon.api import create_app
 from llamaherd.daemon.gateway import Gateway
@@ -32,6 +32,7 @@ from llamaherd.daemon.record import RECORD, acquire_lock
 from llamaherd.daemon.reload import ConfigReloader
 from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import HerdError
+from llamaherd.llamacpp import binaries
 from llamaherd.monitor import Sampler
 from llamaherd.runtime import process
 

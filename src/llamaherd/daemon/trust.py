@@ -19,8 +19,9 @@ import os
 import stat
 from pathlib import Path
 
-from llamaherd.config import Config, _is_loopback
+from llamaherd.config import Config
 from llamaherd.errors import ConfigError
+from llamaherd.netaddr import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def untrusted_because(path: Path) -> str | None:
 
 def check_reload(old: Config, new: Config, path: Path, bound_host: str) -> None:
     """Raise ConfigError when this reload must be refused; log what it changes."""
-    if not _is_loopback(bound_host) and new.server.api_key is None:
+    if not is_loopback(bound_host) and new.server.api_key is None:
         raise ConfigError(
             f"the daemon listens on {bound_host}, reachable from other machines, and the "
             "new file sets no api_key; the old config stays",

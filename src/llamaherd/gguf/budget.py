@@ -16,14 +16,14 @@ from typing import Any
 
 from llamaherd.config import Profile
 from llamaherd.errors import UsageError
-from llamaherd.gguf import inspect as gguf_inspect
+from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
 
-_cache: dict[tuple[str, int, int], gguf_inspect.ModelInfo] = {}
+_cache: dict[tuple[str, int, int], gguf_header.ModelInfo] = {}
 _cache_lock = threading.Lock()
 
 
-def read_cached(profile: Profile) -> gguf_inspect.ModelInfo | None:
+def read_cached(profile: Profile) -> gguf_header.ModelInfo | None:
     """The profile's GGUF header (cached by path, size and mtime); None if unreadable."""
     try:
         stat = profile.file.stat()
@@ -34,7 +34,7 @@ def read_cached(profile: Profile) -> gguf_inspect.ModelInfo | None:
         if key in _cache:
             return _cache[key]
     try:
-        info = gguf_inspect.read(profile.file)
+        info = gguf_header.read(profile.file)
     except UsageError:
         return None
     with _cache_lock:
@@ -42,7 +42,7 @@ def read_cached(profile: Profile) -> gguf_inspect.ModelInfo | None:
     return info
 
 
-def settings_for(profile: Profile, info: gguf_inspect.ModelInfo) -> gguf_plan.Settings:
+def settings_for(profile: Profile, info: gguf_header.ModelInfo) -> gguf_plan.Settings:
     return gguf_plan.Settings(
         ctx=profile.ctx or info.context_length or 4096,
         parallel=profile.parallel,
@@ -72,7 +72,7 @@ def estimate_profile(profile: Profile, gpus: list[gguf_plan.Gpu]) -> gguf_plan.E
     if profile.gpus is not None:  # the profile's own GPU selection (docker runtime)
         gpus = [g for i, g in enumerate(gpus) if i in profile.gpus]
     if not gpus:
-        return gguf_plan.estimate(info, settings, gguf_plan.Placement(), [])
+        return gguf_plan.estimate(info, settings, gguf_plan.LayerPlacement(), [])
     if not pinned(profile):
         return gguf_plan.best_plan(info, settings, gpus).estimate
     placement = profile.placement
@@ -80,7 +80,7 @@ def estimate_profile(profile: Profile, gpus: list[gguf_plan.Gpu]) -> gguf_plan.E
     layers = info.n_layer + 1 if ngl in ("all", "auto") else int(ngl or 0)
     split = tuple(placement.tensor_split or ())
     return gguf_plan.estimate(
-        info, settings, gguf_plan.Placement(layers, split, placement.n_cpu_moe or 0), gpus
+        info, settings, gguf_plan.LayerPlacement(layers, split, placement.n_cpu_moe or 0), gpus
     )
 
 
@@ -98,7 +98,7 @@ def memory_summary(profile: Profile, gpus: list[gguf_plan.Gpu]) -> dict[str, Any
 
 def gpu_totals() -> list[gguf_plan.Gpu]:
     """This machine's GPUs with their whole memory (running models are summed here)."""
-    from llamaherd.monitor.gpu import gpu_source
+    from llamaherd.gpus import gpu_source
 
     source = gpu_source()
     try:

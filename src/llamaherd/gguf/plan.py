@@ -32,7 +32,7 @@ from typing import Any
 import gguf
 
 from llamaherd.errors import UsageError
-from llamaherd.gguf.inspect import ModelInfo
+from llamaherd.gguf.header import ModelInfo
 
 MiB = 1024**2
 GiB = 1024**3
@@ -76,8 +76,9 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Where the weights go, as llama-server's flags say it."""
+class LayerPlacement:
+    """Which layers the planner puts where, as llama-server's flags say it (config's
+    `Placement` is the [placement] table a user writes; this is the planner's answer)."""
 
     n_gpu_layers: int = 0  # of n_layer + 1 (the output layer counts as one)
     tensor_split: tuple[float, ...] = ()  # per GPU; empty: by the GPUs' memory
@@ -105,7 +106,7 @@ class DeviceUse:
 
 @dataclass
 class Estimate:
-    placement: Placement
+    placement: LayerPlacement
     devices: list[DeviceUse]  # GPUs in order, then the CPU last
 
     @property
@@ -182,11 +183,11 @@ class Plan:
         }
 
 
-def _ngl(p: Placement, n_layer: int) -> str:
+def _ngl(p: LayerPlacement, n_layer: int) -> str:
     return "all" if p.n_gpu_layers >= n_layer + 1 else str(p.n_gpu_layers)
 
 
-def _ngl_value(p: Placement, n_layer: int) -> int | str:
+def _ngl_value(p: LayerPlacement, n_layer: int) -> int | str:
     return "all" if p.n_gpu_layers >= n_layer + 1 else p.n_gpu_layers
 
 
@@ -257,7 +258,7 @@ def check_settings(s: Settings) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def layer_devices(n_layer: int, placement: Placement, n_gpus: int) -> list[int]:
+def layer_devices(n_layer: int, placement: LayerPlacement, n_gpus: int) -> list[int]:
     """Device of each of the n_layer + 1 layers (the last is the output): a GPU index, or
     -1 for the CPU. llama-model.cpp load_tensors: i_gpu_start = n_layer + 1 - ngl, then
     upper_bound over the cumulative split fractions."""
@@ -378,7 +379,7 @@ def host_compute_bytes(info: ModelInfo, s: Settings) -> int:
 
 
 def estimate(
-    info: ModelInfo, settings: Settings, placement: Placement, gpus: list[Gpu]
+    info: ModelInfo, settings: Settings, placement: LayerPlacement, gpus: list[Gpu]
 ) -> Estimate:
     """Memory per device for one placement. The CPU is always the last device."""
     devices = [DeviceUse(g.name, budget=g.memory, overhead=settings.margin) for g in gpus]
@@ -433,13 +434,13 @@ def best_plan(info: ModelInfo, settings: Settings, gpus: list[Gpu]) -> Plan:
         return Plan(est, strategy, reason, settings, notes, n_layers=info.n_layer)
 
     if not gpus:
-        est = estimate(info, settings, Placement(), [])
+        est = estimate(info, settings, LayerPlacement(), [])
         return plan(est, "CPU only", "no GPU given or detected: everything runs on the CPU")
 
     # A: one GPU holds it all (no traffic between GPUs), the largest GPU first.
     for index in sorted(range(len(gpus)), key=lambda i: -gpus[i].memory):
         split = tuple(int(i == index) * all_layers for i in range(len(gpus)))
-        alone = Placement(all_layers, split if len(gpus) > 1 else (), 0)
+        alone = LayerPlacement(all_layers, split if len(gpus) > 1 else (), 0)
         est = estimate(info, settings, alone, gpus)
         if est.fits:
             return plan(est, "A", f"the whole model fits on {gpus[index].name}")
@@ -450,28 +451,30 @@ def best_plan(info: ModelInfo, settings: Settings, gpus: list[Gpu]) -> Plan:
         return plan(full, "B", "the whole model fits when split across the GPUs")
 
     if info.is_moe:
-        expert_layers = sorted({t.layer for t in info.tensors if t.group == "ffn_experts"})
+        expert_layers = sorted(
+            {t.layer for t in info.tensors if t.group == "ffn_experts" and t.layer is not None}
+        )
         last = (expert_layers[-1] + 1) if expert_layers else 0
         for n in range(1, last + 1):
-            est = _fit_split(info, settings, gpus, n_cpu_moe=n)
-            if est is not None:
+            fitted = _fit_split(info, settings, gpus, n_cpu_moe=n)
+            if fitted is not None:
                 return plan(
-                    est,
+                    fitted,
                     "C",
                     f"all layers on the GPUs with the experts of the first {n} of "
                     f"{info.n_layer} layers on the CPU (--n-cpu-moe {n})",
                 )
 
     for ngl in range(all_layers - 1, 0, -1):
-        est = _fit_split(info, settings, gpus, n_cpu_moe=0, n_gpu_layers=ngl)
-        if est is not None:
+        fitted = _fit_split(info, settings, gpus, n_cpu_moe=0, n_gpu_layers=ngl)
+        if fitted is not None:
             return plan(
-                est,
+                fitted,
                 "D",
                 f"{ngl} of {all_layers} layers (the output layer first) on the GPUs, "
                 "the rest on the CPU",
             )
-    est = estimate(info, settings, Placement(), [])
+    est = estimate(info, settings, LayerPlacement(), [])
     return plan(est, "CPU only", "not even one layer fits beside the compute buffers: CPU only")
 
 
@@ -490,11 +493,11 @@ def _fit_split(
     (which llama.cpp reads as proportions of the offloaded layers)."""
     ngl = info.n_layer + 1 if n_gpu_layers is None else n_gpu_layers
     if len(gpus) == 1:
-        est = estimate(info, settings, Placement(ngl, (), n_cpu_moe), gpus)
+        est = estimate(info, settings, LayerPlacement(ngl, (), n_cpu_moe), gpus)
         return est if est.fits else None
 
     proportional = _counts_by_memory(ngl, gpus)
-    est = estimate(info, settings, Placement(ngl, tuple(proportional), n_cpu_moe), gpus)
+    est = estimate(info, settings, LayerPlacement(ngl, tuple(proportional), n_cpu_moe), gpus)
     if est.fits:
         return est
     # Greedy fill: give each GPU as many layers as it holds, in order. For contiguous
@@ -505,13 +508,13 @@ def _fit_split(
     for g in range(n - 1):
         for take in range(remaining, -1, -1):
             trial = [*counts[:g], take, *[0] * (n - g - 2), remaining - take]
-            est = estimate(info, settings, Placement(ngl, tuple(trial), n_cpu_moe), gpus)
+            est = estimate(info, settings, LayerPlacement(ngl, tuple(trial), n_cpu_moe), gpus)
             if est.devices[g].fits:
                 counts[g] = take
                 break
         remaining -= counts[g]
     counts[-1] = remaining
-    est = estimate(info, settings, Placement(ngl, tuple(counts), n_cpu_moe), gpus)
+    est = estimate(info, settings, LayerPlacement(ngl, tuple(counts), n_cpu_moe), gpus)
     return est if est.fits else None
 
 
@@ -569,14 +572,14 @@ def ram_notes(est: Estimate) -> list[str]:
 def detected_gpus() -> list[Gpu]:
     """This machine's GPUs with their free memory now (what llama.cpp splits by), from
     NVML, or from $HERD_FAKE_GPUS where there is no GPU (tests, demos)."""
-    from llamaherd.monitor.gpu import gpu_source
+    from llamaherd.gpus import gpu_source
 
     source = gpu_source()
     try:
         reading = source.sample()
     finally:
         source.close()
-    gpus = []
+    gpus: list[Gpu] = []
     for gpu in reading.gpus:
         total = gpu.get("memory_total")
         if not total:

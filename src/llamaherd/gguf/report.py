@@ -6,7 +6,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from llamaherd.gguf.inspect import ModelInfo
+from llamaherd.config.toml import toml_value
+from llamaherd.gguf.header import ModelInfo
 from llamaherd.gguf.plan import Plan, format_size
 
 
@@ -100,9 +101,7 @@ def print_plan(console: Console, plan: Plan, info: ModelInfo) -> None:
     console.print("flags    " + " ".join(plan.flags()))
     table_text = plan.placement_table()
     if table_text:
-        from llamaherd.onboard import toml_inline
-
-        console.print(f"herd.toml  placement = {toml_inline(table_text)}")
+        console.print(f"herd.toml  placement = {toml_value(table_text)}")
     for note in plan.notes:
         console.print(f"note     {note}")
 
@@ -111,7 +110,8 @@ def _ranges(layers: list[int], n_layer: int) -> str:
     """[0, 1, 2, 5, 16] -> '0-2, 5, out' (layer n_layer is the output layer)."""
     trunk = [i for i in layers if i < n_layer]
     parts: list[str] = []
-    start = prev = None
+    start: int | None = None
+    prev = 0
     for i in trunk:
         if start is None:
             start = prev = i

@@ -4,8 +4,8 @@ demo.py writes two tiny llama models with real (random) weights that generate te
 planner needs more: realistic shapes (hundreds of MB, a 32k vocabulary), other weight
 types (F16, Q8_0), mixture-of-experts and sliding-window architectures. Memory use does
 not depend on the values, so the matrices here are zeros (norms ones), which makes a
-300 MB file a matter of seconds. The tokenizer and chat template are demo.py's, padded
-with filler tokens up to the vocabulary size.
+300 MB file a matter of seconds. The tokenizer and chat template are the demo's
+(gguf/write.py), padded with filler tokens up to the vocabulary size.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from llamaherd import demo
+from llamaherd.gguf import write as gguf_write
 
 T = gguf.MODEL_TENSOR
 WEIGHT_TYPES = {
@@ -63,7 +63,7 @@ def write(path: str | Path, shape: Shape, *, sparse: bool = False) -> Path:
     the weights (a sparse file: a 60 GB model takes a few kB of disk). Header readers
     (inspect, plan) see a complete model; llama-server would load zeros."""
     path = Path(path)
-    with demo.writing_gguf(path, shape.arch) as writer:
+    with gguf_write.writing_gguf(path, shape.arch) as writer:
         _metadata(writer, shape)
         if sparse:
             _write_sparse(writer, shape)
@@ -79,6 +79,7 @@ def write(path: str | Path, shape: Shape, *, sparse: bool = False) -> Path:
 def _write_sparse(writer: gguf.GGUFWriter, shape: Shape) -> None:
     data_bytes = 0
     for name, dims in _tensor_shapes(shape):
+        info: tuple[tuple[int, ...], np.dtype, int, gguf.GGMLQuantizationType | None]
         if len(dims) == 1 or shape.weight_type == "F32":
             info = (dims, np.dtype(np.float32), 4 * math.prod(dims), None)
         elif shape.weight_type == "F16":
@@ -108,7 +109,7 @@ def write_split(path: str | Path, shape: Shape, parts: int) -> list[Path]:
     tensors = list(_tensor_shapes(shape))
     per_part = -(-len(tensors) // parts)
     for index, target in enumerate(names):
-        with demo.writing_gguf(target, shape.arch) as writer:
+        with gguf_write.writing_gguf(target, shape.arch) as writer:
             if index == 0:
                 _metadata(writer, shape)
             writer.add_uint16("split.no", index)
@@ -167,7 +168,7 @@ def _tensor_shapes(s: Shape) -> Iterator[tuple[str, tuple[int, ...]]]:
 
 
 def _metadata(writer: gguf.GGUFWriter, s: Shape) -> None:
-    vocab = demo.build_vocab()
+    vocab = gguf_write.build_vocab()
     tokens, types = list(vocab.tokens), list(vocab.types)
     for i in range(len(tokens), s.n_vocab):  # filler: loadable, never produced by merges
         tokens.append(f"<|filler_{i}|>")
@@ -196,4 +197,4 @@ def _metadata(writer: gguf.GGUFWriter, s: Shape) -> None:
             writer.add_sliding_window_pattern(s.sliding_window_pattern)
     for key, value in s.sampling:
         getattr(writer, f"add_sampling_{key}")(value)
-    demo.add_tokenizer(writer, vocab, tokens, types)
+    gguf_write.add_tokenizer(writer, vocab, tokens, types)

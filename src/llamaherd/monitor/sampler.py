@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from llamaherd.daemon.supervisor import State, Supervisor
-from llamaherd.monitor.gpu import GpuReading, GpuSource, gpu_source
+from llamaherd.gpus import GpuReading, GpuSource, gpu_source
 from llamaherd.monitor.server import ServerSampler, ServerTarget
 from llamaherd.monitor.system import SystemSampler
 

@@ -84,7 +84,7 @@ class Runtime(Protocol):
 
 
 def pick(config: Config, llama_server: Path, profile: Profile) -> Runtime:
-    """The runtime `profile` asks for (config.py resolved it from the file's default)."""
+    """The runtime `profile` asks for (config/load.py resolved it from the file's default)."""
     if profile.runtime == "docker":
         from llamaherd.runtime.docker import DockerRuntime
 

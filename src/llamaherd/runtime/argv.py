@@ -5,7 +5,7 @@ Flags follow llama.cpp's common/arg.cpp. Two deliberate choices:
 - `--metrics` and `--slots` are always on: the dashboard and the samplers read them.
   (`--jinja` is llama.cpp's default now, so it is not added.)
 - `profile.args` come last, so a user can override anything herd chose; the flags herd
-  itself depends on (-m, --host, --port, --alias, ...) are refused by config.py.
+  itself depends on (-m, --host, --port, --alias, ...) are refused by config/checks.py.
 """
 
 from __future__ import annotations

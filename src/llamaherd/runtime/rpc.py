@@ -10,39 +10,18 @@ reachable from the machines that coordinate it (docs/distributed.md).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# The endpoint text is shared with herd.toml's checks, which sit below the runtime.
+from llamaherd.netaddr import format_endpoint as format_endpoint
+from llamaherd.netaddr import is_loopback as is_loopback
+from llamaherd.netaddr import parse_endpoint
+
 DEFAULT_PORT = 50052
 CONNECT_TIMEOUT = 3.0
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port); ValueError says what is wrong."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", text.strip())
-    if not match:
-        raise ValueError(f"'{text}' is not host:port")
-    host, port = (match[1], match[2]) if match[1] else (match[3], match[4])
-    if not 1 <= int(port) <= 65535:
-        raise ValueError(f"'{text}': port {port} is not 1-65535")
-    return host, int(port)
-
-
-def format_endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -58,7 +37,7 @@ class WorkerCheck:
 async def check(endpoint: str, timeout: float = CONNECT_TIMEOUT) -> WorkerCheck:
     """Whether a TCP connection to the worker opens. Nothing is sent: rpc-server serves
     one client at a time, and a half-spoken handshake would only confuse it."""
-    import asyncio  # here, not at the top: config imports this module on every `herd` start
+    import asyncio  # here, not at the top: `herd worker` and doctor need no event loop
 
     try:
         host, port = parse_endpoint(endpoint)

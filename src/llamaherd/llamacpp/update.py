@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamaherd import build, doctor
 from llamaherd.errors import HerdError
+from llamaherd.llamacpp import binaries, build
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def update(
     progress: build.Progress | None = None,
     cuda_arch: str | None = None,
     targets: Sequence[str] = build.TARGETS,
-    check: Callable[[Path], str | None] = doctor.check_llama_server,
+    check: Callable[[Path], str | None] = binaries.check_llama_server,
 ) -> UpdateResult:
     old = build.current_pin()
     new = build.latest_release()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaherd.errors import HerdError, UsageError
-from llamaherd.monitor.gpu import gpu_source
+from llamaherd.gpus import gpu_source
 
 # The CUDA release that first compiles each architecture (sm_XY), and the one that dropped
 # it (None: still supported). From NVIDIA's CUDA release notes: Ada and Hopper came with

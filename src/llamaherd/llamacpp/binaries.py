@@ -14,8 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamaherd import build
 from llamaherd.errors import HerdError
+from llamaherd.llamacpp import build
 
 BINARY = "llama-server"
 
@@ -109,3 +109,21 @@ def features(path: Path) -> dict[str, bool]:
         "anthropic_messages": b"/v1/messages" in binary,
         "router_mode": "--models-dir" in help_text,
     }
+
+
+def check_llama_server(path: Path) -> str | None:
+    """What doctor requires of a llama-server (and `herd build --update` of a new one):
+    it runs and says its version. None when it does."""
+    if not os.access(path, os.X_OK):
+        return f"{path} is not an executable file"
+    try:
+        result = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"cannot run {path}: {error}"
+    if result.returncode != 0:
+        return f"{path.name} --version exited with code {result.returncode}"
+    if "version" not in result.stdout + result.stderr:
+        return f"{path.name} --version does not say its version"
+    return None

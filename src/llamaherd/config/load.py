@@ -1,0 +1,286 @@
+"""Find, read and check herd.toml: the search order, `extends`, the port variables.
+
+Reading order: `find_config_path` / `load_config` / `parse_config`, then how profiles are
+merged along `extends` chains. The checks are in checks.py, the messages in explain.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from llamaherd import paths
+from llamaherd.config import checks, explain
+from llamaherd.config.schema import (
+    ID_PATTERN,
+    BenchSettings,
+    ClaudeRoute,
+    ClaudeSettings,
+    Config,
+    DockerSettings,
+    HerdFile,
+    Placement,
+    Profile,
+    Sampling,
+    ServerSettings,
+)
+from llamaherd.errors import ConfigError
+
+CONFIG_NAME = "herd.toml"
+
+
+def find_config_path(explicit: str | Path | None = None) -> Path:
+    """The herd.toml to use: --config, then $HERD_CONFIG, ./herd.toml, the user config dir.
+
+    An explicit path (or $HERD_CONFIG) that does not exist is an error rather than a
+    fall-through: silently using another file would be far more confusing.
+    """
+    if explicit is not None:
+        return _must_exist(Path(explicit), hint="check the --config path")
+    env = os.environ.get("HERD_CONFIG")
+    if env:
+        return _must_exist(Path(env), hint="$HERD_CONFIG points here; fix it or unset it")
+    here = Path.cwd() / CONFIG_NAME
+    if here.is_file():
+        return here
+    user = paths.config_dir() / CONFIG_NAME
+    if user.is_file():
+        return user
+    raise ConfigError(
+        "no herd.toml found",
+        hint=(
+            f"looked at --config, $HERD_CONFIG, {here} and {user}; "
+            f"run `herd demo` to write one, or create {user} with a [models.<id>] table"
+        ),
+    )
+
+
+def load_config(path: str | Path | None = None, *, check_files: bool = True) -> Config:
+    """Find (see find_config_path), read and check herd.toml."""
+    found = find_config_path(path)
+    try:
+        text = found.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", path=found) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=found) from None
+    config = parse_config(text, found, check_files=check_files)
+    config.server = _ports_from_env(config.server, found)
+    return config
+
+
+# Environment variables that move the ports without editing the file, so a second daemon
+# (the demo beside your own, a test) can run; the daemon started by `herd up` inherits them.
+PORT_VARIABLES = {"HERD_PORT": "port", "HERD_API_PORT": "api_port"}
+
+
+def _ports_from_env(server: ServerSettings, path: Path) -> ServerSettings:
+    update = {}
+    for variable, key in PORT_VARIABLES.items():
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise ConfigError(
+                f"${variable}={value!r} is not a port number",
+                path=path,
+                key=f"server.{key}",
+                hint=f"set {variable} to 1-65535 or unset it",
+            )
+        update[key] = int(value)
+    if not update:
+        return server
+    server = server.model_copy(update=update)
+    checks.check_server(server, path)
+    return server
+
+
+def parse_config(text: str, path: Path | None = None, *, check_files: bool = True) -> Config:
+    """Check herd.toml's text. `path` names the file in messages and anchors relative paths
+    (the current directory when None). `check_files=False` skips looking for the GGUF
+    files, for commands that only read the profiles."""
+    data = explain.parse_toml(text, path)
+    checks.check_characters(data, path)
+    top = explain.validate(
+        HerdFile,
+        data,
+        path=path,
+        table="",
+        sections={
+            "": HerdFile,
+            "server": ServerSettings,
+            "docker": DockerSettings,
+            "claude": ClaudeSettings,
+            "claude.route": ClaudeRoute,
+        },
+    )
+    base = path.parent if path is not None else Path.cwd()
+    models_dir = _resolve_path(top.models_dir, base) if top.models_dir else base / "models"
+    checks.check_server(top.server, path)
+    models = _load_profiles(top.models, models_dir, path, check_files=check_files)
+    # A profile without its own runtime takes the file's, so consumers read one field.
+    models = {
+        pid: p if p.runtime else p.model_copy(update={"runtime": top.runtime})
+        for pid, p in models.items()
+    }
+    config = Config(
+        path=path,
+        models_dir=models_dir,
+        # Only resolved here: binaries.find_llama_server checks it (and `herd doctor` can
+        # then still report a config whose binary is missing).
+        llama_server=_resolve_path(top.llama_server, base) if top.llama_server else None,
+        humaneval_data=_resolve_path(top.humaneval_data, base) if top.humaneval_data else None,
+        server=top.server,
+        models=models,
+        docker=top.docker,
+    )
+    if top.default_model is not None:
+        config.default_model = checks.default_model(config, top.default_model)
+    config.claude = checks.claude_profiles(config, top.claude)
+    return config
+
+
+_TABLE_KEYS = ("sampling", "placement", "env", "bench")
+"""Profile tables that `extends` merges key by key; every other key is replaced whole."""
+_NOT_INHERITED = ("aliases",)
+"""A child with its parent's aliases would claim the same names twice."""
+
+
+def _load_profiles(
+    raw: dict[str, Any], models_dir: Path, path: Path | None, *, check_files: bool
+) -> dict[str, Profile]:
+    """Validate every [models.<id>] table, parents before children (so a mistake in an
+    inherited key is reported at the parent), otherwise in file order."""
+    for pid, table in raw.items():
+        if not re.fullmatch(ID_PATTERN, pid):
+            suggestion = re.sub(r"[^A-Za-z0-9._-]+", "-", pid).strip("-") or "my-model"
+            raise ConfigError(
+                f"invalid profile id '{pid}'",
+                path=path,
+                key=f"models.{pid}",
+                hint=f"use letters, digits, '.', '_' and '-' only, e.g. [models.{suggestion}]",
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"wrong type: expected a table, got {explain.got(table)}",
+                path=path,
+                key=f"models.{pid}",
+                hint=f'write it as a table: [models.{pid}] then file = "model.gguf"',
+            )
+        if "id" in table:
+            raise ConfigError(
+                "unknown key 'id'",
+                path=path,
+                profile=pid,
+                key="id",
+                hint=f"the id is the table name [models.{pid}]; remove the key",
+            )
+
+    merged: dict[str, dict[str, Any]] = {}
+    models: dict[str, Profile] = {}
+    for pid in _extends_order(raw, path):
+        parent = raw[pid].get("extends")
+        own = raw[pid]
+        merged[pid] = _merge(merged[parent], own) if parent is not None else dict(own)
+        data = {**merged[pid], "id": pid}
+        if isinstance(data.get("file"), str):
+            data["file"] = _resolve_path(data["file"], models_dir)
+        elif "file" not in data:
+            raise ConfigError(
+                "missing required key 'file' (the GGUF to serve)",
+                path=path,
+                profile=pid,
+                key="file",
+                hint=f'e.g. file = "glm/GLM-4.7-Flash-Q4_K_M.gguf" (relative to {models_dir})',
+            )
+        profile = explain.validate(
+            Profile,
+            data,
+            path=path,
+            table=f"models.{pid}",
+            sections={
+                "": Profile,
+                "sampling": Sampling,
+                "placement": Placement,
+                "bench": BenchSettings,
+            },
+            profile=pid,
+        )
+        checks.check_profile(profile, path)
+        if check_files:
+            checks.check_model_file(profile, models_dir, path)
+        models[pid] = profile
+    models = {pid: models[pid] for pid in raw}  # file order: `herd models` lists them so
+    checks.check_aliases(models, path)
+    return models
+
+
+def _extends_order(raw: dict[str, dict[str, Any]], path: Path | None) -> list[str]:
+    """Profile ids with every parent before its children; unknown parents and cycles are
+    errors. File order is kept wherever extends allows it."""
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(pid: str, chain: list[str]) -> None:
+        if pid in done:
+            return
+        if pid in chain:
+            cycle = [*chain[chain.index(pid) :], pid]
+            raise ConfigError(
+                f"extends cycle: {' -> '.join(cycle)}",
+                path=path,
+                profile=cycle[0],
+                key="extends",
+                hint="remove `extends` from one of them",
+            )
+        parent = raw[pid].get("extends")
+        if parent is not None:
+            if not isinstance(parent, str):
+                raise ConfigError(
+                    f"wrong type: expected a profile id, got {explain.got(parent)}",
+                    path=path,
+                    profile=pid,
+                    key="extends",
+                    hint='e.g. extends = "glm-flash-q4"',
+                )
+            if parent not in raw:
+                raise ConfigError(
+                    f"extends unknown profile '{parent}'",
+                    path=path,
+                    profile=pid,
+                    key="extends",
+                    hint=explain.did_you_mean(parent, list(raw), what="profiles"),
+                )
+            visit(parent, [*chain, pid])
+        done.add(pid)
+        order.append(pid)
+
+    for pid in raw:
+        visit(pid, [])
+    return order
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """A child profile over its (already merged) parent: tables key by key, lists whole."""
+    out = {k: v for k, v in parent.items() if k not in _NOT_INHERITED}
+    for key, value in child.items():
+        if key in _TABLE_KEYS and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_path(value: str, base: Path) -> Path:
+    """`~` expanded, relative paths anchored at `base`, made absolute without following
+    symlinks (messages then show the path the user wrote)."""
+    return Path(os.path.normpath(base.absolute() / Path(value).expanduser()))
+
+
+def _must_exist(path: Path, *, hint: str) -> Path:
+    path = path.expanduser().absolute()
+    if not path.is_file():
+        raise ConfigError("config file not found", path=path, hint=hint)
+    return path
