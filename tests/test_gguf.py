@@ -23,6 +23,7 @@ from llamaherd.errors import UsageError
 from llamaherd.gguf import budget, check, synth
 from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
+from llamaherd.gguf import search as gguf_search
 from llamaherd.gguf.plan import GiB, Gpu, LayerPlacement, MiB, Settings
 
 DENSE = synth.Shape(
@@ -201,10 +202,10 @@ def test_latent_attention_caches_k_only(models) -> None:
 def test_quantized_v_cache_needs_flash_attention(models) -> None:
     info = gguf_header.read(models["dense"])
     settings = Settings(ctx=4096, cache_type_k="q8_0", cache_type_v="q8_0")
-    plan = gguf_plan.best_plan(info, settings, [])
+    plan = gguf_search.best_plan(info, settings, [])
     assert plan.flags()[-2:] == ["-fa", "on"]
     with pytest.raises(UsageError, match="needs flash attention"):
-        gguf_plan.best_plan(info, Settings(ctx=4096, cache_type_v="q4_0", flash_attn="off"), [])
+        gguf_search.best_plan(info, Settings(ctx=4096, cache_type_v="q4_0", flash_attn="off"), [])
 
 
 @pytest.mark.parametrize("text", ["24GiB", "24G", "24", "24576MiB"])
@@ -222,7 +223,7 @@ def test_bad_gpu_size_is_a_usage_error() -> None:
 
 def test_small_model_goes_on_the_larger_gpu_alone(models) -> None:
     info = gguf_header.read(models["small_dense"])
-    plan = gguf_plan.best_plan(info, Settings(ctx=32768), ASYMMETRIC)
+    plan = gguf_search.best_plan(info, Settings(ctx=32768), ASYMMETRIC)
     assert plan.strategy == "A"
     assert plan.estimate.gpus[1].layers == [] and len(plan.estimate.gpus[0].layers) == 33
     assert plan.placement_table() == {"fit": False, "n_gpu_layers": "all", "tensor_split": [33, 0]}
@@ -230,7 +231,7 @@ def test_small_model_goes_on_the_larger_gpu_alone(models) -> None:
 
 def test_model_too_big_for_one_gpu_is_split_across_asymmetric_gpus(models) -> None:
     info = gguf_header.read(models["mid_dense"])
-    plan = gguf_plan.best_plan(info, Settings(ctx=16384), ASYMMETRIC)
+    plan = gguf_search.best_plan(info, Settings(ctx=16384), ASYMMETRIC)
     assert plan.strategy == "B" and plan.fits
     gpu0, gpu1 = plan.estimate.gpus
     assert gpu0.layers and gpu1.layers and info.n_layer in gpu1.layers  # output on the last
@@ -245,12 +246,12 @@ def test_model_too_big_for_one_gpu_is_split_across_asymmetric_gpus(models) -> No
 def test_moe_keeps_the_fewest_expert_layers_on_the_cpu(models) -> None:
     info = gguf_header.read(models["big_moe"])
     settings = Settings(ctx=32768)
-    plan = gguf_plan.best_plan(info, settings, ASYMMETRIC)
+    plan = gguf_search.best_plan(info, settings, ASYMMETRIC)
     assert plan.strategy == "C" and plan.fits
     n = plan.estimate.placement.n_cpu_moe
     assert 0 < n < info.n_layer
     assert plan.placement_table()["n_cpu_moe"] == n and "--n-cpu-moe" in plan.flags()
-    one_fewer = gguf_plan._fit_split(info, settings, ASYMMETRIC, n_cpu_moe=n - 1)
+    one_fewer = gguf_search._fit_split(info, settings, ASYMMETRIC, n_cpu_moe=n - 1)
     assert one_fewer is None  # n is the fewest that fits
     # The experts of those n layers are exactly what the CPU holds besides the embeddings.
     experts = info.weight_table.experts
@@ -261,19 +262,21 @@ def test_dense_model_too_big_gets_the_most_layers_that_fit(models) -> None:
     info = gguf_header.read(models["big_dense"])
     settings = Settings(ctx=8192)
     for gpus in (ASYMMETRIC, ONE_8GB):
-        plan = gguf_plan.best_plan(info, settings, gpus)
+        plan = gguf_search.best_plan(info, settings, gpus)
         assert plan.strategy == "D" and plan.fits
         ngl = plan.estimate.placement.n_gpu_layers
         assert plan.placement_table()["n_gpu_layers"] == ngl
-        assert gguf_plan._fit_split(info, settings, gpus, n_cpu_moe=0, n_gpu_layers=ngl + 1) is None
-    on_8gb = gguf_plan.best_plan(info, settings, ONE_8GB).estimate.placement.n_gpu_layers
-    on_40gb = gguf_plan.best_plan(info, settings, ASYMMETRIC).estimate.placement.n_gpu_layers
+        assert (
+            gguf_search._fit_split(info, settings, gpus, n_cpu_moe=0, n_gpu_layers=ngl + 1) is None
+        )
+    on_8gb = gguf_search.best_plan(info, settings, ONE_8GB).estimate.placement.n_gpu_layers
+    on_40gb = gguf_search.best_plan(info, settings, ASYMMETRIC).estimate.placement.n_gpu_layers
     assert 0 < on_8gb < on_40gb < 81
 
 
 def test_no_gpu_means_cpu_only_with_no_placement(models) -> None:
     info = gguf_header.read(models["big_dense"])
-    plan = gguf_plan.best_plan(info, Settings(ctx=8192), [])
+    plan = gguf_search.best_plan(info, Settings(ctx=8192), [])
     assert plan.strategy == "CPU only" and plan.placement_table() == {}
     assert plan.estimate.cpu.weights == sum(g.n_bytes for g in info.groups.values())
     assert plan.flags() == ["-c", "8192"]
@@ -328,7 +331,7 @@ def test_check_compares_with_llama_fit_params(models, llama_server) -> None:
     if tool is None:
         pytest.skip("this llama-server has no llama-fit-params beside it")
     info = gguf_header.read(models["dense"])
-    plan = gguf_plan.best_plan(info, Settings(ctx=8192, parallel=1), [])
+    plan = gguf_search.best_plan(info, Settings(ctx=8192, parallel=1), [])
     projected = check.fit_print(tool, models["dense"], plan.flags())
     host = projected["Host"]
     assert host["kv_cache"] == plan.estimate.cpu.kv_cache  # both 8192 cells x 4 layers

@@ -28,6 +28,7 @@ from llamaherd.errors import ConfigError, HerdError, UsageError
 from llamaherd.gguf import families
 from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
+from llamaherd.gguf import search as gguf_search
 
 DEFAULT_MAX_CTX = 32768  # without --ctx: the trained context, but no more than this
 GGUF_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
@@ -105,7 +106,7 @@ def add(
         cache_type_v=cache_type or "f16",
     )
     machine = gguf_plan.detected_gpus() if gpus is None else gpus
-    plan = gguf_plan.best_plan(info, settings, machine)
+    plan = gguf_search.best_plan(info, settings, machine)
     sampling, sampling_source = families.sampling_defaults(
         info.architecture, info.sampling, info.name, model_path.name
     )

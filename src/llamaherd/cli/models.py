@@ -81,6 +81,7 @@ def plan_command(
     from llamaherd.gguf import header as gguf_header
     from llamaherd.gguf import plan as gguf_plan
     from llamaherd.gguf import report
+    from llamaherd.gguf import search as gguf_search
 
     info = gguf_header.read(file)
     settings = gguf_plan.Settings(
@@ -92,10 +93,10 @@ def plan_command(
         margin=margin * gguf_plan.MiB,
     )
     gpus = gguf_plan.parse_gpus(gpu_sizes)
-    result = gguf_plan.best_plan(
+    result = gguf_search.best_plan(
         info, settings, gguf_plan.detected_gpus() if gpus is None else gpus
     )
-    result.notes += gguf_plan.ram_notes(result.estimate)
+    result.notes += gguf_search.ram_notes(result.estimate)
     checked = _fit_check(ctx, info.path, result.flags()) if check else None
     if as_json:
         emit_json({**result.summary(), "llama_cpp": checked})

@@ -18,6 +18,7 @@ from llamaherd.config import Profile
 from llamaherd.errors import UsageError
 from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
+from llamaherd.gguf import search as gguf_search
 
 _cache: dict[tuple[str, int, int], gguf_header.ModelInfo] = {}
 _cache_lock = threading.Lock()
@@ -74,7 +75,7 @@ def estimate_profile(profile: Profile, gpus: list[gguf_plan.Gpu]) -> gguf_plan.E
     if not gpus:
         return gguf_plan.estimate(info, settings, gguf_plan.LayerPlacement(), [])
     if not pinned(profile):
-        return gguf_plan.best_plan(info, settings, gpus).estimate
+        return gguf_search.best_plan(info, settings, gpus).estimate
     placement = profile.placement
     ngl = placement.n_gpu_layers
     layers = info.n_layer + 1 if ngl in ("all", "auto") else int(ngl or 0)
