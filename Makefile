@@ -21,6 +21,7 @@ demo: llama-server
 lint: $(BIN)/herd
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 test: llama-server lint claude-code sandbox-tools
 	$(BIN)/pytest

@@ -14,15 +14,15 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
 
 from llamaherd import binaries, paths
-from llamaherd.config import Config
+from llamaherd.config import Config, ServerSettings
 from llamaherd.daemon.api import create_app
 from llamaherd.daemon.gateway import Gateway
 from llamaherd.daemon.guard import Guard
@@ -34,6 +34,9 @@ from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import HerdError
 from llamaherd.monitor import Sampler
 from llamaherd.runtime import process
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
 
 
 def bind_listener(host: str, port: int, key: str) -> socket.socket:
@@ -95,7 +98,7 @@ def serve(config: Config, *, model: str | None = None) -> None:
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         # uvicorn's own re-raises SIGINT/SIGTERM once serve() returns, which kills the
         # daemon before it stops its models and removes its records; _serve handles them.
         yield
@@ -137,7 +140,7 @@ async def _serve(
     )
     public_port = config.server.port
 
-    def settings():
+    def settings() -> ServerSettings:
         return supervisor.config.server
 
     # Host/Origin checks and herd's own CORS on both ports (daemon/guard.py).
@@ -146,7 +149,7 @@ async def _serve(
     private = Guard(management, settings, config.server.host)
 
     # One uvicorn server on both sockets; each request goes to the app of its port.
-    async def app(scope, receive, send) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and scope["server"][1] == public_port:
             await public(scope, receive, send)
         else:
