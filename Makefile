@@ -22,12 +22,13 @@ lint: $(BIN)/herd
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: llama-server lint claude-code sandbox-tools
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 # `herd claude`'s tests: Claude Code from the npm registry into .cache/ (ignored), and
 # bubblewrap for herd's sandbox plus socat for Claude Code's own bash sandbox (Debian's

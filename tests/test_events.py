@@ -25,3 +25,29 @@ def test_a_failing_listener_is_logged_and_breaks_nothing(caplog: pytest.LogCaptu
     [record] = caplog.records
     assert "broken_listener" in record.getMessage() and "state" in record.getMessage()
     assert record.exc_info is not None, "the traceback is in the log"
+
+
+def test_the_daemon_logs_events_with_a_level_that_says_whether_something_went_wrong(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from llamaherd.daemon.server import _log_event
+
+    bus = EventBus()
+    bus.listen(_log_event)
+    with caplog.at_level(logging.INFO, logger="llamaherd.daemon.server"):
+        bus.publish("loading", model="dense", elapsed_s=1.0)  # once a second: not logged
+        bus.publish("switch", model="dense", ok=True)
+        bus.publish("crash", model="dense", code=-9)
+        bus.publish("restart_skipped", model="dense", reason="no room")
+        bus.publish("switch", model="moe", ok=False, error="no room")
+        bus.publish("state", model="moe", state="failed", previous="starting")
+        bus.publish("reload", ok=False, error="bad toml", log_tail=["x"])
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("INFO", "switch model=dense ok=True"),
+        ("WARNING", "crash model=dense code=-9"),
+        ("WARNING", "restart_skipped model=dense reason=no room"),
+        ("WARNING", "switch model=moe ok=False error=no room"),
+        ("WARNING", "state model=moe state=failed previous=starting"),
+        ("WARNING", "reload ok=False error=bad toml"),
+    ]

@@ -133,20 +133,25 @@ async def measure(
         prompt_results: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
         pace = 0.0  # prompt tokens/s measured so far, to foresee how long "ctx" takes
+
+        def skip(length: int, reason: str) -> None:
+            skipped.append({"requested": length or "ctx", "reason": reason})
+            for _ in range(settings.reps):
+                advance()
+
         for length in settings.prompt_lengths:
             wanted = length or _near_ctx(ctx, settings.gen_tokens)
-            reason = None
             if wanted is None:
-                reason = "the context size is unknown"
-            elif ctx and wanted + 8 > ctx:
+                skip(length, "the context size is unknown")
+                continue
+            reason = None
+            if ctx and wanted + 8 > ctx:
                 reason = f"longer than one request's context ({ctx})"
             elif not length and pace and wanted / pace > settings.ctx_budget_s:
                 # 240k tokens at 1,000 t/s is 4 minutes a repetition: not "when feasible".
                 reason = f"{wanted} tokens would take ~{wanted / pace:.0f}s a repetition"
             if reason:
-                skipped.append({"requested": length or "ctx", "reason": reason})
-                for _ in range(settings.reps):
-                    advance()
+                skip(length, reason)
                 continue
             replies = []
             for _ in range(settings.reps):

@@ -100,7 +100,9 @@ def prepare(config: Config | None, target: Target) -> dict[str, Any]:
         raise HerdError(f"{target.model} did not start: {answer.get('error')}")
     client = control.connect(config)
     status = client.status()
-    loaded = next((m for m in status.get("loaded", []) if m["model"] == target.model), {})
+    loaded: dict[str, Any] = next(
+        (m for m in status.get("loaded", []) if m["model"] == target.model), {}
+    )
     system: dict[str, Any] = {}
     with contextlib.suppress(HerdError):  # an older daemon without /system: no GPU names
         system = client.system()

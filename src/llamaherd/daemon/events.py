@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 QUEUE_SIZE = 1000
 
@@ -44,7 +44,7 @@ class EventBus:
             queue.put_nowait(event)
 
     @contextlib.contextmanager
-    def subscribe(self):
+    def subscribe(self) -> Iterator[asyncio.Queue[dict]]:
         queue: asyncio.Queue[dict] = asyncio.Queue(QUEUE_SIZE)
         self._subscribers.add(queue)
         try:
@@ -53,7 +53,9 @@ class EventBus:
             self._subscribers.discard(queue)
 
 
-async def sse(next_event: Callable[[], Awaitable[dict]], heartbeat: float = 15.0):
+async def sse(
+    next_event: Callable[[], Awaitable[dict]], heartbeat: float = 15.0
+) -> AsyncIterator[bytes]:
     """Server-sent events: `event: <type>` + JSON data; a comment line keeps proxies awake.
 
     `next_event` is awaited afresh each time (e.g. `queue.get`), so a heartbeat timeout

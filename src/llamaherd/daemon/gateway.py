@@ -19,24 +19,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Iterable
 
 import aiohttp
 from starlette.datastructures import Headers, QueryParams
+from starlette.types import Receive, Scope, Send
 
-from llamaherd.config import Profile
+from llamaherd.config import Profile, ServerSettings
 from llamaherd.daemon import routing as route
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.supervisor import Busy, State, Supervisor, Unavailable
 from llamaherd.errors import UsageError
 from llamaherd.runtime import auth_headers
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # Headers that describe one connection, not the message: never forwarded.
 HOP_BY_HOP = {
@@ -92,7 +87,7 @@ class Gateway:
             await self._http.close()
 
     @property
-    def settings(self):
+    def settings(self) -> ServerSettings:
         return self.supervisor.config.server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -324,7 +319,9 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _json(send: Send, status: int, data: object, extra_headers=()) -> None:
+async def _json(
+    send: Send, status: int, data: object, extra_headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(data).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send(
@@ -340,7 +337,7 @@ async def _error(
     kind: str = "invalid_request_error",
     code: str | None = None,
     *,
-    extra_headers=(),
+    extra_headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> None:
     """An error in the OpenAI shape ({"error": {...}}), which Anthropic clients read too."""
     error = {"message": message, "type": kind, "code": code or status}

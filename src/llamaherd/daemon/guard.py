@@ -25,8 +25,12 @@ import json
 import socket
 from collections.abc import Callable, Collection
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from llamaherd.config import ServerSettings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 WILDCARDS = {"0.0.0.0", "::", ""}
@@ -75,7 +79,7 @@ def host_allowed(host: str, bound: str, extra: Collection[str]) -> bool:
     return name == bound or (ip is not None and ip == bound_ip)
 
 
-def _origin_of_request(scope, host: str) -> str:
+def _origin_of_request(scope: Scope, host: str) -> str:
     return f"{scope.get('scheme', 'http')}://{host.strip().lower()}"
 
 
@@ -97,7 +101,7 @@ class Guard:
 
     def __init__(
         self,
-        app,
+        app: ASGIApp,
         settings: Callable[[], ServerSettings],
         bound: str,
         *,
@@ -108,7 +112,7 @@ class Guard:
         self.bound = bound
         self.openai_errors = openai_errors
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -145,7 +149,8 @@ class Guard:
             return
         await self.app(scope, receive, _with_cors(send, origin if allowed else None))
 
-    async def _refuse(self, send, message: str) -> None:
+    async def _refuse(self, send: Send, message: str) -> None:
+        data: dict[str, object]
         if self.openai_errors:
             data = {"error": {"message": message, "type": "permission_error", "code": 403}}
         else:
@@ -180,13 +185,13 @@ def _listed(origin: str, allowed: Collection[str]) -> bool:
     return "*" in allowed or any(_same_origin(origin, entry) for entry in allowed)
 
 
-def _navigation(scope) -> bool:
+def _navigation(scope: Scope) -> bool:
     """The user following a link to the web UI or /docs: a top-level GET, not a script."""
     mode = next((v for k, v in scope["headers"] if k == b"sec-fetch-mode"), b"")
     return scope["method"] == "GET" and mode == b"navigate"
 
 
-async def _preflight(send, origin: str, headers: dict[bytes, bytes]) -> None:
+async def _preflight(send: Send, origin: str, headers: dict[bytes, bytes]) -> None:
     response = [
         (b"access-control-allow-origin", origin.encode("latin-1")),
         (b"access-control-allow-methods", ALLOWED_METHODS),
@@ -201,9 +206,9 @@ async def _preflight(send, origin: str, headers: dict[bytes, bytes]) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _with_cors(send, origin: str | None):
+def _with_cors(send: Send, origin: str | None) -> Send:
     """`send` with the app's Access-Control-* headers replaced by herd's own."""
-    ours = []
+    ours: list[tuple[bytes, bytes]] = []
     if origin:
         ours = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
@@ -211,7 +216,7 @@ def _with_cors(send, origin: str | None):
             (b"vary", b"Origin"),
         ]
 
-    async def guarded_send(message) -> None:
+    async def guarded_send(message: Message) -> None:
         if message["type"] == "http.response.start":
             kept = [(k, v) for k, v in message["headers"] if not _is_cors(k)]
             message = {**message, "headers": kept + ours}

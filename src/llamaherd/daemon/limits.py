@@ -18,11 +18,13 @@ cap on connections, not the fd limit, is what bounds a flood.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
+from typing import Any, ClassVar
 
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from llamaherd.config import ServerSettings
 
@@ -55,9 +57,18 @@ class _Refused(Exception):
 
 
 class LimitedHttp(HttpToolsProtocol):
-    def __init__(self, *args, settings: Callable[[], ServerSettings], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.limits = settings()
+    # Bound by `factory`: uvicorn makes each connection's protocol with its own arguments.
+    settings: ClassVar[Callable[[], ServerSettings]]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = type(self).settings()
         self._header_bytes = 0
         self._header_count = self._header_size = 0
         self._awaiting_headers = True
@@ -66,11 +77,12 @@ class LimitedHttp(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def factory(cls, settings: Callable[[], ServerSettings]):
-        """What uvicorn.Config(http=...) takes: the class with the settings bound."""
-        return functools.partial(cls, settings=settings)
+    def factory(cls, settings: Callable[[], ServerSettings]) -> type[LimitedHttp]:
+        """What uvicorn.Config(http=...) takes: a protocol class with the settings bound."""
+        return type(cls.__name__, (cls,), {"settings": staticmethod(settings)})
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    # asyncio types it BaseTransport; uvicorn's protocol narrows it to Transport the same way.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             log.warning(
@@ -81,7 +93,7 @@ class LimitedHttp(HttpToolsProtocol):
             return
         self._arm_header_timer()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
 

@@ -12,7 +12,7 @@ Three sources, one page:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -125,7 +125,7 @@ class _LiveGauges:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         supervisor = self.supervisor
         queue = GaugeMetricFamily("herd_queue_depth", "Requests waiting for a model switch")
         queue.add_metric([], supervisor.waiting)

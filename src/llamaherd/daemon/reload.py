@@ -48,7 +48,7 @@ class ConfigReloader:
             check_reload(self.supervisor.config, config, self.path, self.bound_host)
         except ConfigError as error:
             self.supervisor.events.publish("reload", ok=False, error=str(error))
-            print(f"reload rejected, the old config stays: {error}", flush=True)
+            log.warning("reload rejected, the old config stays: %s", error)
             raise
         answer = self.supervisor.apply_config(config)
         if answer.get("needs_daemon_restart"):

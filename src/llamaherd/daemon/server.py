@@ -14,15 +14,15 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
 
 from llamaherd import paths
-from llamaherd.config import Config
+from llamaherd.config import Config, ServerSettings
 from llamaherd.daemon.api import create_app
 from llamaherd.daemon.gateway import Gateway
 from llamaherd.daemon.guard import Guard
@@ -35,6 +35,13 @@ from llamaherd.errors import HerdError
 from llamaherd.llamacpp import binaries
 from llamaherd.monitor import Sampler
 from llamaherd.runtime import process
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+# Events that say something went wrong (besides any with ok=false or a failed state).
+TROUBLE_EVENTS = {"crash", "restart_skipped"}
 
 
 def bind_listener(host: str, port: int, key: str) -> socket.socket:
@@ -58,7 +65,7 @@ def bind_listener(host: str, port: int, key: str) -> socket.socket:
 
 def serve(config: Config, *, model: str | None = None) -> None:
     """Run the daemon in the foreground until SIGINT/SIGTERM or POST /shutdown."""
-    # New daemon code logs through `logging`: one line each, into daemon.log.
+    # The daemon logs through `logging`: one line each, with its level, into daemon.log.
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -83,7 +90,9 @@ def serve(config: Config, *, model: str | None = None) -> None:
         ]
         reaped = process.reap_stale(state_dir)
         if reaped:
-            print(f"stopped {len(reaped)} llama-server(s) left by a previous daemon: {reaped}")
+            log.warning(
+                "stopped %d llama-server(s) left by a previous daemon: %s", len(reaped), reaped
+            )
         # Only now: a port that turned out to be taken must not be announced first.
         print(f"herd daemon: management API on {config.server.api_url}", file=sys.stderr)
         _run_loop(_serve(config, llama_server, state_dir, sockets, model))
@@ -96,7 +105,7 @@ def serve(config: Config, *, model: str | None = None) -> None:
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         # uvicorn's own re-raises SIGINT/SIGTERM once serve() returns, which kills the
         # daemon before it stops its models and removes its records; _serve handles them.
         yield
@@ -138,7 +147,7 @@ async def _serve(
     )
     public_port = config.server.port
 
-    def settings():
+    def settings() -> ServerSettings:
         return supervisor.config.server
 
     # Host/Origin checks and herd's own CORS on both ports (daemon/guard.py).
@@ -147,7 +156,7 @@ async def _serve(
     private = Guard(management, settings, config.server.host)
 
     # One uvicorn server on both sockets; each request goes to the app of its port.
-    async def app(scope, receive, send) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" and scope["server"][1] == public_port:
             await public(scope, receive, send)
         else:
@@ -165,7 +174,7 @@ async def _serve(
     )
     limit = raise_open_file_limit()
     if limit and limit[1] != limit[0]:
-        logging.getLogger(__name__).info("open-file limit raised from %d to %d", *limit)
+        log.info("open-file limit raised from %d to %d", *limit)
     # A client leaving mid-stream makes asyncio warn once per late write; that is expected.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     loop = asyncio.get_running_loop()
@@ -196,9 +205,14 @@ async def _serve(
 
 
 def _log_event(event: dict) -> None:
-    """One line per event in the daemon's output (daemon.log when started by `herd up`)."""
+    """One line per event in the daemon's log (daemon.log when started by `herd up`); the
+    log line's time is the event's, as listeners are called when it is published."""
     if event["type"] == "loading":
         return  # once a second while loading: noise in a log file
     details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at", "log_tail"))
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["at"]))
-    print(f"{stamp} {event['type']} {details}", flush=True)
+    trouble = (
+        event["type"] in TROUBLE_EVENTS
+        or event.get("ok") is False
+        or event.get("state") == "failed"
+    )
+    log.log(logging.WARNING if trouble else logging.INFO, "%s %s", event["type"], details)

@@ -301,6 +301,7 @@ class Supervisor:
             model.last_used = time.monotonic()
             return SwitchResult(ok=True, model=profile.id, noop=True)
         evicted, no_room = await self._admit_locked(profile, may_evict=True)
+        failure: Failure | None
         if no_room:  # refused before starting: its state does not change
             failure = self._model(profile).failure = self.last_error = Failure(
                 profile.id, no_room, [], kind="room", profile=profile
@@ -475,7 +476,7 @@ class Supervisor:
                 if self.models.get(model.id) is not model or model.failure is not failure:
                     return  # someone switched, stopped or restarted it meanwhile
                 profile = self.config.models.get(model.id)
-                no_room = "its profile was removed"
+                no_room: str | None = "its profile was removed"
                 if profile is not None:
                     _, no_room = await self._admit_locked(profile, may_evict=False)
                 if profile is None or no_room:

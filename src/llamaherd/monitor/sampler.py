@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from llamaherd.daemon.supervisor import State, Supervisor
 from llamaherd.gpus import GpuReading, GpuSource, gpu_source
 from llamaherd.monitor.server import ServerSampler, ServerTarget
 from llamaherd.monitor.system import SystemSampler
+
+log = logging.getLogger(__name__)
 
 INTERVAL = 1.0
 HISTORY = 300  # samples: five minutes at one a second, enough for sparklines
@@ -82,7 +85,7 @@ class Sampler:
                     self.error = None
                 except Exception as error:  # keep sampling whatever broke
                     if self.error is None:
-                        print(f"system sampler: {error!r}", flush=True)
+                        log.warning("system sampler: %r", error)
                     self.error = repr(error)
                 await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - began)))
         finally:

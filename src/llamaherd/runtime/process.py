@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 import psutil
@@ -82,7 +83,7 @@ class _LogFile:
     def __init__(self, path: Path, report: Callable[[str], None]) -> None:
         self.path = path
         self._report = report
-        self._file = None
+        self._file: TextIO | None = None
         self._failed_at: float | None = None
 
     def write(self, line: str) -> None:
