@@ -3,8 +3,10 @@ browser can and cannot do to herd. tests/test_security.py sends the same headers
 here the browser decides what it sends (Origin, Sec-Fetch-*, Host), so a check that only
 works against hand-made headers would show up.
 
-The attacker's page is served by a second server on another loopback port: to the
-browser it is another origin (another port), as a page from the internet would be.
+The attacker's page is served by a second server on another loopback port, reached as
+127.0.0.1 (another origin on the same site) and as evil.test (another site, as a page
+from the internet; Chromium resolves the name to loopback, so its own Local Network
+Access checks do not get in the way: what is tested is herd's refusal).
 """
 
 from __future__ import annotations
