@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint llama-server clean claude-code sandbox-tools
+.PHONY: demo test lint llama-server clean claude-code sandbox-tools browser-tools
 
 # The virtualenv with herd installed (editable) and the test tools.
 $(BIN)/herd: pyproject.toml
@@ -24,7 +24,7 @@ lint: $(BIN)/herd
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: llama-server lint claude-code sandbox-tools
+test: llama-server lint claude-code sandbox-tools browser-tools
 	$(BIN)/pytest
 
 clean:
@@ -51,3 +51,10 @@ sandbox-tools:
 	@command -v bwrap >/dev/null && command -v socat >/dev/null || { \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap socat || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap socat; }; }
+
+# tests/test_browser.py drives headless Chromium through chromedriver (selenium is in
+# the dev extra): Debian's packages, installed only when missing.
+browser-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }; }

@@ -15,11 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
 from llamaherd import demo
 from llamaherd.config import Config, load_config
+from llamaherd.daemon.launch import start_background
 from llamaherd.daemon.record import running_record
 from llamaherd.llamacpp import build
 from llamaherd.runtime.process import free_port
@@ -172,3 +174,22 @@ def make_herd(tmp_path: Path, model_files: Path, llama_server: Path):
 @pytest.fixture
 def herd(make_herd) -> Config:
     return make_herd()
+
+
+@pytest.fixture
+def daemon(make_herd):
+    """Starts a daemon in the background (no model running) with [server] settings as keywords."""
+
+    def start(extra: str = "", **server: object) -> Config:
+        config = make_herd(extra, **server)
+        start_background(config)
+        return config
+
+    return start
+
+
+def alive(config: Config) -> bool:
+    try:
+        return httpx.get(f"{config.server.api_url}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -10,12 +10,11 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import server_key, wait_until
+from conftest import alive, server_key, wait_until
 
 from llamaherd import control, paths
 from llamaherd.config import Config
 from llamaherd.daemon import guard
-from llamaherd.daemon.launch import start_background
 from llamaherd.errors import ConfigError
 
 EVIL = "http://evil.example"
@@ -26,25 +25,6 @@ SIMPLE = {
     "Sec-Fetch-Site": "cross-site",
     "Sec-Fetch-Mode": "no-cors",
 }
-
-
-@pytest.fixture
-def daemon(make_herd):
-    """A started daemon (no model running) with [server] settings as keywords."""
-
-    def start(extra: str = "", **server: object) -> Config:
-        config = make_herd(extra, **server)
-        start_background(config)
-        return config
-
-    return start
-
-
-def alive(config: Config) -> bool:
-    try:
-        return httpx.get(f"{config.server.api_url}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_a_cross_origin_page_cannot_drive_or_read_the_management_api(daemon) -> None:
