@@ -22,6 +22,7 @@ from llamaherd import build, demo
 from llamaherd.config import Config, load_config
 from llamaherd.daemon.record import running_record
 from llamaherd.runtime.process import free_port
+from llamaherd.schema import ModelStatus
 
 
 def llama_server_binary() -> Path | None:
@@ -137,10 +138,11 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
     return False
 
 
-def server_key(status: dict) -> str:
+def server_key(status: ModelStatus) -> str:
     """The key the daemon gave the llama-server of a /status answer (its environment:
     readable by the same user, as a test is, never shown by herd)."""
-    return psutil.Process(status["pid"]).environ()["LLAMA_API_KEY"]
+    assert status.pid is not None, status
+    return psutil.Process(status.pid).environ()["LLAMA_API_KEY"]
 
 
 def servers_for(models_dir: Path) -> list[psutil.Process]:

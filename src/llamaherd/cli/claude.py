@@ -9,6 +9,7 @@ import click
 from llamaherd import control
 from llamaherd.cli.options import config_of
 from llamaherd.cli.render import err_console, print_lines, switch_failure
+from llamaherd.schema import SwitchFailed
 
 
 class _PassThroughCommand(click.Command):
@@ -69,7 +70,7 @@ def claude_command(
         args=ctx.meta.get("passthrough", []),
     )
     answer = control.up(config, chosen)
-    if not answer.get("ok"):
+    if isinstance(answer, SwitchFailed):
         print_lines(switch_failure(answer), stderr=True)
         sys.exit(1)
     if plan.note:
