@@ -10,14 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from textual.app import App, ComposeResult
 
 from llamaherd import cli, control
 from llamaherd.config import Config
 from llamaherd.errors import UsageError
-from llamaherd.schema import ModelRow
+from llamaherd.schema import ModelRow, SystemSnapshot
 from llamaherd.tui.app import DashboardApp
 from llamaherd.tui.logchoice import LogChoice
 from llamaherd.tui.picker import ModelPicker, PickerApp
+from llamaherd.tui.system import SystemPanel
 
 SIZE = (160, 48)
 
@@ -318,3 +320,53 @@ def test_dash_without_a_terminal_points_to_herd_top() -> None:
     result = CliRunner().invoke(cli.cli, ["dash"])
     assert isinstance(result.exception, UsageError)
     assert "herd top" in str(result.exception)
+
+
+def test_the_system_panel_shows_the_load_average() -> None:
+    # It read a "load" key /system never had: the load average never showed.
+    host = {
+        "cpu_percent": 12.5,
+        "cpu_per_core": [10.0, 15.0],
+        "cpu_count": 2,
+        "memory_total": 8 * 2**30,
+        "memory_used": 2**30,
+        "memory_available": 7 * 2**30,
+        "memory_percent": 12.5,
+        "swap_total": 0,
+        "swap_used": 0,
+        "load_avg": [1.77, 1.32, 1.42],
+        "disk": None,
+    }
+    history = {
+        "interval_s": 1.0,
+        "t": [],
+        "tokens_per_s": {},
+        "gpu_memory_used": {},
+        "gpu_utilization": {},
+        "cpu_percent": [],
+    }
+    snapshot = SystemSnapshot.model_validate(
+        {
+            "gpus": [],
+            "gpu_note": "no NVIDIA driver",
+            "system": host,
+            "servers": [],
+            "history": history,
+            "sampled_at": 1.0,
+            "error": None,
+        }
+    )
+
+    class Panel(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SystemPanel()
+
+    async def scenario() -> str:
+        app = Panel()
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(SystemPanel)
+            panel.show(snapshot)
+            await pilot.pause()
+            return panel.shown_text
+
+    assert "load 1.77 1.32 1.42" in asyncio.run(scenario())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from llamaherd import paths
 from llamaherd.client import DaemonClient
@@ -63,7 +64,7 @@ def down(
     model: str | None = None,
     stop_daemon: bool = False,
     timeout: float = 30.0,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Stop the running models (or one); with stop_daemon, the daemon too (and wait until
     it is gone). Answers {"stopped": [ids], ...}."""
     answer = client.stop(model).model_dump()

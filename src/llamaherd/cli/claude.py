@@ -24,7 +24,8 @@ class _PassThroughCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as error:
-            error.message += " Claude Code's own options go after `--`, e.g. herd claude -- -p hi"
+            # click types `message` Final, yet sets it per instance: adding a hint is fine.
+            error.message += " Claude Code's own options go after `--`, e.g. herd claude -- -p hi"  # type: ignore[misc]
             raise
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -76,7 +76,9 @@ def create_app(
     started_at = time.time()
 
     @app.middleware("http")
-    async def require_key(request: Request, call_next):
+    async def require_key(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         # Read per request, so a reload that sets or changes the key applies at once.
         # /health stays open so supervisors and load balancers can probe.
         expected = supervisor.config.server.api_key
@@ -169,7 +171,9 @@ def create_app(
         return schema.LogPage.model_validate(supervisor.logs(tail, since, model))
 
     @app.get("/logs/stream")
-    async def logs_stream(model: str | None = None, tail: Annotated[int, Query(ge=0)] = 0):
+    async def logs_stream(
+        model: str | None = None, tail: Annotated[int, Query(ge=0)] = 0
+    ) -> StreamingResponse:
         """New log lines as server-sent events (`event: log`), after `tail` old ones."""
         first = supervisor.logs(tail, None, model)
         seen = first["total"] or 0
@@ -195,7 +199,7 @@ def create_app(
     async def events() -> StreamingResponse:
         """State changes, switches, crashes, restarts, load progress, as server-sent events."""
 
-        async def stream():
+        async def stream() -> AsyncIterator[bytes]:
             with supervisor.events.subscribe() as queue:
                 async for chunk in sse(queue.get):
                     yield chunk

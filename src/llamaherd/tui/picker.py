@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
@@ -110,7 +111,7 @@ class ModelPicker(ModalScreen[str | None]):
         if not table.row_count:
             self.notify("no model matches", severity="warning")
             return
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         self.dismiss(str(key))
 
     def action_cancel(self) -> None:
