@@ -259,7 +259,7 @@ def test_system_reports_fake_gpus_host_and_live_tokens_per_s(
     assert set(history.gpu_memory_used) == {"0", "1"}
     # What a sparkline needs, and no more: the last N samples only.
     recent = httpx.get(f"{herd.server.api_url}/system", params={"points": 2}, timeout=10)
-    assert len(recent.json()["history"].t) == 2 < len(history.t)
+    assert len(recent.json()["history"]["t"]) == 2 < len(history.t)
 
 
 def test_status_counts_the_log_lines_that_logs_returns(herd: Config) -> None:

@@ -123,6 +123,8 @@ class DashboardApp(App[str | None]):
         self.run_worker(self._poll_forever(), name="poll", group="poll")
 
     async def on_unmount(self) -> None:
+        # The polls first: one still running would send on the closed client.
+        self.workers.cancel_group(self, "poll")
         await self.remote.aclose()
 
     # -- polling -----------------------------------------------------------------
