@@ -117,7 +117,7 @@ def test_a_slow_start_outlasting_the_queue_timeout_leaves_one_tracked_server(
     assert ask(herd, "dense").status_code == 200
     running = servers_for(model_files)
     assert [p.pid for p in running] == [client.status().pid], "one llama-server, tracked"
-    assert client.stop() == {"stopped": ["dense"]}
+    assert client.stop().stopped == ["dense"]
     assert wait_until(lambda: not servers_for(model_files), timeout=10)
 
 
