@@ -25,6 +25,7 @@ from llamaherd.daemon.launch import start_background
 from llamaherd.daemon.record import running_record
 from llamaherd.llamacpp import build
 from llamaherd.runtime.process import free_port
+from llamaherd.schema import ModelStatus
 
 
 def llama_server_binary() -> Path | None:
@@ -140,10 +141,11 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
     return False
 
 
-def server_key(status: dict) -> str:
+def server_key(status: ModelStatus) -> str:
     """The key the daemon gave the llama-server of a /status answer (its environment:
     readable by the same user, as a test is, never shown by herd)."""
-    return psutil.Process(status["pid"]).environ()["LLAMA_API_KEY"]
+    assert status.pid is not None, status
+    return psutil.Process(status.pid).environ()["LLAMA_API_KEY"]
 
 
 def servers_for(models_dir: Path) -> list[psutil.Process]:

@@ -96,7 +96,7 @@ def test_bench_speed_measures_stores_and_herd_models_shows_it(
         table = run_herd(*config, "models").stdout
         assert f"{runs['dense']['gen_tps']:.0f} t/s" in table
         # The daemon's GET /models (what the picker shows) reads the same store.
-        served = {m["id"]: m["speed_tps"] for m in control.connect().models()}
+        served = {m.id: m.speed_tps for m in control.connect().models()}
         assert served == speeds
     finally:
         stop(parse_config(config_path.read_text(), config_path))
@@ -107,7 +107,7 @@ def test_an_endpoint_is_measured_the_same_way_and_stored_apart(
 ) -> None:
     # llama-server itself is an OpenAI-compatible endpoint: reach it without herd's help.
     answer = control.up(herd, "dense")
-    direct = answer["url"] + "/v1"
+    direct = answer.url + "/v1"
     monkeypatch.setenv("ENDPOINT_KEY", server_key(answer))  # the key herd started it with
     target = endpoint_target(direct, "dense", "ENDPOINT_KEY")
     settings = speed.SpeedSettings(prompt_lengths=(64, 0), gen_tokens=16, reps=1, concurrency=(1,))
@@ -127,7 +127,7 @@ def test_bench_switches_back_to_the_model_that_was_serving(herd: Config) -> None
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["model"] == "moe"
-    assert control.connect(herd).status()["model"] == "dense"
+    assert control.connect(herd).status().model == "dense"
 
 
 def test_latest_finished_profile_run_is_the_speed_shown(tmp_path: Path) -> None:

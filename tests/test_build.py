@@ -52,7 +52,7 @@ def test_a_q8_0_model_loads_and_answers(make_herd, model_files) -> None:
     before NO_AMX)."""
     synth.write(model_files / "q8.gguf", synth.Shape(weight_type="Q8_0", n_embd=128, n_ff=256))
     herd = make_herd('\n[models.q8]\nfile = "q8.gguf"\nctx = 512\n')
-    assert control.up(herd, "q8")["ok"]
+    assert control.up(herd, "q8").ok
     request = {"model": "q8", "prompt": "llamas", "max_tokens": 4}
     answer = httpx.post(f"{herd.server.public_url}/v1/completions", json=request, timeout=60)
     assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] > 0

@@ -303,7 +303,7 @@ def test_claude_code_requests_stream_through_the_gateway_and_swap_models(make_he
     # `/model moe` inside Claude Code: the next request names another profile.
     headers, events = stream_events(gateway, claude_code_request("moe"))
     assert headers["x-herd-model"] == "moe" and events[-1]["type"] == "message_stop"
-    assert control.connect(herd).status()["model"] == "moe"
+    assert control.connect(herd).status().model == "moe"
 
     # With --route, the running model answers `auto`; a haiku-class call goes to `small`.
     control.up(herd, "dense")

@@ -146,10 +146,10 @@ def test_doctor_reports_the_llama_server_it_would_use(config_path: Path) -> None
 
 def test_herd_models_and_the_api_describe_a_profile_alike(herd) -> None:
     # One description (profiles.describe_all): the CLI's rows are the daemon's rows.
-    assert control.up(herd, "dense")["ok"]
+    assert control.up(herd, "dense").ok
     result = run_herd("--config", str(herd.path), "models", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == control.connect(herd).models()
+    assert json.loads(result.stdout) == control.connect(herd).call("GET", "/models")["models"]
     rows = {row["id"]: row for row in json.loads(result.stdout)}
     assert rows["dense"]["state"] == "ready" and rows["moe"]["state"] == "stopped"
     assert rows["dense"]["file"] == str(herd.models["dense"].file)
@@ -160,7 +160,7 @@ def test_up_without_id_in_a_terminal_offers_a_menu(herd, monkeypatch) -> None:
     result = CliRunner().invoke(cli.cli, ["--config", str(herd.path), "up"], input="2\n")
     assert result.exit_code == 0, result.output
     assert "Tiny dense" in result.output and "Tiny MoE" in result.output  # the menu
-    assert control.connect(herd).status()["model"] == "moe"
+    assert control.connect(herd).status().model == "moe"
 
 
 @pytest.mark.parametrize("command", [["serve"], ["up", "dense"]])

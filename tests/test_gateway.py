@@ -45,7 +45,7 @@ def streamed_text(url: str, request: dict, key: str | None = None) -> str:
 
 def test_streamed_chat_through_gateway_equals_direct(herd: Config) -> None:
     answer = control.up(herd, "dense")
-    direct = streamed_text(answer["url"], SEEDED, server_key(answer))
+    direct = streamed_text(answer.url, SEEDED, server_key(answer))
     through = streamed_text(herd.server.public_url, {**SEEDED, "model": "dense"})
     assert direct and through == direct
 
@@ -60,7 +60,7 @@ def test_request_naming_another_model_gets_that_models_answer(herd: Config) -> N
     assert response.status_code == 200
     assert response.json()["model"] == "moe"  # llama-server answers with its --alias
     assert response.headers["x-herd-model"] == "moe"
-    assert control.connect(herd).status()["model"] == "moe"
+    assert control.connect(herd).status().model == "moe"
 
 
 def test_get_endpoints_pass_through_and_model_list_shows_profiles(herd: Config) -> None:
@@ -117,7 +117,7 @@ def test_request_during_a_switch_waits_and_succeeds(herd: Config) -> None:
     client = control.connect(herd)
     switching = threading.Thread(target=client.switch, args=("moe",))
     switching.start()
-    assert wait_until(lambda: client.status()["state"] != "ready", timeout=5, interval=0.005)
+    assert wait_until(lambda: client.status().state != "ready", timeout=5, interval=0.005)
     response = httpx.post(
         f"{herd.server.public_url}/v1/chat/completions",
         json={**SEEDED, "max_tokens": 4},
@@ -135,7 +135,7 @@ def test_client_disconnect_cancels_the_generation(herd: Config) -> None:
         "POST", f"{herd.server.public_url}/v1/chat/completions", json=request, timeout=60
     ) as response:
         next(response.iter_lines())  # generation has started
-    slots_url = f"{answer['url']}/slots"
+    slots_url = f"{answer.url}/slots"
     key = {"Authorization": f"Bearer {server_key(answer)}"}
     assert wait_until(
         lambda: (
@@ -164,7 +164,7 @@ def test_full_queue_is_503_with_retry_after(make_herd) -> None:
     )
     assert response.status_code == 503
     assert response.headers["retry-after"]
-    assert control.connect(herd).status()["model"] == "dense"
+    assert control.connect(herd).status().model == "dense"
 
 
 def test_failed_swap_is_503_and_previous_model_keeps_serving(herd: Config) -> None:

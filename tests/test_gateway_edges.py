@@ -26,6 +26,7 @@ from llamaherd import control
 from llamaherd.daemon.gateway import Gateway
 from llamaherd.daemon.model import State
 from llamaherd.daemon.supervisor import Supervisor
+from llamaherd.schema import ModelStatus
 
 CHAT = "/v1/chat/completions"
 LONG = 100_000  # tokens: at the fakes' default speed, minutes of generation for nobody
@@ -366,10 +367,10 @@ args = ["--context-shift"]
 """
 
 
-def slots_busy(answer: dict) -> bool:
+def slots_busy(answer: ModelStatus) -> bool:
     """Whether the llama-server of a /switch answer is generating (asked with its key)."""
     key = {"Authorization": f"Bearer {server_key(answer)}"}
-    slots = httpx.get(f"{answer['url']}/slots", headers=key, timeout=5).json()
+    slots = httpx.get(f"{answer.url}/slots", headers=key, timeout=5).json()
     return any(slot["is_processing"] for slot in slots)
 
 
@@ -396,7 +397,7 @@ def test_client_leaving_a_non_streaming_chat_stops_the_generation(make_herd) -> 
         )
         assert wait_until_sync(lambda: slots_busy(answer), timeout=10), "not generating"
     assert wait_until_sync(
-        lambda: any("cancel task" in line for line in daemon.logs(50)["lines"]),
+        lambda: any("cancel task" in line for line in daemon.logs(50).lines),
         timeout=3,
         interval=0.02,
     ), "llama-server went on generating for nobody"

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_herd, wait_until
 
-from llamaherd import cli, control
+from llamaherd import cli, control, profiles
 from llamaherd.config import Config, load_config
 from llamaherd.errors import UsageError
 from llamaherd.gguf import budget, check, synth
@@ -380,11 +380,11 @@ def test_daemon_evicts_for_vram_with_fake_gpus(make_herd, tmp_path, monkeypatch)
     monkeypatch.setenv("HERD_FAKE_GPUS", str(fake))
     control.up(herd_config, "dense-gpu")
     answer = control.up(herd_config, "moe-gpu")
-    assert answer["ok"], answer
-    loaded = {m["model"] for m in control.connect(herd_config).status()["loaded"]}
+    assert answer.ok, answer
+    loaded = {m.model for m in control.connect(herd_config).status().loaded}
     assert loaded == {"moe-gpu"}  # max_loaded = 2 allowed both; the VRAM check did not
-    models = {m["id"]: m for m in control.connect(herd_config).models()}
-    assert models["moe-gpu"]["memory"]["gpu"] == needs[1]
+    models = {m.id: m for m in control.connect(herd_config).models()}
+    assert models["moe-gpu"].memory and models["moe-gpu"].memory.gpu == needs[1]
 
 
 @pytest.mark.parametrize("command", ["inspect", "plan", "add"])
@@ -402,7 +402,7 @@ def test_picker_shows_the_estimated_memory(models, tmp_path) -> None:
 
     config = _profile(tmp_path, models["small_dense"], '{ n_gpu_layers = "all" }')
     memory = budget.summaries(list(config.models.values()), [Gpu("GPU0", 24 * GiB)])
-    rows = [{"id": pid, "name": pid, "ctx": 8192, "memory": memory[pid]} for pid in memory]
+    rows = [profiles.describe(p, memory=memory[p.id]) for p in config.models.values()]
 
     async def scenario() -> list[str]:
         app = PickerApp(rows)

@@ -32,7 +32,7 @@ def ask(config: Config, model: str | None = None) -> httpx.Response:
 
 def loaded(config: Config) -> dict[str, int]:
     """model id -> llama-server pid, for every running model."""
-    return {m["model"]: m["pid"] for m in control.connect(config).status()["loaded"]}
+    return {m.model: m.pid for m in control.connect(config).status().loaded}
 
 
 def test_two_models_stay_loaded_and_alternate_without_restarts(make_herd) -> None:
@@ -45,7 +45,7 @@ def test_two_models_stay_loaded_and_alternate_without_restarts(make_herd) -> Non
         assert ask(herd, model).json()["model"] == model
     assert loaded(herd) == pids, "no model was restarted"
     # Starting moe for a request made it current; requests to loaded models do not.
-    assert control.connect(herd).status()["model"] == "moe"
+    assert control.connect(herd).status().model == "moe"
 
 
 def test_least_recently_used_model_is_evicted(make_herd) -> None:
@@ -69,14 +69,14 @@ def test_persistent_model_is_never_evicted(make_herd) -> None:
 
 def test_crashed_model_is_detected_and_restarted(herd: Config) -> None:
     answer = control.up(herd, "dense")
-    os.kill(answer["pid"], signal.SIGKILL)
+    os.kill(answer.pid, signal.SIGKILL)
     client = control.connect(herd)
-    assert wait_until(lambda: client.status()["state"] == "failed", timeout=2.0)
-    error = client.status()["last_error"]
-    assert error["model"] == "dense" and "unexpectedly with code -9" in error["reason"]
-    assert wait_until(lambda: client.status()["state"] == "ready", timeout=15)
+    assert wait_until(lambda: client.status().state == "failed", timeout=2.0)
+    error = client.status().last_error
+    assert error.model == "dense" and "unexpectedly with code -9" in error.reason
+    assert wait_until(lambda: client.status().state == "ready", timeout=15)
     status = client.status()
-    assert status["pid"] != answer["pid"] and status["restarts"] == 1
+    assert status.pid != answer.pid and status.restarts == 1
     assert ask(herd).status_code == 200
     log = (paths.state_dir() / "daemon.log").read_text()
     assert "crash model=dense code=-9" in log and "restart model=dense attempt=1" in log
@@ -85,18 +85,18 @@ def test_crashed_model_is_detected_and_restarted(herd: Config) -> None:
 def test_restart_never_leaves_a_crashed_model_failed(make_herd) -> None:
     herd = make_herd('\n[models.fragile]\nextends = "dense"\nrestart = "never"\n')
     answer = control.up(herd, "fragile")
-    os.kill(answer["pid"], signal.SIGKILL)
+    os.kill(answer.pid, signal.SIGKILL)
     client = control.connect(herd)
-    assert wait_until(lambda: client.status()["state"] == "failed", timeout=2.0)
-    assert not wait_until(lambda: client.status()["state"] != "failed", timeout=3.0)
+    assert wait_until(lambda: client.status().state == "failed", timeout=2.0)
+    assert not wait_until(lambda: client.status().state != "failed", timeout=3.0)
 
 
 def test_idle_model_is_unloaded_after_ttl_and_started_on_demand(make_herd) -> None:
     herd = make_herd('\n[models.brief]\nextends = "dense"\nttl = 1\n')
     answer = control.up(herd, "brief")
     client = control.connect(herd)
-    assert wait_until(lambda: client.status()["state"] == "stopped", timeout=10)
-    assert not psutil.pid_exists(answer["pid"])
+    assert wait_until(lambda: client.status().state == "stopped", timeout=10)
+    assert not psutil.pid_exists(answer.pid)
     assert ask(herd).json()["model"] == "brief", "the next request starts it again"
 
 
@@ -113,19 +113,19 @@ def test_a_slow_start_outlasting_the_queue_timeout_leaves_one_tracked_server(
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: ask(herd, "dense").status_code, range(4)))
     assert answers == [503] * 4, "each request gave up waiting"
-    assert wait_until(lambda: client.status()["state"] == "ready", timeout=60)
+    assert wait_until(lambda: client.status().state == "ready", timeout=60)
     assert ask(herd, "dense").status_code == 200
     running = servers_for(model_files)
-    assert [p.pid for p in running] == [client.status()["pid"]], "one llama-server, tracked"
-    assert client.stop() == {"stopped": ["dense"]}
+    assert [p.pid for p in running] == [client.status().pid], "one llama-server, tracked"
+    assert client.stop().stopped == ["dense"]
     assert wait_until(lambda: not servers_for(model_files), timeout=10)
 
 
 def test_a_crash_restart_never_exceeds_max_loaded(herd: Config, model_files) -> None:
     answer = control.up(herd, "dense")
     client = control.connect(herd)
-    os.kill(answer["pid"], signal.SIGKILL)
-    assert wait_until(lambda: client.status()["state"] == "failed", timeout=5)
+    os.kill(answer.pid, signal.SIGKILL)
+    assert wait_until(lambda: client.status().state == "failed", timeout=5)
     assert ask(herd, "moe").status_code == 200  # moe takes the one slot (max_loaded 1)
     log = paths.state_dir() / "daemon.log"
     assert wait_until(lambda: "restart_skipped model=dense" in log.read_text(), timeout=15)

@@ -24,6 +24,7 @@ from llamaherd.gpus import gpu_source
 from llamaherd.monitor import FakeGpuSource, NvmlSource
 from llamaherd.monitor.sampler import Sampler
 from llamaherd.monitor.server import Rate, generated_total, parse_metrics, parse_slots
+from llamaherd.schema import GpuProcess
 
 FAKE_GPUS = Path(__file__).parent / "data" / "fake_gpus.json"
 GB = 1024**3
@@ -218,32 +219,32 @@ def test_system_reports_fake_gpus_host_and_live_tokens_per_s(
 ) -> None:
     monkeypatch.setenv("HERD_FAKE_GPUS", str(FAKE_GPUS))  # before the daemon starts
     answer = control.up(herd, "dense")
-    assert answer["ok"], answer
+    assert answer.ok, answer
     client = control.connect(herd)
-    server_pid = answer["pid"]
+    server_pid = answer.pid
 
     system = client.system()
-    assert system["gpu_note"] is None
-    totals = [round(g["memory_total"] / GB) for g in system["gpus"]]
+    assert system.gpu_note is None
+    totals = [round((g.memory_total or 0) / GB) for g in system.gpus]
     assert totals == [24, 16]
-    host = system["system"]
-    assert host["memory_total"] > 0 and host["cpu_count"] == len(host["cpu_per_core"])
-    assert host["disk"]["path"] == str(herd.models_dir) and host["disk"]["total"] > 0
+    host = system.system
+    assert host and host.memory_total > 0 and host.cpu_count == len(host.cpu_per_core)
+    assert host.disk and host.disk.path == str(herd.models_dir) and host.disk.total > 0
 
     # The llama-server is a child of the daemon, so the fake puts it on GPU 0, and the
     # sampler names its profile.
-    assert wait_until(lambda: client.system()["gpus"][0]["processes"], timeout=5)
-    gpu0 = client.system()["gpus"][0]
-    assert {"pid": server_pid, "used_memory": 4 * GB, "profile": "dense"} in gpu0["processes"]
-    assert all(p["profile"] is None for p in client.system()["gpus"][1]["processes"])
+    assert wait_until(lambda: client.system().gpus[0].processes, timeout=5)
+    gpu0 = client.system().gpus[0]
+    assert GpuProcess(pid=server_pid, used_memory=4 * GB, profile="dense") in gpu0.processes
+    assert all(p.profile is None for p in client.system().gpus[1].processes)
 
     streaming = stream_for(herd.server.public_url, seconds=8)
     seen: dict = {}
 
     def busy() -> bool:
-        (server,) = client.system()["servers"]
+        (server,) = client.system().servers
         seen.update(server)
-        return (server["tokens_per_s"] or 0) > 0 and server["slots_active"] >= 1
+        return (server.tokens_per_s or 0) > 0 and server.slots_active >= 1
 
     assert wait_until(busy, timeout=8, interval=0.3), seen
     assert seen["model"] == "dense" and seen["pid"] == server_pid
@@ -251,14 +252,14 @@ def test_system_reports_fake_gpus_host_and_live_tokens_per_s(
     assert seen["rss"] > 0 and seen["gpus"] == [0] and seen["gpu_memory"] == 4 * GB
     streaming.join()
 
-    history = client.system()["history"]
-    assert len(history["t"]) == len(history["cpu_percent"]) >= 2
-    assert len(history["tokens_per_s"]["dense"]) == len(history["t"])
-    assert max(x or 0 for x in history["tokens_per_s"]["dense"]) > 0
-    assert set(history["gpu_memory_used"]) == {"0", "1"}
+    history = client.system().history
+    assert len(history.t) == len(history.cpu_percent) >= 2
+    assert len(history.tokens_per_s["dense"]) == len(history.t)
+    assert max(x or 0 for x in history.tokens_per_s["dense"]) > 0
+    assert set(history.gpu_memory_used) == {"0", "1"}
     # What a sparkline needs, and no more: the last N samples only.
     recent = httpx.get(f"{herd.server.api_url}/system", params={"points": 2}, timeout=10)
-    assert len(recent.json()["history"]["t"]) == 2 < len(history["t"])
+    assert len(recent.json()["history"]["t"]) == 2 < len(history.t)
 
 
 def test_status_counts_the_log_lines_that_logs_returns(herd: Config) -> None:
@@ -267,8 +268,8 @@ def test_status_counts_the_log_lines_that_logs_returns(herd: Config) -> None:
 
     def agree() -> bool:  # the log may still grow right after loading
         logs = client.logs(tail=100_000)
-        (loaded,) = client.status()["loaded"]
-        return loaded["log_lines"] == logs["total"] == len(logs["lines"]) > 0
+        (loaded,) = client.status().loaded
+        return loaded.log_lines == logs.total == len(logs.lines) > 0
 
     assert wait_until(agree, timeout=5)
 
@@ -276,18 +277,18 @@ def test_status_counts_the_log_lines_that_logs_returns(herd: Config) -> None:
 def test_system_without_gpus_says_why(herd: Config) -> None:
     control.up(herd, "dense")
     client = control.connect(herd)
-    assert wait_until(lambda: client.system()["servers"], timeout=5)  # a sample a second
+    assert wait_until(lambda: client.system().servers, timeout=5)  # a sample a second
     system = client.system()
-    if system["gpus"]:
+    if system.gpus:
         pytest.skip("this machine has NVIDIA GPUs")
-    assert system["gpu_note"] and system["servers"][0]["model"] == "dense"
+    assert system.gpu_note and system.servers[0].model == "dense"
 
 
 def test_herd_top_prints_a_snapshot(herd: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HERD_FAKE_GPUS", str(FAKE_GPUS))
     control.up(herd, "dense")
     client = control.connect(herd)
-    assert wait_until(lambda: client.system()["servers"], timeout=5)  # a sample a second
+    assert wait_until(lambda: client.system().servers, timeout=5)  # a sample a second
     command = [sys.executable, "-m", "llamaherd", "--config", str(herd.path), "top"]
     result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

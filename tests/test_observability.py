@@ -59,7 +59,7 @@ def test_events_show_a_switch_with_its_state_changes(herd: Config) -> None:
 
 def test_events_show_a_crash_and_the_restart(herd: Config) -> None:
     answer = control.up(herd, "dense")
-    timer = threading.Timer(0.5, os.kill, args=(answer["pid"], signal.SIGKILL))
+    timer = threading.Timer(0.5, os.kill, args=(answer.pid, signal.SIGKILL))
     timer.start()
     events = collect_events(
         herd.server.api_url, lambda e: e[-1].get("state") == "ready" and e[-1]["type"] == "state"
@@ -121,19 +121,19 @@ def test_reload_applies_a_good_file_and_keeps_the_old_on_a_bad_one(herd: Config)
 
     herd.path.write_text(original.replace('name = "Tiny dense"', 'name = "Renamed"'))
     answer = client.reload()
-    assert answer["ok"] and answer["stale"] == ["dense"]
-    assert {m["id"]: m["name"] for m in client.models()}["dense"] == "Renamed"
+    assert answer.ok and answer.stale == ["dense"]
+    assert {m.id: m.name for m in client.models()}["dense"] == "Renamed"
 
     herd.path.write_text(original + '\n[models.oops]\nfile = "dense.gguf"\ntemprature = 1\n')
     with pytest.raises(UsageError, match="temprature"):
         client.reload()
-    assert {m["id"]: m["name"] for m in client.models()}["dense"] == "Renamed"
-    assert client.status()["state"] == "ready"
+    assert {m.id: m.name for m in client.models()}["dense"] == "Renamed"
+    assert client.status().state == "ready"
 
     herd.path.write_text(original)
     client.reload()  # now, not when the file watcher gets to it: the restart must see it
-    assert client.switch("dense", restart=True)["ok"]
-    assert client.status()["stale"] == []
+    assert client.switch("dense", restart=True).ok
+    assert client.status().stale == []
 
 
 def test_sighup_and_file_changes_reload(herd: Config) -> None:
@@ -144,13 +144,13 @@ def test_sighup_and_file_changes_reload(herd: Config) -> None:
 
     herd.path.write_text(original.replace('name = "Tiny MoE"', 'name = "Watched"'))
     assert wait_until(
-        lambda: {m["id"]: m["name"] for m in client.models()}["moe"] == "Watched", timeout=5
+        lambda: {m.id: m.name for m in client.models()}["moe"] == "Watched", timeout=5
     )
 
     herd.path.write_text(original.replace('name = "Tiny MoE"', 'name = "Hung up"'))
     os.kill(running_record()["pid"], signal.SIGHUP)
     assert wait_until(
-        lambda: {m["id"]: m["name"] for m in client.models()}["moe"] == "Hung up", timeout=5
+        lambda: {m.id: m.name for m in client.models()}["moe"] == "Hung up", timeout=5
     )
 
 
@@ -164,5 +164,5 @@ def test_reload_refuses_a_file_without_profiles(herd: Config) -> None:
         with pytest.raises(UsageError, match="no \\[models.<id>\\] profile") as refused:
             client.reload()
         assert str(herd.path) in str(refused.value)
-        assert {m["id"] for m in client.models()} == {"dense", "moe", "broken"}
+        assert {m.id for m in client.models()} == {"dense", "moe", "broken"}
     client.shutdown()

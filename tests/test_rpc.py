@@ -23,6 +23,7 @@ from llamaherd.llamacpp.binaries import RPC_NAMES
 from llamaherd.runtime import rpc
 from llamaherd.runtime.argv import server_argv
 from llamaherd.runtime.process import free_port
+from llamaherd.schema import RpcWorker
 
 
 def rpc_server_beside(llama_server: Path) -> Path:
@@ -121,13 +122,11 @@ def test_model_served_across_two_rpc_workers(
     )
     config = make_herd(extra)
     answer = control.up(config, "spread")
-    assert answer["ok"], answer
+    assert answer.ok, answer
     client = control.connect(config)
     status = client.status()
-    assert status["rpc"] == [
-        {"endpoint": endpoint, "reachable": True, "error": None} for endpoint in workers
-    ]
-    assert status["argv"][status["argv"].index("--rpc") + 1] == ",".join(workers)
+    assert status.rpc == [RpcWorker(endpoint=endpoint, reachable=True) for endpoint in workers]
+    assert status.argv and status.argv[status.argv.index("--rpc") + 1] == ",".join(workers)
     code, out, _ = herd(capsys, monkeypatch, "--config", str(config.path), "status")
     assert code == 0 and f"workers  {', '.join(workers)}" in out
 
@@ -138,7 +137,7 @@ def test_model_served_across_two_rpc_workers(
     )
     assert reply.status_code == 200 and reply.json()["choices"]
 
-    lines = client.logs(5000, model="spread")["lines"]
+    lines = client.logs(5000, model="spread").lines
     placement = "\n".join(line for line in lines if "RPC" in line or "layers" in line)
     for endpoint in workers:
         # A worker's buffers are named RPC<its device index>[host:port]; a model buffer
@@ -154,9 +153,9 @@ def test_unreachable_worker_fails_the_switch_before_starting(make_herd) -> None:
     dead = f"127.0.0.1:{free_port()}"
     config = make_herd(f'\n[models.lonely]\nfile = "dense.gguf"\nrpc = ["{dead}"]\n')
     answer = control.up(config, "lonely")
-    assert not answer["ok"]
-    assert f"RPC worker unreachable: {dead}" in answer["error"]
-    assert answer["log_tail"] == []  # no llama-server was started
+    assert not answer.ok
+    assert f"RPC worker unreachable: {dead}" in answer.error
+    assert answer.log_tail == []  # no llama-server was started
 
 
 @pytest.mark.server

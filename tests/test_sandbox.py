@@ -145,20 +145,20 @@ def run_probe(planted_home: Path, model_files: Path, llama_server: Path, mode: s
     config = load_config(write_config(project, model_files, llama_server, extra))
     original = config.path.read_text()
     answer = control.up(config, "dense")
-    assert answer.get("ok"), answer
+    assert answer.ok, answer
     status = control.connect(config).status()
     spec = {
         "project": str(project),
         "herd_toml": str(config.path),
         "api_port": config.server.api_port,
         "api_url": config.server.api_url,
-        "llama_port": status["port"],
+        "llama_port": status.port,
         "config_dir": str(planted_home / ".config/llamaherd"),
         "state_dir": os.environ["HERD_STATE_DIR"],
         "files": PLANTED_FILES,
     }
     # The llama-server port answers from outside: what the sandbox blocks is really there.
-    assert httpx.get(f"http://127.0.0.1:{status['port']}/health", timeout=10).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{status.port}/health", timeout=10).status_code == 200
     plan = launch.prepare(
         config, "dense", mode=mode, args=["-c", PROBE, json.dumps(spec)], project=project
     )

@@ -245,7 +245,7 @@ def test_llama_servers_own_port_refuses_callers_without_herds_key(daemon) -> Non
     herd = daemon(api_key="s3cret")
     bearer = {"Authorization": "Bearer s3cret"}
     answer = control.connect(herd).switch("dense")
-    internal = answer["url"]
+    internal = answer.url
     chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     assert httpx.post(f"{internal}/v1/chat/completions", json=chat, timeout=30).status_code == 401
     assert httpx.get(f"{internal}/slots", timeout=10).status_code == 401
@@ -269,7 +269,7 @@ def test_llama_servers_own_port_refuses_callers_without_herds_key(daemon) -> Non
     status = httpx.get(f"{api}/status", headers=bearer, timeout=10)
     key = server_key(answer)
     assert key not in status.text
-    assert not any(key in word for word in psutil.Process(answer["pid"]).cmdline())
+    assert not any(key in word for word in psutil.Process(answer.pid).cmdline())
 
 
 # -- reloads ---------------------------------------------------------------------------

@@ -10,13 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from textual.app import App, ComposeResult
 
 from llamaherd import cli, control
 from llamaherd.config import Config
 from llamaherd.errors import UsageError
+from llamaherd.schema import ModelRow, SystemSnapshot
 from llamaherd.tui.app import DashboardApp
 from llamaherd.tui.logchoice import LogChoice
 from llamaherd.tui.picker import ModelPicker, PickerApp
+from llamaherd.tui.system import SystemPanel
 
 SIZE = (160, 48)
 
@@ -67,7 +70,7 @@ def test_q_stops_the_model_and_exits(herd: Config) -> None:
         assert app.return_value == "quit"
 
     asyncio.run(scenario())
-    assert control.connect(herd).status()["state"] == "stopped"
+    assert control.connect(herd).status().state == "stopped"
 
 
 def test_d_detaches_and_leaves_the_model_running(herd: Config) -> None:
@@ -83,7 +86,7 @@ def test_d_detaches_and_leaves_the_model_running(herd: Config) -> None:
 
     asyncio.run(scenario())
     status = control.connect(herd).status()
-    assert status["model"] == "dense" and status["state"] == "ready"
+    assert status.model == "dense" and status.state == "ready"
 
 
 def test_m_picks_another_model_and_switches(herd: Config) -> None:
@@ -105,7 +108,7 @@ def test_m_picks_another_model_and_switches(herd: Config) -> None:
             assert not isinstance(app.screen, ModelPicker)
 
     asyncio.run(scenario())
-    assert control.connect(herd).status()["model"] == "moe"
+    assert control.connect(herd).status().model == "moe"
 
 
 def test_a_failed_switch_shows_the_error_and_log_tail(herd: Config) -> None:
@@ -138,7 +141,7 @@ def test_r_stops_and_shows_the_menu(herd: Config) -> None:
             await settle(app, pilot, lambda: app.status is not None)
             await pilot.press("r")
             await settle(app, pilot, lambda: isinstance(app.screen, ModelPicker))
-            assert control.connect(herd).status()["state"] == "stopped"
+            assert control.connect(herd).status().state == "stopped"
             await pilot.press("escape")
             await pilot.pause(0.1)
             assert not isinstance(app.screen, ModelPicker)
@@ -185,8 +188,9 @@ def test_log_pane_follows_new_lines_and_skips_polls_with_none(herd: Config) -> N
             log = app.log_pane.log_widget
 
             def caught_up() -> bool:
-                (loaded,) = (app.status or {}).get("loaded") or [{}]
-                return len(log.lines) > 3 and loaded.get("log_lines") == app.log_pane.seen
+                loaded = app.status.loaded if app.status else []
+                lines = loaded[0].log_lines if loaded else None
+                return len(log.lines) > 3 and lines == app.log_pane.seen
 
             await settle(app, pilot, caught_up)
             asked = []
@@ -217,7 +221,7 @@ def test_a_crash_shows_as_failed_with_the_log_tail(make_herd) -> None:
         app = dashboard(config)
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot, lambda: "ready" in header_text(app))
-            os.kill(answer["pid"], signal.SIGKILL)
+            os.kill(answer.pid, signal.SIGKILL)
             await settle(app, pilot, lambda: "failed" in header_text(app))
             panel = app.query_one("#failure")
             assert panel.has_class("shown")
@@ -262,10 +266,14 @@ def test_reconnects_when_the_daemon_restarts(herd: Config) -> None:
 
 
 def test_picker_app_returns_the_chosen_id() -> None:
+    common = {"aliases": [], "best_for": "", "persistent": False, "ttl": None, "ctx": 2048}
     models = [
-        {"id": "dense", "name": "Tiny dense", "ctx": 2048, "state": "ready"},
-        {"id": "moe", "name": "Tiny MoE", "ctx": 2048, "speed_tps": 41.5},
+        ModelRow.model_validate(
+            {"id": "dense", "name": "Tiny dense", "file": "/m/d.gguf", **common}
+        ),
+        ModelRow.model_validate({"id": "moe", "name": "Tiny MoE", "file": "/m/m.gguf", **common}),
     ]
+    models[0].state, models[1].speed_tps = "ready", 41.5
 
     async def scenario() -> str | None:
         app = PickerApp(models, running="dense")
@@ -312,3 +320,53 @@ def test_dash_without_a_terminal_points_to_herd_top() -> None:
     result = CliRunner().invoke(cli.cli, ["dash"])
     assert isinstance(result.exception, UsageError)
     assert "herd top" in str(result.exception)
+
+
+def test_the_system_panel_shows_the_load_average() -> None:
+    # It read a "load" key /system never had: the load average never showed.
+    host = {
+        "cpu_percent": 12.5,
+        "cpu_per_core": [10.0, 15.0],
+        "cpu_count": 2,
+        "memory_total": 8 * 2**30,
+        "memory_used": 2**30,
+        "memory_available": 7 * 2**30,
+        "memory_percent": 12.5,
+        "swap_total": 0,
+        "swap_used": 0,
+        "load_avg": [1.77, 1.32, 1.42],
+        "disk": None,
+    }
+    history = {
+        "interval_s": 1.0,
+        "t": [],
+        "tokens_per_s": {},
+        "gpu_memory_used": {},
+        "gpu_utilization": {},
+        "cpu_percent": [],
+    }
+    snapshot = SystemSnapshot.model_validate(
+        {
+            "gpus": [],
+            "gpu_note": "no NVIDIA driver",
+            "system": host,
+            "servers": [],
+            "history": history,
+            "sampled_at": 1.0,
+            "error": None,
+        }
+    )
+
+    class Panel(App[None]):
+        def compose(self) -> ComposeResult:
+            yield SystemPanel()
+
+    async def scenario() -> str:
+        app = Panel()
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(SystemPanel)
+            panel.show(snapshot)
+            await pilot.pause()
+            return panel.shown_text
+
+    assert "load 1.77 1.32 1.42" in asyncio.run(scenario())

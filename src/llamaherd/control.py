@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from llamaherd import paths
 from llamaherd.client import DaemonClient
@@ -12,6 +13,7 @@ from llamaherd.config import Config, find_config_path, load_config
 from llamaherd.daemon import launch
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
+from llamaherd.schema import SwitchDone, SwitchFailed
 
 
 def find_config(explicit: str | Path | None = None) -> Config:
@@ -45,11 +47,11 @@ def connect(config: Config | None = None, url: str | None = None) -> DaemonClien
     return DaemonClient(url, key)
 
 
-def up(config: Config, model: str) -> dict:
+def up(config: Config, model: str) -> SwitchDone | SwitchFailed:
     """Start the daemon if needed and make `model` the running one.
 
-    Returns the API's /switch answer: `ok` False means the model failed to start (the
-    answer then says why, and which model was restored).
+    Returns the API's /switch answer: SwitchFailed when the model failed to start (it
+    says why, and which model was restored).
     """
     profile = config.resolve(model)  # unknown ids fail here, before a daemon starts
     client = launch.start_background(config)
@@ -62,10 +64,10 @@ def down(
     model: str | None = None,
     stop_daemon: bool = False,
     timeout: float = 30.0,
-) -> dict:
+) -> dict[str, Any]:
     """Stop the running models (or one); with stop_daemon, the daemon too (and wait until
     it is gone). Answers {"stopped": [ids], ...}."""
-    answer = client.stop(model)
+    answer = client.stop(model).model_dump()
     if not stop_daemon:
         return answer
     record = running_record()

@@ -29,6 +29,7 @@ from llamaherd.gguf import families
 from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
 from llamaherd.gguf import search as gguf_search
+from llamaherd.schema import SwitchFailed
 
 DEFAULT_MAX_CTX = 32768  # without --ctx: the trained context, but no more than this
 GGUF_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
@@ -298,8 +299,8 @@ def smoke_test(config_path: Path, profile_id: str) -> dict[str, Any]:
     answer = control.up(config, profile_id)
     client = control.connect(config)
     try:
-        if not answer.get("ok"):
-            return {"ok": False, "error": answer.get("error"), "log_tail": answer.get("log_tail")}
+        if isinstance(answer, SwitchFailed):
+            return {"ok": False, "error": answer.error, "log_tail": answer.log_tail}
         reply = control.chat(config.server.public_url, "Say hello.", model=profile_id)
         return {
             "ok": True,

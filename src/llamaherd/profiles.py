@@ -1,5 +1,5 @@
 """One description of a profile: the row `herd models`, `GET /models` and the model
-picker show (docs/api.md documents its fields)."""
+picker show (schema.ModelRow; docs/api.md documents its fields)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llamaherd.bench.store import latest_speeds
+from llamaherd.schema import MemoryEstimate, ModelRow
 
 if TYPE_CHECKING:
     from llamaherd.config import Profile
@@ -17,31 +18,34 @@ def describe(
     *,
     state: str = "stopped",
     speed_tps: float | None = None,
-    memory: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    memory: MemoryEstimate | dict[str, Any] | None = None,
+) -> ModelRow:
     """The profile's row: its herd.toml fields, its state, the latest measured speed and
-    the planner's memory estimate (gguf/budget.py; None when not estimated)."""
-    return {
-        "id": profile.id,
-        "name": profile.name,
-        "aliases": profile.aliases,
-        "ctx": profile.ctx,
-        "best_for": profile.best_for,
-        "file": str(profile.file),
-        "persistent": profile.persistent,
-        "ttl": profile.ttl,
-        "state": state,
-        "speed_tps": speed_tps,
-        "memory": memory,
-    }
+    the planner's memory estimate (gguf/budget.py; None when not estimated). A state
+    that is not a model state is a bug, and raises."""
+    return ModelRow.model_validate(
+        {
+            "id": profile.id,
+            "name": profile.name,
+            "aliases": profile.aliases,
+            "ctx": profile.ctx,
+            "best_for": profile.best_for,
+            "file": str(profile.file),
+            "persistent": profile.persistent,
+            "ttl": profile.ttl,
+            "state": state,
+            "speed_tps": speed_tps,
+            "memory": memory,
+        }
+    )
 
 
 def describe_all(
     profiles: Iterable[Profile],
     *,
     states: Mapping[str, str] | None = None,
-    memory: Mapping[str, dict[str, Any] | None] | None = None,
-) -> list[dict[str, Any]]:
+    memory: Mapping[str, MemoryEstimate | dict[str, Any] | None] | None = None,
+) -> list[ModelRow]:
     """Every profile's row, with the speeds from the benchmark store in the state dir."""
     speeds = latest_speeds()  # {} until something is measured
     states = states or {}

@@ -7,23 +7,26 @@ terminals where the full-screen dashboard cannot run.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llamaherd.schema import Status, SystemSnapshot
 
 
-def snapshot(status: dict[str, Any], system: dict[str, Any]) -> dict[str, Any]:
+def snapshot(status: Status, system: SystemSnapshot) -> dict[str, Any]:
     """What `herd top --json` prints: the running models with their live numbers."""
-    servers = {s["model"]: s for s in system.get("servers", [])}
+    servers = {s.model: s.model_dump(mode="json") for s in system.servers}
     models = []
-    for loaded in status.get("loaded", []):
-        live = servers.get(loaded["model"], {})
-        models.append({**live, "model": loaded["model"], "state": loaded["state"]})
+    for loaded in status.loaded:
+        live = servers.get(loaded.model or "", {})
+        models.append({**live, "model": loaded.model, "state": loaded.state})
     return {
-        "current": status.get("model"),
+        "current": status.model,
         "models": models,
-        "gpus": system.get("gpus", []),
-        "gpu_note": system.get("gpu_note"),
-        "system": system.get("system"),
-        "sampled_at": system.get("sampled_at"),
+        "gpus": [gpu.model_dump(mode="json") for gpu in system.gpus],
+        "gpu_note": system.gpu_note,
+        "system": system.system.model_dump(mode="json") if system.system else None,
+        "sampled_at": system.sampled_at,
     }
 
 

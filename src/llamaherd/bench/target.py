@@ -21,6 +21,7 @@ from llamaherd import __version__, control
 from llamaherd.config import BenchSettings, Config, Profile
 from llamaherd.errors import HerdError, UsageError
 from llamaherd.llamacpp import binaries
+from llamaherd.schema import Gpu, SwitchFailed
 
 
 @dataclass
@@ -57,10 +58,10 @@ def herd_targets(config: Config, ids: tuple[str, ...] | list[str], every: bool) 
         profiles = [config.resolve(name) for name in ids]
     else:
         client = control.connect(config)
-        status = client.status() if client.alive() else {}
-        if status.get("state") != "ready":
+        status = client.status() if client.alive() else None
+        if status is None or status.state != "ready" or status.model is None:
             raise UsageError("which model? give profile ids, --all, or --endpoint URL --model NAME")
-        profiles = [config.resolve(status["model"])]
+        profiles = [config.resolve(status.model)]
     key = os.environ.get("HERD_API_KEY") or config.server.api_key
     return [
         Target(
@@ -96,29 +97,24 @@ def prepare(config: Config | None, target: Target) -> dict[str, Any]:
     if not target.is_herd or config is None:
         return {**env, "endpoint": target.endpoint, "gpus": None, "llama_cpp": None, "argv": None}
     answer = control.up(config, target.model)
-    if not answer.get("ok"):
-        raise HerdError(f"{target.model} did not start: {answer.get('error')}")
+    if isinstance(answer, SwitchFailed):
+        raise HerdError(f"{target.model} did not start: {answer.error}")
     client = control.connect(config)
     status = client.status()
-    loaded: dict[str, Any] = next(
-        (m for m in status.get("loaded", []) if m["model"] == target.model), {}
-    )
-    system: dict[str, Any] = {}
+    loaded = next((m for m in status.loaded if m.model == target.model), None)
+    gpus: list[Gpu] = []
     with contextlib.suppress(HerdError):  # an older daemon without /system: no GPU names
-        system = client.system()
-    server = status["daemon"].get("llama_server")
+        gpus = client.system().gpus
+    server = status.daemon.llama_server
     return {
         **env,
         "endpoint": None,
-        "gpus": [
-            {"name": g.get("name"), "memory_total": g.get("memory_total")}
-            for g in system.get("gpus", [])
-        ],
+        "gpus": [{"name": g.name, "memory_total": g.memory_total} for g in gpus],
         "gpu_driver": _nvidia_driver(),
         "llama_server": server,
         "llama_cpp": binaries.version(Path(server)) if server else None,
-        "argv": loaded.get("argv"),
-        "server_url": loaded.get("url"),
+        "argv": loaded.argv if loaded else None,
+        "server_url": loaded.url if loaded else None,
     }
 
 
@@ -127,12 +123,12 @@ def restoring(config: Config | None) -> Iterator[None]:
     """Benchmarking switches models; afterwards the model that was serving before (if
     any) is switched back, so `herd bench` leaves the machine as it found it."""
     client = control.connect(config) if config else None
-    before = client.status() if client and client.alive() else {}
+    before = client.status() if client and client.alive() else None
     try:
         yield
     finally:
-        model = before.get("model") if before.get("state") == "ready" else None
-        if client and model and client.alive() and client.status().get("model") != model:
+        model = before.model if before and before.state == "ready" else None
+        if client and model and client.alive() and client.status().model != model:
             with contextlib.suppress(HerdError):
                 client.switch(model)
 

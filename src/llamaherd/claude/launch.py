@@ -42,7 +42,7 @@ def choose_model(config: Config, requested: str | None) -> str:
     client = control.connect(config)
     running = None
     if not requested and not config.claude.main and client.alive():
-        running = client.status().get("model")
+        running = client.status().model
     return env.main_model(config, requested, running)
 
 

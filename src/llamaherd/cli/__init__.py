@@ -12,11 +12,15 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from llamaherd import __version__
 from llamaherd.errors import HerdError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # name -> ("module:function" in this package, the help `herd --help` lists). The summary
 # is the command's docstring opening; tests/test_cli_imports.py checks they agree.
@@ -159,7 +163,7 @@ def main() -> None:
         sys.exit(130)
 
 
-def _error_console():
+def _error_console() -> Console:
     from llamaherd.cli.render import err_console  # rich loads when there is something to say
 
     return err_console

@@ -16,6 +16,8 @@ from llamaherd.cli.render import console, err_console, error_line
 from llamaherd.errors import HerdError, UsageError
 
 if TYPE_CHECKING:
+    from llamaherd.bench.store import Run
+    from llamaherd.bench.target import Target
     from llamaherd.config import Config
 
 
@@ -142,7 +144,7 @@ def bench_speed(
     store = Store()
     with restoring(config), BuildProgress(enabled=not as_json, labels={}) as progress:
 
-        def one(target):
+        def one(target: Target) -> Run:
             total, done = settings.steps(), 0
 
             def advance() -> None:
@@ -222,7 +224,7 @@ def bench_humaneval(
     phases = {"generate": "generating", "evaluate": "testing"}
     with restoring(config), BuildProgress(enabled=not as_json, labels={}) as progress:
 
-        def one(target):
+        def one(target: Target) -> Run:
             def report_progress(phase: str, done: int, total: int) -> None:
                 progress(f"{phases[phase]} {target.model}", done, total)
 

@@ -9,6 +9,7 @@ import click
 from llamaherd import control
 from llamaherd.cli.options import config_of
 from llamaherd.cli.render import err_console, print_lines, switch_failure
+from llamaherd.schema import SwitchFailed
 
 
 class _PassThroughCommand(click.Command):
@@ -23,7 +24,8 @@ class _PassThroughCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as error:
-            error.message += " Claude Code's own options go after `--`, e.g. herd claude -- -p hi"
+            # click types `message` Final, yet sets it per instance: adding a hint is fine.
+            error.message += " Claude Code's own options go after `--`, e.g. herd claude -- -p hi"  # type: ignore[misc]
             raise
 
 
@@ -69,7 +71,7 @@ def claude_command(
         args=ctx.meta.get("passthrough", []),
     )
     answer = control.up(config, chosen)
-    if not answer.get("ok"):
+    if isinstance(answer, SwitchFailed):
         print_lines(switch_failure(answer), stderr=True)
         sys.exit(1)
     if plan.note:

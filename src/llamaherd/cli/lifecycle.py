@@ -32,10 +32,12 @@ from llamaherd.cli.render import (
     switch_failure,
 )
 from llamaherd.errors import UsageError
+from llamaherd.schema import SwitchFailed
 
 if TYPE_CHECKING:
     from llamaherd.client import DaemonClient
     from llamaherd.config import Config
+    from llamaherd.schema import ModelRow, SwitchDone
 
 
 @click.command()
@@ -47,8 +49,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
     live = _live_rows(config)
     rows = profiles.describe_all(
         config.models.values(),
-        states={id_: row["state"] for id_, row in live.items()},
-        memory={id_: row.get("memory") for id_, row in live.items()},
+        states={id_: row.state for id_, row in live.items()},
+        memory={id_: row.memory for id_, row in live.items()},
     )
     if as_json:
         emit_json(rows)
@@ -56,12 +58,12 @@ def models(ctx: click.Context, as_json: bool) -> None:
     console.print(models_table(rows))
 
 
-def _live_rows(config: Config) -> dict[str, dict]:
+def _live_rows(config: Config) -> dict[str, ModelRow]:
     """The running daemon's rows by id (states, memory estimates); {} without one."""
     client = control.connect(config)
     if not client.alive():
         return {}
-    return {m["id"]: m for m in client.models()}
+    return {m.id: m for m in client.models()}
 
 
 @click.command()
@@ -107,12 +109,12 @@ def _pick_model(config: Config) -> str:
     return ids[choice - 1]
 
 
-def _picker_rows(config: Config) -> tuple[list[dict], str | None]:
+def _picker_rows(config: Config) -> tuple[list[ModelRow], str | None]:
     """The daemon's /models (with states and speeds) when it runs, else the profiles."""
     client = control.connect(config)
     if client.alive():
         status = client.status()
-        running = status["model"] if status.get("state") == "ready" else None
+        running = status.model if status.state == "ready" else None
         return client.models(), running
     from llamaherd.gguf import budget
 
@@ -134,15 +136,15 @@ def _open_dashboard(config: Config | None, url: str | None = None) -> None:
         console.print("detached: the model keeps serving (`herd dash` reopens, `herd down` stops)")
 
 
-def _report_switch(answer: dict, as_json: bool, client: DaemonClient) -> bool:
+def _report_switch(answer: SwitchDone | SwitchFailed, as_json: bool, client: DaemonClient) -> bool:
     """Print a /switch answer (the status once ready, why not otherwise); True if ok."""
     if as_json:
         emit_json(answer)
-    elif answer.get("ok"):
-        print_lines(status_lines(client.status()))
-    else:
+    elif isinstance(answer, SwitchFailed):
         print_lines(switch_failure(answer), stderr=True)
-    return bool(answer.get("ok"))
+    else:
+        print_lines(status_lines(client.status()))
+    return answer.ok
 
 
 @click.command()
@@ -171,14 +173,14 @@ def reload(ctx: click.Context, as_json: bool) -> None:
         emit_json(answer)
         return
     console.print("config reloaded")
-    if answer["stale"]:
+    if answer.stale:
         console.print(
-            f"running with their old profile: {', '.join(answer['stale'])} "
+            f"running with their old profile: {', '.join(answer.stale)} "
             "(`herd switch ID --restart` applies the new one)"
         )
-    if answer["needs_daemon_restart"]:
+    if answer.needs_daemon_restart:
         console.print(
-            f"not applied until the daemon restarts: {', '.join(answer['needs_daemon_restart'])}"
+            f"not applied until the daemon restarts: {', '.join(answer.needs_daemon_restart)}"
         )
 
 
@@ -258,18 +260,18 @@ def logs(ctx: click.Context, lines: int, follow: bool, model: str | None) -> Non
     """Print a running model's llama-server log."""
     client = control.connect(optional_config(ctx))
     answer = client.logs(lines, model=model)
-    for line in answer["lines"]:
+    for line in answer.lines:
         click.echo(line)
-    seen = answer["total"] or 0
+    seen = answer.total or 0
     while follow:
         time.sleep(0.5)
         answer = client.logs(10_000, since=seen, model=model)
-        if answer["total"] is not None and answer["total"] < seen:
+        if answer.total is not None and answer.total < seen:
             seen = 0  # the model was restarted: its log starts over
             continue
-        for line in answer["lines"]:
+        for line in answer.lines:
             click.echo(line)
-        seen = answer["total"] or seen
+        seen = answer.total or seen
 
 
 @click.command()
@@ -296,7 +298,7 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
     """Create two tiny demo models and serve one, then show it answering a chat request."""
     config = control.prepare_demo()
     answer = control.up(config, "demo-dense")
-    if not answer.get("ok"):
+    if isinstance(answer, SwitchFailed):
         _report_switch(answer, as_json, control.connect(config))
         sys.exit(1)
     gateway = config.server.public_url

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,6 +13,8 @@ from llamaherd.cli.options import config_of, emit_json
 from llamaherd.cli.render import console, err_console
 from llamaherd.config.toml import toml_value
 from llamaherd.errors import HerdError, UsageError
+
+Decorated = TypeVar("Decorated", bound=Callable[..., Any])
 
 
 @click.command("inspect")
@@ -25,7 +29,7 @@ def inspect_command(file: Path, as_json: bool) -> None:
     emit_json(info.summary()) if as_json else report.print_inspect(console, info)
 
 
-def _plan_options(command):
+def _plan_options(command: Decorated) -> Decorated:
     """Options `herd plan` and `herd add` share."""
     command = click.option(
         "--gpu",

@@ -31,7 +31,13 @@ def optional_config(ctx: click.Context) -> Config | None:
 
 
 def emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """Print as JSON; an API answer (a schema model) prints as the daemon sent it."""
+    click.echo(json.dumps(data, indent=2, default=_plain))
+
+
+def _plain(value: object) -> object:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if dump else str(value)
 
 
 def is_terminal() -> bool:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from llamaherd.cli.render import err_console
 
@@ -15,7 +22,7 @@ class BuildProgress:
         self.enabled = enabled
         self.labels = labels
         self.bar: Progress | None = None
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.last_decile: dict[str, int] = {}
 
     def __enter__(self) -> BuildProgress:

@@ -11,6 +11,8 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from llamaherd.schema import ModelRow, Status, SwitchFailed
+
 # Markup off: model names, paths and llama-server log lines often contain [brackets].
 console = Console(soft_wrap=True, markup=False)
 err_console = Console(stderr=True, soft_wrap=True, markup=False)
@@ -29,24 +31,19 @@ def speed_text(speed_tps: float | None) -> str:
     return f"{speed_tps:.0f} t/s" if speed_tps else "—"
 
 
-def models_table(rows: list[dict]) -> Table:
+def models_table(rows: list[ModelRow]) -> Table:
     """`herd models`: the profile rows (profiles.describe) as a table."""
     from rich.table import Table  # not needed by `herd status`
 
     table = Table("id", "name", "speed", "ctx", "best for", "state")
     for row in rows:
         table.add_row(
-            row["id"],
-            row["name"],
-            speed_text(row["speed_tps"]),
-            ctx_text(row["ctx"]),
-            row["best_for"],
-            row["state"],
+            row.id, row.name, speed_text(row.speed_tps), ctx_text(row.ctx), row.best_for, row.state
         )
     return table
 
 
-def menu_table(rows: list[dict]) -> Table:
+def menu_table(rows: list[ModelRow]) -> Table:
     """The numbered menu `herd up` offers without a full-screen terminal."""
     from rich.table import Table
 
@@ -54,53 +51,52 @@ def menu_table(rows: list[dict]) -> Table:
     for number, row in enumerate(rows, 1):
         table.add_row(
             str(number),
-            row["id"],
-            row["name"],
-            speed_text(row["speed_tps"]),
-            ctx_text(row["ctx"]),
-            row["best_for"],
+            row.id,
+            row.name,
+            speed_text(row.speed_tps),
+            ctx_text(row.ctx),
+            row.best_for,
         )
     return table
 
 
-def switch_failure(answer: dict) -> list[Text | str]:
+def switch_failure(answer: SwitchFailed) -> list[Text | str]:
     """Why a start failed (a /switch answer with ok false): the error, the log's end, and
     which model was restored."""
-    lines: list[Text | str] = [error_line(f"{answer['model']} failed: {answer['error']}")]
-    lines += [f"  | {line}" for line in answer.get("log_tail", [])[-15:]]
-    if answer.get("restored"):
-        lines.append(f"restored the previous model: {answer['restored']}")
+    lines: list[Text | str] = [error_line(f"{answer.model} failed: {answer.error}")]
+    lines += [f"  | {line}" for line in answer.log_tail[-15:]]
+    if answer.restored:
+        lines.append(f"restored the previous model: {answer.restored}")
     return lines
 
 
-def status_lines(status: dict) -> list[Text | str]:
+def status_lines(status: Status) -> list[Text | str]:
     """`herd status`: the daemon, the current model, its workers and URLs."""
-    d = status["daemon"]
+    d = status.daemon
     lines: list[Text | str] = [
-        f"daemon   running (pid {d['pid']}, up {ago(d['uptime_s'])}), config {d['config']}"
+        f"daemon   running (pid {d.pid}, up {ago(d.uptime_s)}), config {d.config}"
     ]
-    if status["model"]:
-        line = Text.assemble("model    ", (status["model"], "bold"), f"  {status['state']}")
-        if status["pid"]:
-            line.append(f"  (llama-server pid {status['pid']}, up {ago(status['uptime_s'])})")
+    if status.model:
+        line = Text.assemble("model    ", (status.model, "bold"), f"  {status.state}")
+        if status.pid:
+            line.append(f"  (llama-server pid {status.pid}, up {ago(status.uptime_s)})")
         lines.append(line)
     else:
         lines.append("model    none running")
-    if status.get("runtime") == "docker" and status["pid"]:
-        lines.append(f"runtime  docker (container herd-{status['model']})")
-    if status.get("rpc"):
+    if status.runtime == "docker" and status.pid:
+        lines.append(f"runtime  docker (container herd-{status.model})")
+    if status.rpc:
         workers = ", ".join(
-            w["endpoint"] + ("" if w["reachable"] else " (unreachable)") for w in status["rpc"]
+            w.endpoint + ("" if w.reachable else " (unreachable)") for w in status.rpc
         )
         lines.append(f"workers  {workers}")
-    if status["url"]:
+    if status.url:
         lines.append(
-            f"serving  {d['url']}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
+            f"serving  {d.url}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
         )
-        lines.append(f"         through the gateway; llama-server itself at {status['url']}")
-    error = status.get("last_error")
-    if error:
-        lines.append(f"last error  {error['model']}: {error['reason']}")
+        lines.append(f"         through the gateway; llama-server itself at {status.url}")
+    if status.last_error:
+        lines.append(f"last error  {status.last_error.model}: {status.last_error.reason}")
     return lines
 
 

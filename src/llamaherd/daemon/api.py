@@ -1,7 +1,8 @@
 """The management API (default 127.0.0.1:8081): every client of the daemon talks to this.
 
-Field names are documented in docs/api.md; FastAPI serves the OpenAPI schema at
-/openapi.json and interactive docs at /docs.
+The answers' shapes are the models in llamaherd/schema.py, declared on each route, so
+/openapi.json (and the interactive docs at /docs) show them; docs/api.md says what the
+fields mean.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from llamaherd import __version__, profiles
+from llamaherd import __version__, profiles, schema
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.events import sse
 from llamaherd.daemon.metrics import Metrics
@@ -50,6 +51,16 @@ def _json_body(model: type[BaseModel]) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def _error(status_code: int, message: str, model: str | None = None) -> JSONResponse:
+    body = schema.ErrorAnswer(error=message, model=model).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status_code)
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route's error answers."""
+    return {code: {"model": schema.ErrorAnswer} for code in codes}
+
+
 def create_app(
     supervisor: Supervisor,
     metrics: Metrics,
@@ -65,92 +76,104 @@ def create_app(
     started_at = time.time()
 
     @app.middleware("http")
-    async def require_key(request: Request, call_next):
+    async def require_key(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         # Read per request, so a reload that sets or changes the key applies at once.
         # /health stays open so supervisors and load balancers can probe.
         expected = supervisor.config.server.api_key
         open_path = request.url.path == "/health"
         if expected and not open_path and not key_matches(request.headers, expected):
-            return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
+            return _error(401, "missing or wrong API key")
         return await call_next(request)
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
+    async def health() -> schema.Health:
+        return schema.Health()
 
     @app.get("/models")
-    async def models() -> dict:
+    async def models() -> schema.ModelList:
         config = supervisor.config
         listed = list(config.models.values())
         memory = await asyncio.to_thread(lambda: budget.summaries(listed, supervisor.memory.gpus()))
         states = {p.id: str(supervisor.state_of(p.id)) for p in listed}
-        return {"models": profiles.describe_all(listed, states=states, memory=memory)}
+        rows = profiles.describe_all(listed, states=states, memory=memory)
+        return schema.ModelList(models=rows)
 
     @app.get("/status")
-    async def status() -> dict:
+    async def status() -> schema.Status:
         config = supervisor.config
-        return {
-            "daemon": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "config": str(config.path) if config.path else None,
-                "url": config.server.public_url,
-                "api_url": config.server.api_url,
-                "started_at": started_at,
-                "uptime_s": round(time.time() - started_at, 1),
-                "llama_server": str(supervisor.llama_server),
-            },
-            **supervisor.status(),
-        }
+        daemon = schema.Daemon(
+            pid=os.getpid(),
+            version=__version__,
+            config=str(config.path) if config.path else None,
+            url=config.server.public_url,
+            api_url=config.server.api_url,
+            started_at=started_at,
+            uptime_s=round(time.time() - started_at, 1),
+            llama_server=str(supervisor.llama_server),
+        )
+        return schema.Status.model_validate({"daemon": daemon, **supervisor.status()})
 
-    @app.post("/switch", openapi_extra=_json_body(SwitchRequest))
-    async def switch(request: Annotated[SwitchRequest, Depends(_switch_request)]) -> JSONResponse:
+    @app.post(
+        "/switch",
+        response_model=schema.SwitchDone,
+        responses={**_errors(404), 502: {"model": schema.SwitchFailed}},
+        openapi_extra=_json_body(SwitchRequest),
+    )
+    async def switch(
+        request: Annotated[SwitchRequest, Depends(_switch_request)],
+    ) -> schema.SwitchDone | JSONResponse:
         try:
             result = await supervisor.switch(
                 request.model, restart=request.restart, retry=request.retry
             )
         except UsageError as error:
-            return JSONResponse({"error": str(error), "model": request.model}, status_code=404)
+            return _error(404, str(error), request.model)
         if result.ok:
-            return JSONResponse({"ok": True, **supervisor.status()})
-        return JSONResponse(
-            {
-                "ok": False,
-                "model": result.model,
-                "error": result.error,
-                "restored": result.restored,
-                "log_tail": result.log_tail,
-                "status": supervisor.status(),
-            },
-            status_code=502,
+            return schema.SwitchDone.model_validate(supervisor.status())
+        failed = schema.SwitchFailed(
+            model=result.model,
+            error=result.error,
+            restored=result.restored,
+            log_tail=result.log_tail,
+            status=schema.HerdState.model_validate(supervisor.status()),
         )
+        return JSONResponse(failed.model_dump(mode="json"), status_code=502)
 
-    @app.post("/stop")
-    async def stop(model: str | None = None) -> JSONResponse:
+    @app.post("/stop", response_model=schema.Stopped, responses=_errors(404))
+    async def stop(model: str | None = None) -> schema.Stopped | JSONResponse:
         """Stop every model, or only `?model=<id>`."""
         try:
             model_id = supervisor.config.resolve(model).id if model else None
         except UsageError as error:
-            return JSONResponse({"error": str(error), "model": model}, status_code=404)
-        return JSONResponse({"stopped": await supervisor.stop(model_id)})
+            return _error(404, str(error), model)
+        return schema.Stopped(stopped=await supervisor.stop(model_id))
 
-    @app.post("/reload")
-    async def reload() -> JSONResponse:
+    @app.post(
+        "/reload",
+        response_model=schema.Reloaded,
+        responses={400: {"model": schema.ReloadRefused}},
+    )
+    async def reload() -> schema.Reloaded | JSONResponse:
         try:
-            return JSONResponse(on_reload())
+            return schema.Reloaded.model_validate(on_reload())
         except ConfigError as error:
-            return JSONResponse({"ok": False, "error": str(error)}, status_code=400)
+            refused = schema.ReloadRefused(error=str(error))
+            return JSONResponse(refused.model_dump(exclude_none=True), status_code=400)
 
     @app.get("/logs")
     async def logs(
         tail: Annotated[int, Query(ge=0, le=100_000)] = 100,
         since: Annotated[int | None, Query(ge=0)] = None,
         model: str | None = None,
-    ) -> dict:
-        return supervisor.logs(tail, since, model)
+    ) -> schema.LogPage:
+        return schema.LogPage.model_validate(supervisor.logs(tail, since, model))
 
     @app.get("/logs/stream")
-    async def logs_stream(model: str | None = None, tail: Annotated[int, Query(ge=0)] = 0):
+    async def logs_stream(
+        model: str | None = None, tail: Annotated[int, Query(ge=0)] = 0
+    ) -> StreamingResponse:
         """New log lines as server-sent events (`event: log`), after `tail` old ones."""
         first = supervisor.logs(tail, None, model)
         seen = first["total"] or 0
@@ -176,7 +199,7 @@ def create_app(
     async def events() -> StreamingResponse:
         """State changes, switches, crashes, restarts, load progress, as server-sent events."""
 
-        async def stream():
+        async def stream() -> AsyncIterator[bytes]:
             with supervisor.events.subscribe() as queue:
                 async for chunk in sse(queue.get):
                     yield chunk
@@ -188,19 +211,21 @@ def create_app(
         page = await metrics.render()
         return Response(page, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/system")
-    async def system(points: int | None = Query(None, ge=1)) -> JSONResponse:
+    @app.get("/system", response_model=schema.SystemSnapshot, responses=_errors(503))
+    async def system(
+        points: int | None = Query(None, ge=1),
+    ) -> schema.SystemSnapshot | JSONResponse:
         """GPUs, host and per-server numbers from the last sample, with a short history
         (its last `points` samples: what a sparkline shows, less to send each second)."""
         if sampler is None:
-            return JSONResponse({"error": "this daemon runs no sampler"}, status_code=503)
+            return _error(503, "this daemon runs no sampler")
         if not sampler.watch() or sampler.latest is None:  # none yet, or without servers
             await sampler.sample()
-        return JSONResponse(sampler.snapshot(points))
+        return schema.SystemSnapshot.model_validate(sampler.snapshot(points))
 
     @app.post("/shutdown")
-    async def shutdown() -> dict:
+    async def shutdown() -> schema.ShuttingDown:
         on_shutdown()
-        return {"shutting_down": True}
+        return schema.ShuttingDown()
 
     return app

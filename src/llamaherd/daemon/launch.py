@@ -47,7 +47,7 @@ def start_background(config: Config, *, timeout: float = 30.0) -> DaemonClient:
 
 
 def _check_same_config(client: DaemonClient, config: Config) -> None:
-    running = client.status()["daemon"].get("config")
+    running = client.status().daemon.config
     if config.path and running and Path(running) != Path(config.path):
         raise HerdError(
             f"a daemon is already running with {running}, not {config.path}; "

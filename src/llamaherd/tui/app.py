@@ -21,13 +21,16 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import Footer
 
+from llamaherd.client import Unreachable
+from llamaherd.errors import HerdError
+from llamaherd.schema import Failure, ModelRow, Status, SwitchDone, SwitchFailed, SystemSnapshot
 from llamaherd.tui.gpu import GpuPanel
 from llamaherd.tui.header import DashHeader
 from llamaherd.tui.logchoice import FOLLOW_CURRENT, LogChoice
 from llamaherd.tui.logpane import LogPane
 from llamaherd.tui.panel import TextPanel
 from llamaherd.tui.picker import ModelPicker
-from llamaherd.tui.remote import Disconnected, Remote, RemoteError
+from llamaherd.tui.remote import Remote
 from llamaherd.tui.system import SystemPanel
 
 LOG_BACKLOG = 2000  # lines fetched when the pane starts over (the daemon keeps 2000)
@@ -44,15 +47,16 @@ class FailurePanel(TextPanel):
     FailurePanel.shown { display: block; }
     """
 
-    def show(self, failure: dict | None) -> None:
+    def show(self, failure: Failure | SwitchFailed | None) -> None:
         self.set_class(failure is not None, "shown")
         if failure is None:
             return
-        self.border_title = f"{failure.get('model') or 'model'} failed"
-        text = Text(str(failure.get("reason") or failure.get("error") or "failed"), "bold red")
-        if failure.get("restored"):
-            text.append(f"\nrestored the previous model: {failure['restored']}", "yellow")
-        for line in (failure.get("log_tail") or [])[-10:]:
+        self.border_title = f"{failure.model} failed"
+        reason = failure.reason if isinstance(failure, Failure) else failure.error
+        text = Text(reason or "failed", "bold red")
+        if isinstance(failure, SwitchFailed) and failure.restored:
+            text.append(f"\nrestored the previous model: {failure.restored}", "yellow")
+        for line in failure.log_tail[-10:]:
             text.append(f"\n| {line}", "dim")
         self.show_text(text)
 
@@ -88,12 +92,12 @@ class DashboardApp(App[str | None]):
         self.api_key = api_key
         self.interval = interval
         self.resolve_url = resolve_url  # finds a restarted local daemon's (new) address
-        self.status: dict | None = None
-        self.system: dict | None = None
-        self.models: list[dict] = []
+        self.status: Status | None = None
+        self.system: SystemSnapshot | None = None
+        self.models: list[ModelRow] = []
         self.log_model: str | None = None  # None: follow the current model
         self.loading: tuple[str, float] | None = None  # (model, monotonic start) of a switch
-        self.switch_failure: dict | None = None
+        self.switch_failure: Failure | SwitchFailed | None = None
         self._log_pid: object = None
         self._polls = 0
         self._poll_lock = asyncio.Lock()
@@ -119,6 +123,8 @@ class DashboardApp(App[str | None]):
         self.run_worker(self._poll_forever(), name="poll", group="poll")
 
     async def on_unmount(self) -> None:
+        # The polls first: one still running would send on the closed client.
+        self.workers.cancel_group(self, "poll")
         await self.remote.aclose()
 
     # -- polling -----------------------------------------------------------------
@@ -137,11 +143,11 @@ class DashboardApp(App[str | None]):
     async def _poll_and_draw(self) -> None:
         try:
             await self._poll()
-        except Disconnected as error:
+        except Unreachable as error:
             self.status = None
             await self._reconnect()
             self.query_one(DashHeader).show(None, note=f"{error}; retrying")
-        except RemoteError as error:
+        except HerdError as error:  # an error answer: a wrong key, an unexpected shape
             self.query_one(DashHeader).show(None, note=str(error))
 
     async def _reconnect(self) -> None:
@@ -170,8 +176,9 @@ class DashboardApp(App[str | None]):
             self._draw()
 
     def _draw(self) -> None:
-        status = self.status or {}
-        ctx = next((m.get("ctx") for m in self.models if m.get("id") == status.get("model")), None)
+        status = self.status
+        current = status.model if status else None
+        ctx = next((m.ctx for m in self.models if m.id == current), None)
         note = ""
         if self.loading:
             note = f"loading {self.loading[0]} {time.monotonic() - self.loading[1]:.0f}s"
@@ -180,50 +187,48 @@ class DashboardApp(App[str | None]):
         self.query_one(SystemPanel).show(self.system)
         self.query_one(FailurePanel).show(self.current_failure())
 
-    def current_failure(self) -> dict | None:
+    def current_failure(self) -> Failure | SwitchFailed | None:
         """The failed switch we started, else the current model's failure while it is failed."""
         if self.switch_failure:
             return self.switch_failure
-        status = self.status or {}
-        error = status.get("last_error")
-        if status.get("state") == "failed" and isinstance(error, dict):
-            return error
+        if self.status and self.status.state == "failed":
+            return self.status.last_error
         return None
 
     async def _follow_log(self) -> None:
-        status = self.status or {}
-        target = self.log_model or status.get("model")
+        status = self.status
+        target = self.log_model or (status.model if status else None)
         pane = self.log_pane
-        loaded = next((m for m in status.get("loaded") or [] if m.get("model") == target), {})
-        pid = loaded.get("pid")
+        loaded = next((m for m in status.loaded if m.model == target), None) if status else None
+        pid = loaded.pid if loaded else None
         if target != pane.model or (pid and pid != self._log_pid and pane.seen != 0):
             pane.reset(target)  # another model, or the same one restarted: a new log
         self._log_pid = pid or self._log_pid
         pane.set_title(f"log: {target or 'no model'}" + ("" if self.log_model else " (current)"))
-        if target is None or (pane.seen > 0 and loaded.get("log_lines") == pane.seen):
+        if target is None or (pane.seen > 0 and loaded and loaded.log_lines == pane.seen):
             return  # nothing new (the status says how many lines there are)
         since = pane.seen if pane.seen > 0 else None
         tail = LOG_BACKLOG if since is None else 100_000
         answer = await self.remote.logs(tail=tail, since=since, model=target)
-        total = answer.get("total")
+        total = answer.total
         if total is None:  # not running: the daemon answers with its last failure's tail
             if pane.seen != NOT_RUNNING:
-                pane.add(list(answer.get("lines") or []))
+                pane.add(answer.lines)
                 pane.add([f"[herd] {target} is not running"])
                 pane.seen = NOT_RUNNING
             return
         if pane.seen == NOT_RUNNING or total < pane.seen:
             pane.reset(target)
             answer = await self.remote.logs(tail=LOG_BACKLOG, since=None, model=target)
-            total = answer.get("total") or 0
-        pane.add(list(answer.get("lines") or []))
+            total = answer.total or 0
+        pane.add(answer.lines)
         pane.seen = total
 
     # -- actions -----------------------------------------------------------------
     async def _stop_all(self) -> bool:
         try:
             await self.remote.stop()
-        except (Disconnected, RemoteError) as error:
+        except HerdError as error:
             self.notify(f"could not stop the server: {error}", severity="error")
             return False
         return True
@@ -250,46 +255,44 @@ class DashboardApp(App[str | None]):
     async def _open_picker(self, title: str) -> None:
         try:
             self.models = await self.remote.models()
-        except (Disconnected, RemoteError) as error:
+        except HerdError as error:
             self.notify(str(error), severity="error")
             return
-        status = self.status or {}
-        running = status.get("model") if status.get("state") == "ready" else None
+        status = self.status
+        running = status.model if status and status.state == "ready" else None
         self.push_screen(ModelPicker(self.models, running, title), self._picked)
 
     def _picked(self, model: str | None) -> None:
         if model:
             self.run_worker(self.switch_to(model), group="switch", exclusive=True)
 
-    async def switch_to(self, model: str) -> dict | None:
+    async def switch_to(self, model: str) -> SwitchDone | SwitchFailed | None:
         """POST /switch, showing progress in the header and a failure with its log tail."""
         self.loading = (model, time.monotonic())
         self.switch_failure = None
         self.log_model = None
         self.notify(f"starting {model}…", timeout=2)
         try:
-            answer = await self.remote.switch(model)
-        except (Disconnected, RemoteError) as error:
-            answer = {"ok": False, "model": model, "error": str(error)}
+            answer: SwitchDone | SwitchFailed | None = await self.remote.switch(model)
+            error = answer.error if isinstance(answer, SwitchFailed) else None
+        except HerdError as failed:  # no answer, or an error answer (unknown model)
+            answer, error = None, str(failed)
         finally:
             self.loading = None
-        if answer.get("ok"):
+        if isinstance(answer, SwitchDone):
             self.notify(f"{model} is ready")
         else:
-            self.switch_failure = {
-                "model": answer.get("model") or model,
-                "reason": answer.get("error"),
-                "restored": answer.get("restored"),
-                "log_tail": answer.get("log_tail") or [],
-            }
-            self.notify(f"{model} failed: {answer.get('error')}", severity="error", timeout=8)
+            self.switch_failure = answer or Failure(
+                model=model, reason=error or "failed", kind="start", log_tail=[], at=time.time()
+            )
+            self.notify(f"{model} failed: {error}", severity="error", timeout=8)
         await self.poll_once()
         return answer
 
     def action_choose_log(self) -> None:
-        status = self.status or {}
-        loaded = [str(m.get("model")) for m in status.get("loaded") or [] if m.get("model")]
-        names = loaded + [str(m["id"]) for m in self.models if m.get("id") not in loaded]
+        status = self.status
+        loaded = [m.model for m in status.loaded if m.model] if status else []
+        names = loaded + [m.id for m in self.models if m.id not in loaded]
         self.push_screen(LogChoice(names, self.log_pane.model), self._log_chosen)
 
     def _log_chosen(self, choice: str | None) -> None:

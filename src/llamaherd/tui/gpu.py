@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from llamaherd.schema import Gpu, History, SystemSnapshot
 from llamaherd.tui.panel import TextPanel
-from llamaherd.tui.remote import DASH, bar, fmt, fmt_bytes, get, num, sparkline
+from llamaherd.tui.remote import DASH, bar, fmt, fmt_bytes, num, sparkline
 
 
 def temperature_style(celsius: float | None) -> str:
@@ -19,9 +20,8 @@ def temperature_style(celsius: float | None) -> str:
     return "green"
 
 
-def _fraction(used: object, total: object) -> float | None:
-    used_n, total_n = num(used), num(total)
-    return used_n / total_n if used_n is not None and total_n else None
+def _fraction(used: float | None, total: float | None) -> float | None:
+    return used / total if used is not None and total else None
 
 
 class GpuPanel(TextPanel):
@@ -34,54 +34,47 @@ class GpuPanel(TextPanel):
     def on_mount(self) -> None:
         self.border_title = "GPUs"
 
-    def show(self, system: dict | None) -> None:
+    def show(self, system: SystemSnapshot | None) -> None:
         if system is None:
             self.show_text(Text("no samples (this daemon has no /system)", style="dim"))
             return
-        gpus = [g for g in get(system, "gpus") or [] if isinstance(g, dict)]
-        history = get(system, "history") or {}
-        blocks: list[Text] = []
-        for gpu in gpus:
-            blocks.append(self._gpu(gpu, history))
-        if not gpus:
-            blocks.append(Text(str(get(system, "gpu_note") or "no GPUs"), style="dim"))
-        blocks.append(self._throughput(history))
+        blocks = [self._gpu(gpu, system.history) for gpu in system.gpus]
+        if not system.gpus:
+            blocks.append(Text(system.gpu_note or "no GPUs", style="dim"))
+        blocks.append(self._throughput(system.history))
         self.show_text(Text("\n").join(block for block in blocks if block.plain))
 
     @staticmethod
-    def _gpu(gpu: dict, history: dict) -> Text:
-        key = str(gpu.get("index", ""))
-        memory = _fraction(gpu.get("memory_used"), gpu.get("memory_total"))
-        util = num(gpu.get("utilization"))
-        temp = num(gpu.get("temperature"))
-        name = str(gpu.get("name") or DASH).removeprefix("NVIDIA ").removeprefix("GeForce ")
+    def _gpu(gpu: Gpu, history: History) -> Text:
+        key = str(gpu.index)
+        memory = _fraction(gpu.memory_used, gpu.memory_total)
+        util = num(gpu.utilization)
+        temp = num(gpu.temperature)
+        name = (gpu.name or DASH).removeprefix("NVIDIA ").removeprefix("GeForce ")
         text = Text.assemble((f"GPU {key} ", "bold"), (name, "cyan"))
         text.append(f"  {fmt(temp, '.0f', '°C')}", temperature_style(temp))
-        text.append(f"  {fmt(gpu.get('power_draw'), '.0f')}/{fmt(gpu.get('power_limit'), '.0f')} W")
-        text.append(f"  fan {fmt(gpu.get('fan'), '.0f', '%')}")
-        clock_mem = gpu.get("clock_memory", gpu.get("clock_mem"))
-        text.append(f"  {fmt(gpu.get('clock_sm'))}/{fmt(clock_mem)} MHz\n", "dim")
+        text.append(f"  {fmt(gpu.power_draw, '.0f')}/{fmt(gpu.power_limit, '.0f')} W")
+        text.append(f"  fan {fmt(gpu.fan, '.0f', '%')}")
+        text.append(f"  {fmt(gpu.clock_sm)}/{fmt(gpu.clock_memory)} MHz\n", "dim")
         text.append(f"  VRAM {bar(memory, 16)} ")
-        text.append(f"{fmt_bytes(gpu.get('memory_used'))} / {fmt_bytes(gpu.get('memory_total'))}")
-        text.append(f"  {sparkline(get(history, 'gpu_memory_used', key), 14)}\n", "magenta")
+        text.append(f"{fmt_bytes(gpu.memory_used)} / {fmt_bytes(gpu.memory_total)}")
+        memory_series = history.gpu_memory_used.get(key)
+        text.append(f"  {sparkline(memory_series, 14)}\n", "magenta")
         text.append(f"  util {bar(util / 100 if util is not None else None, 16)} ")
         text.append(f"{fmt(util, '.0f', '%'):>5}")
-        text.append(f"  {sparkline(get(history, 'gpu_utilization', key), 14, 100)}", "blue")
-        for process in gpu.get("processes") or []:
-            if isinstance(process, dict):
-                owner = process.get("profile") or process.get("model") or "other"
-                used = process.get("used_memory", process.get("memory_used"))
-                text.append(f"\n  pid {process.get('pid', DASH)} {owner} {fmt_bytes(used)}", "dim")
+        util_series = history.gpu_utilization.get(key)
+        text.append(f"  {sparkline(util_series, 14, 100)}", "blue")
+        for process in gpu.processes:
+            owner = process.profile or "other"
+            text.append(f"\n  pid {process.pid} {owner} {fmt_bytes(process.used_memory)}", "dim")
         return text
 
     @staticmethod
-    def _throughput(history: dict) -> Text:
+    def _throughput(history: History) -> Text:
         text = Text()
-        series = get(history, "tokens_per_s")
-        if isinstance(series, dict):
-            for model, values in series.items():
-                last = num(values[-1]) if isinstance(values, list) and values else None
-                text.append(f"{model} t/s {fmt(last, '.1f'):>6} ", "bold")
-                text.append(f"{sparkline(values)}\n", "green")
+        for model, values in history.tokens_per_s.items():
+            last = values[-1] if values else None
+            text.append(f"{model} t/s {fmt(last, '.1f'):>6} ", "bold")
+            text.append(f"{sparkline(values)}\n", "green")
         text.rstrip()
         return text

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from llamaherd.schema import Status, SystemSnapshot
 from llamaherd.tui.panel import TextPanel
-from llamaherd.tui.remote import DASH, fmt, fmt_ctx, fmt_duration, get
+from llamaherd.tui.remote import DASH, fmt, fmt_ctx, fmt_duration
 
 STATE_STYLES = {
     "ready": "bold green",
@@ -25,9 +26,9 @@ class DashHeader(TextPanel):
 
     def show(
         self,
-        status: dict | None,
-        ctx: object = None,
-        system: dict | None = None,
+        status: Status | None,
+        ctx: int | None = None,
+        system: SystemSnapshot | None = None,
         note: str = "",
     ) -> None:
         if status is None:
@@ -35,23 +36,23 @@ class DashHeader(TextPanel):
                 Text.assemble(("herd ", "bold"), ("disconnected", "bold red"), f"  {note}")
             )
             return
-        model = status.get("model") or "no model"
-        state = str(status.get("state") or "stopped")
+        model = status.model or "no model"
+        state = status.state
         tps = DASH
-        for server in get(system, "servers") or []:
-            if isinstance(server, dict) and server.get("model") == status.get("model"):
-                tps = fmt(server.get("tokens_per_s"), ".1f", " t/s")
+        for server in system.servers if system else []:
+            if server.model == status.model:
+                tps = fmt(server.tokens_per_s, ".1f", " t/s")
         text = Text.assemble(
             ("herd ", "bold"),
             (model, "bold cyan"),
             "  ",
             (state, STATE_STYLES.get(state, "")),
-            f"  up {fmt_duration(status.get('uptime_s'))}",
+            f"  up {fmt_duration(status.uptime_s)}",
             f"  ctx {fmt_ctx(ctx) if ctx is not None else DASH}",
             f"  {tps}",
         )
-        if status.get("pid"):
-            text.append(f"  pid {status['pid']}", "dim")
+        if status.pid:
+            text.append(f"  pid {status.pid}", "dim")
         if note:
             text.append(f"  {note}", "yellow")
         self.show_text(text)

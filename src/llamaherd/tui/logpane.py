@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.cells import cell_len
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -29,7 +32,7 @@ class ServerLog(Log):
     # asks for a layout only when a scrollbar may appear or disappear.
     virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_lines=MAX_LINES, auto_scroll=True, **kwargs)
 
     def watch_virtual_size(self, old: Size, new: Size) -> None:
@@ -46,7 +49,7 @@ class ServerLog(Log):
         else:
             self.refresh(layout=True)  # a scrollbar appears or goes: the layout changes
 
-    def _update_size(self, updates: int, lines: list[str]) -> None:
+    def _update_size(self, updates: int, lines: list[str]) -> None:  # type: ignore[override]
         """Log measures new lines' width in a thread worker; for a poll's few dozen lines
         starting a thread costs more than measuring, and its answer comes back as a second
         screen update. Large batches (a backlog, a reset) still go to the thread."""
@@ -67,7 +70,7 @@ class LogPane(Vertical):
     LogPane.searching #search { display: block; }
     """
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model: str | None = None
         self.seen = 0  # lines of the followed model's log already shown (its `total`)
@@ -129,7 +132,7 @@ class LogPane(Vertical):
         else:
             self.notify(f"line {found + 1}: {self.log_widget.lines[found][:120]}", timeout=3)
 
-    def on_key(self, event) -> None:  # noqa: ANN001 - textual's events.Key
+    def on_key(self, event: events.Key) -> None:
         if event.key == "escape" and self.has_class("searching"):
             event.stop()
             self.close_search()

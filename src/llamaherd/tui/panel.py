@@ -8,14 +8,21 @@ only itself, and one whose text did not change does nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.widgets import Static
 
 
 class TextPanel(Static):
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._shown: Text | None = None
+
+    @property
+    def shown_text(self) -> str:
+        """What the panel shows, as plain text."""
+        return self._shown.plain if self._shown else ""
 
     def show_text(self, text: Text) -> None:
         previous = self._shown

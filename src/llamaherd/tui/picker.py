@@ -10,21 +10,23 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from llamaherd.gguf.budget import describe as describe_memory
+from llamaherd.schema import ModelRow
 from llamaherd.tui.remote import DASH, fmt, fmt_ctx
 
 COLUMNS = ("", "id", "name", "speed", "ctx", "memory", "best for", "state")
 
 
-def matches(row: dict, needle: str) -> bool:
+def matches(row: ModelRow, needle: str) -> bool:
     """Typing filters on id, name, aliases and best_for, case-insensitively."""
     if not needle:
         return True
-    fields = [row.get("id"), row.get("name"), row.get("best_for"), *(row.get("aliases") or [])]
-    return any(needle.lower() in str(f).lower() for f in fields if f)
+    fields = [row.id, row.name, row.best_for, *row.aliases]
+    return any(needle.lower() in f.lower() for f in fields if f)
 
 
 class ModelPicker(ModalScreen[str | None]):
@@ -45,7 +47,7 @@ class ModelPicker(ModalScreen[str | None]):
     """
 
     def __init__(
-        self, models: list[dict], running: str | None = None, title: str = "Choose a model"
+        self, models: list[ModelRow], running: str | None = None, title: str = "Choose a model"
     ) -> None:
         super().__init__()
         self.models = models
@@ -71,21 +73,21 @@ class ModelPicker(ModalScreen[str | None]):
         for row in self.models:
             if not matches(row, needle):
                 continue
-            running = row.get("id") == self.running
-            state = str(row.get("state") or "stopped")
+            running = row.id == self.running
+            state = row.state
             table.add_row(
                 Text("▶", style="bold green") if running else "",
-                Text(str(row.get("id")), style="bold" if running else ""),
-                str(row.get("name") or ""),
-                fmt(row.get("speed_tps"), ".0f", " t/s") if row.get("speed_tps") else DASH,
-                fmt_ctx(row.get("ctx")),
-                describe_memory(row.get("memory")),  # the planner's estimate
-                str(row.get("best_for") or ""),
+                Text(row.id, style="bold" if running else ""),
+                row.name,
+                fmt(row.speed_tps, ".0f", " t/s") if row.speed_tps else DASH,
+                fmt_ctx(row.ctx),
+                describe_memory(row.memory.model_dump() if row.memory else None),
+                row.best_for,
                 Text(state, style="green" if state == "ready" else "dim"),
-                key=str(row.get("id")),
+                key=row.id,
             )
         if self.running and needle == "":
-            ids = [str(r.get("id")) for r in self.models]
+            ids = [r.id for r in self.models]
             if self.running in ids:
                 table.move_cursor(row=ids.index(self.running))
 
@@ -109,7 +111,7 @@ class ModelPicker(ModalScreen[str | None]):
         if not table.row_count:
             self.notify("no model matches", severity="warning")
             return
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         self.dismiss(str(key))
 
     def action_cancel(self) -> None:
@@ -121,7 +123,7 @@ class PickerApp(App[str | None]):
 
     TITLE = "herd up"
 
-    def __init__(self, models: list[dict], running: str | None = None) -> None:
+    def __init__(self, models: list[ModelRow], running: str | None = None) -> None:
         super().__init__()
         self.models = models
         self.running = running
@@ -130,5 +132,5 @@ class PickerApp(App[str | None]):
         self.push_screen(ModelPicker(self.models, self.running), self.exit)
 
 
-def pick_model(models: list[dict], running: str | None = None) -> str | None:
+def pick_model(models: list[ModelRow], running: str | None = None) -> str | None:
     return PickerApp(models, running).run()

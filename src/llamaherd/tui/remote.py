@@ -1,88 +1,84 @@
-"""An async client of the management API for the dashboard, and value formatting.
+"""The dashboard's face of the management API client (client.ApiCore: the same URL, key,
+schema models and errors as the CLI's), and value formatting.
 
-The dashboard must keep drawing when the daemon goes away (restart, network), so every
-call here turns transport failures into `Disconnected` instead of a traceback, and a
-missing endpoint (`/system` on an older daemon) into `None`.
+The dashboard must keep drawing when the daemon goes away (restart, network): it shows
+`client.Unreachable` as "disconnected" and an error answer as a note, and keeps polling.
+A missing endpoint (`/system` on an older daemon) is `None`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+
+from llamaherd import schema
+from llamaherd.client import ApiCore
 
 DASH = "—"
 SPARKLINE_WIDTH = 30  # samples in the widest sparkline (one a second)
 
 
-class Disconnected(Exception):
-    """The daemon did not answer; the dashboard shows it and keeps retrying."""
-
-
-class RemoteError(Exception):
-    """The daemon answered with an error (bad key, unknown model)."""
-
-
-class Remote:
+class Remote(ApiCore):
     def __init__(self, url: str, api_key: str | None = None) -> None:
-        self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10.0)
+        super().__init__(url, api_key)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=10.0)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(
-        self, method: str, path: str, *, timeout: float = 10.0, **kwargs: object
-    ) -> dict | None:
+    async def _exchange(
+        self, method: str, path: str, *, timeout: float, json_body: Any = None
+    ) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, timeout=timeout, **kwargs)
+            return await self._http.request(method, path, timeout=timeout, json=json_body)
+        except httpx.ConnectError:
+            raise self.no_daemon() from None
         except httpx.HTTPError as error:
-            reason = str(error) or type(error).__name__
-            raise Disconnected(f"no answer from {self.url}: {reason}") from None
-        if response.status_code == 404 and path == "/system":
-            return None  # an older daemon without samplers: "no samples"
-        try:
-            body = response.json() if response.content else {}
-        except ValueError:
-            body = {}
-        if response.status_code == 401:
-            raise RemoteError(f"{self.url}: wrong or missing API key (set HERD_API_KEY)")
-        if response.status_code >= 400 and not (path == "/switch" and response.status_code == 502):
-            raise RemoteError(body.get("error") or f"{path}: HTTP {response.status_code}")
-        return body
+            raise self.failed(method, path, str(error) or type(error).__name__) from None
 
-    async def status(self) -> dict:
-        return await self._call("GET", "/status") or {}
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float = 10.0,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """The JSON answer of one call, or the core's error for what went wrong."""
+        target = self.target(path, params)
+        response = await self._exchange(method, target, timeout=timeout, json_body=json_body)
+        return self.read(method, path, response.status_code, response.content)
 
-    async def models(self) -> list[dict]:
-        return (await self._call("GET", "/models") or {}).get("models", [])
+    async def status(self) -> schema.Status:
+        return self.parse(schema.Status, "/status", await self.call("GET", "/status"))
 
-    async def system(self) -> dict | None:
+    async def models(self) -> list[schema.ModelRow]:
+        return self.parse(schema.ModelList, "/models", await self.call("GET", "/models")).models
+
+    async def system(self) -> schema.SystemSnapshot | None:
         # Only the history a sparkline shows: the rest would be parsed every second.
-        params = {"points": SPARKLINE_WIDTH}
-        return await self._call("GET", "/system", timeout=5.0, params=params)
+        target = self.target("/system", {"points": SPARKLINE_WIDTH})
+        response = await self._exchange("GET", target, timeout=5.0)
+        if response.status_code == 404:
+            return None  # an older daemon without samplers: "no samples"
+        answer = self.read("GET", "/system", response.status_code, response.content)
+        return self.parse(schema.SystemSnapshot, "/system", answer)
 
-    async def logs(self, *, tail: int, since: int | None, model: str | None) -> dict:
+    async def logs(self, *, tail: int, since: int | None, model: str | None) -> schema.LogPage:
         params = {"tail": tail, "since": since, "model": model}
-        query = {key: value for key, value in params.items() if value is not None}
-        return await self._call("GET", "/logs", params=query) or {}
+        answer = await self.call("GET", "/logs", params=params)
+        return self.parse(schema.LogPage, "/logs", answer)
 
-    async def switch(self, model: str) -> dict:
-        return await self._call("POST", "/switch", json={"model": model}, timeout=900.0) or {}
+    async def switch(self, model: str) -> schema.SwitchDone | schema.SwitchFailed:
+        body = {"model": model}
+        answer = await self.call("POST", "/switch", json_body=body, timeout=900.0)
+        return self.parse(schema.SwitchReply, "/switch", answer).root
 
-    async def stop(self) -> dict:
-        return await self._call("POST", "/stop", timeout=120.0) or {}
-
-
-def get(data: object, *keys: object) -> object:
-    """data[k1][k2]... or None when any step is missing: the /system shape may grow or shrink."""
-    for key in keys:
-        if isinstance(data, dict):
-            data = data.get(key)
-        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
-            data = data[key]
-        else:
-            return None
-    return data
+    async def stop(self) -> schema.Stopped:
+        answer = await self.call("POST", "/stop", timeout=120.0)
+        return self.parse(schema.Stopped, "/stop", answer)
 
 
 def num(value: object) -> float | None:
