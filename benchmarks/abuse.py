@@ -41,7 +41,7 @@ from rich.console import Console
 from llamaherd import demo
 from llamaherd.bench.speed import percentile
 from llamaherd.config import Config, load_config
-from llamaherd.daemon.launch import start_background
+from llamaherd.control import start_background
 from llamaherd.daemon.limits import raise_open_file_limit
 from llamaherd.runtime import process
 

@@ -21,7 +21,7 @@ import pytest
 
 from llamaherd import demo
 from llamaherd.config import Config, load_config
-from llamaherd.daemon.launch import start_background
+from llamaherd.control import start_background
 from llamaherd.daemon.record import running_record
 from llamaherd.llamacpp import build
 from llamaherd.runtime.process import free_port

@@ -17,10 +17,10 @@ from conftest import run_herd, server_key, write_config
 
 from llamaherd import cli, control
 from llamaherd.bench import humaneval, report, speed
-from llamaherd.bench.store import Store, latest_speeds
 from llamaherd.bench.target import endpoint_target, herd_targets, prepare
 from llamaherd.config import Config, parse_config
 from llamaherd.errors import ConfigError
+from llamaherd.store import Store, latest_speeds
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_SPEED = ["--prompt-lengths", "64,ctx", "--gen-tokens", "16", "--reps", "2"]

@@ -15,7 +15,6 @@ from conftest import servers_for, wait_until, write_config
 
 from llamaherd import control, paths
 from llamaherd.config import Config, load_config
-from llamaherd.daemon import launch
 from llamaherd.runtime import auth_headers, process
 from llamaherd.runtime.native import NativeRuntime
 
@@ -109,7 +108,7 @@ def test_a_slow_start_outlasting_the_queue_timeout_leaves_one_tracked_server(
     slow.write_text(f'#!/bin/sh\nsleep 2\nexec "{llama_server}" "$@"\n')
     slow.chmod(0o755)
     herd = load_config(write_config(tmp_path, model_files, slow, queue_timeout=0.3))
-    client = launch.start_background(herd)  # the daemon, no model yet
+    client = control.start_background(herd)  # the daemon, no model yet
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: ask(herd, "dense").status_code, range(4)))
     assert answers == [503] * 4, "each request gave up waiting"

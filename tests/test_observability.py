@@ -15,7 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llamaherd import control
 from llamaherd.config import Config
-from llamaherd.daemon import launch
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import UsageError
 
@@ -157,7 +156,7 @@ def test_sighup_and_file_changes_reload(herd: Config) -> None:
 def test_reload_refuses_a_file_without_profiles(herd: Config) -> None:
     # An editor that truncates herd.toml before writing it leaves an empty file for a
     # moment; dropping every profile then would answer requests with another model.
-    client = launch.start_background(herd)
+    client = control.start_background(herd)
     assert herd.path is not None
     for text in ("", "[server]\n"):
         herd.path.write_text(text)

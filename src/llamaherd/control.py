@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,6 @@ from typing import Any
 from llamaherd import paths
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, find_config_path, load_config
-from llamaherd.daemon import launch
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
 from llamaherd.schema import SwitchDone, SwitchFailed
@@ -54,7 +56,7 @@ def up(config: Config, model: str) -> SwitchDone | SwitchFailed:
     says why, and which model was restored).
     """
     profile = config.resolve(model)  # unknown ids fail here, before a daemon starts
-    client = launch.start_background(config)
+    client = start_background(config)
     return client.switch(profile.id, timeout=config.server.start_timeout * 2 + 60)
 
 
@@ -106,3 +108,52 @@ def chat(
     response = httpx.post(f"{url}/v1/chat/completions", json=request, timeout=timeout)
     response.raise_for_status()
     return response.json()
+
+
+def start_background(config: Config, *, timeout: float = 30.0) -> DaemonClient:
+    """Start `herd serve` detached (unless one runs) and return a client once it answers
+    (the daemon outlives the terminal that ran `herd up`)."""
+    client = DaemonClient(config.server.api_url, config.server.api_key)
+    if client.alive():
+        _check_same_config(client, config)
+        return client
+    state_dir = paths.writable_state_dir()
+    log_path = state_dir / "daemon.log"
+    command = [sys.executable, "-m", "llamaherd"]
+    if config.path:
+        command += ["--config", str(config.path)]
+    command.append("serve")
+    with log_path.open("a") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives the terminal that ran `herd up`
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.alive():
+            return client
+        if process.poll() is not None:
+            raise HerdError(f"the daemon exited at start: {_last_line(log_path)} (log: {log_path})")
+        time.sleep(0.1)
+    process.kill()
+    raise HerdError(f"the daemon did not answer within {timeout:g}s (log: {log_path})")
+
+
+def _check_same_config(client: DaemonClient, config: Config) -> None:
+    running = client.status().daemon.config
+    if config.path and running and Path(running) != Path(config.path):
+        raise HerdError(
+            f"a daemon is already running with {running}, not {config.path}; "
+            "stop it with `herd down --all` or use that config"
+        )
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return "no output"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from llamaherd.bench.store import latest_speeds
 from llamaherd.schema import MemoryEstimate, ModelRow
+from llamaherd.store import latest_speeds
 
 if TYPE_CHECKING:
     from llamaherd.config import Profile

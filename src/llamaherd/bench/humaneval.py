@@ -29,9 +29,9 @@ import httpx
 
 from llamaherd import paths
 from llamaherd.bench.chat import stream_chat
-from llamaherd.bench.store import Run, Store
 from llamaherd.bench.target import Target
 from llamaherd.errors import ConfigError, HerdError, UsageError
+from llamaherd.store import Run, Store
 
 # EvalPlus keeps these inside `run_codegen` and `openai_request.make_request`, not as
 # importable names; they are repeated here word for word so prompts match its leaderboard.

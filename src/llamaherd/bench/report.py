@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from llamaherd.bench import references
-from llamaherd.bench.store import Run, Store
 from llamaherd.bench.target import describe
 from llamaherd.errors import UsageError
+from llamaherd.store import Run, Store
 
 DASH = "—"
 CHARTS = {

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 
 from llamaherd.bench.chat import Reply, stream_chat
-from llamaherd.bench.store import Run, Store
 from llamaherd.bench.target import Target
 from llamaherd.errors import HerdError
+from llamaherd.store import Run, Store
 
 # Filler text: plain words that every tokenizer splits into roughly one token each.
 _WORDS = (

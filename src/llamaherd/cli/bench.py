@@ -16,9 +16,9 @@ from llamaherd.cli.render import console, err_console, error_line
 from llamaherd.errors import HerdError, UsageError
 
 if TYPE_CHECKING:
-    from llamaherd.bench.store import Run
     from llamaherd.bench.target import Target
     from llamaherd.config import Config
+    from llamaherd.store import Run
 
 
 @click.group()
@@ -131,8 +131,8 @@ def bench_speed(
     """Measure prompt processing, generation, TTFT and a concurrency sweep for the
     profiles IDS (or --all, or the running one), switching to each in turn."""
     from llamaherd.bench import report, speed
-    from llamaherd.bench.store import Store
     from llamaherd.bench.target import prepare, restoring
+    from llamaherd.store import Store
 
     settings = speed.SpeedSettings(
         prompt_lengths=_list_option(prompt_lengths, "--prompt-lengths", allow_ctx=True),
@@ -206,8 +206,8 @@ def bench_humaneval(
     greedy codegen through the gateway with each profile's [models.ID.bench] settings,
     then the base and plus tests. An interrupted run resumes when started again."""
     from llamaherd.bench import humaneval, report
-    from llamaherd.bench.store import Store
     from llamaherd.bench.target import prepare, restoring
+    from llamaherd.store import Store
 
     cores = os.cpu_count() or 1
     if parallel > cores:
@@ -261,7 +261,7 @@ def bench_report(out: Path, html_page: bool, as_json: bool) -> None:
     """Write REPORT.md (quality, vs published, speed, concurrency, history) and PNG charts
     from the stored results."""
     from llamaherd.bench import report
-    from llamaherd.bench.store import Store
+    from llamaherd.store import Store
 
     written = report.write(Store(), out, html_page=html_page)
     if as_json:

@@ -1,7 +1,7 @@
 """The herd daemon: one process that owns every llama-server.
 
-- `record`: the lock and daemon.json (clients read it without importing the server);
-- `launch`: start the daemon in the background (`herd up`);
+- `record`: the lock and daemon.json (clients read it without importing the server;
+  control.start_background starts a daemon for them);
 - `server`: the process itself, both ports on one uvicorn server (`herd serve`);
 - `reload`: re-reading herd.toml;
 - `model`: a model's states and the transitions allowed between them;
