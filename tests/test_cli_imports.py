@@ -27,7 +27,7 @@ HEAVY = [
     "gguf",
     "textual",
     "llamaherd.daemon.supervisor",
-    "llamaherd.daemon.server",
+    "llamaherd.daemon.serve",
     "llamaherd.gguf.plan",
 ]
 

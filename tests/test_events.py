@@ -30,11 +30,11 @@ def test_a_failing_listener_is_logged_and_breaks_nothing(caplog: pytest.LogCaptu
 def test_the_daemon_logs_events_with_a_level_that_says_whether_something_went_wrong(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from llamaherd.daemon.server import _log_event
+    from llamaherd.daemon.serve import _log_event
 
     bus = EventBus()
     bus.listen(_log_event)
-    with caplog.at_level(logging.INFO, logger="llamaherd.daemon.server"):
+    with caplog.at_level(logging.INFO, logger="llamaherd.daemon.serve"):
         bus.publish("loading", model="dense", elapsed_s=1.0)  # once a second: not logged
         bus.publish("switch", model="dense", ok=True)
         bus.publish("crash", model="dense", code=-9)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llamaherd.daemon import server
+from llamaherd.daemon import serve
 from llamaherd.runtime import process
 
 
@@ -66,7 +66,7 @@ def test_free_port_is_free_and_taken_port_is_not() -> None:
 def test_daemon_listeners_say_tcp_so_asyncio_disables_nagle() -> None:
     # asyncio sets TCP_NODELAY on accepted connections only when the listener's proto is
     # IPPROTO_TCP; without it every response waited ~40 ms for a delayed ACK.
-    sock = server.bind_listener("127.0.0.1", process.free_port(), "port")
+    sock = serve.bind_listener("127.0.0.1", process.free_port(), "port")
     try:
         assert sock.proto == socket.IPPROTO_TCP
     finally:

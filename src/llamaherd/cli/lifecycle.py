@@ -279,12 +279,12 @@ def logs(ctx: click.Context, lines: int, follow: bool, model: str | None) -> Non
 @click.pass_context
 def serve(ctx: click.Context, model: str | None) -> None:
     """Run the daemon in the foreground (Ctrl-C stops it and its models)."""
-    from llamaherd.daemon import server  # FastAPI, uvicorn and the supervisor
+    from llamaherd.daemon import serve  # FastAPI, uvicorn and the supervisor
 
     config = config_of(ctx)
     if model:
         config.resolve(model)
-    server.serve(config, model=model)
+    serve.serve(config, model=model)
 
 
 @click.command()

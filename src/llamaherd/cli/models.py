@@ -23,10 +23,10 @@ Decorated = TypeVar("Decorated", bound=Callable[..., Any])
 def inspect_command(file: Path, as_json: bool) -> None:
     """Show what a GGUF file holds (header only; split files: any part)."""
     from llamaherd.gguf import header as gguf_header
-    from llamaherd.gguf import report
+    from llamaherd.gguf import render
 
     info = gguf_header.read(file)
-    emit_json(info.summary()) if as_json else report.print_inspect(console, info)
+    emit_json(info.summary()) if as_json else render.print_inspect(console, info)
 
 
 def _plan_options(command: Decorated) -> Decorated:
@@ -84,7 +84,7 @@ def plan_command(
     Prints the llama-server flags and the herd.toml `placement` table."""
     from llamaherd.gguf import header as gguf_header
     from llamaherd.gguf import plan as gguf_plan
-    from llamaherd.gguf import report
+    from llamaherd.gguf import render
     from llamaherd.gguf import search as gguf_search
 
     info = gguf_header.read(file)
@@ -105,7 +105,7 @@ def plan_command(
     if as_json:
         emit_json({**result.summary(), "llama_cpp": checked})
         return
-    report.print_plan(console, result, info)
+    render.print_plan(console, result, info)
     if checked:
         console.print(
             "llama.cpp's own projection (llama-fit-params; its Host weights leave out the "
