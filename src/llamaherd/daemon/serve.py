@@ -193,7 +193,7 @@ async def _serve(
     watcher = asyncio.create_task(reloader.watch_forever())
     sampling = asyncio.create_task(sampler.run())
     try:
-        await serve.serve(sockets=sockets)
+        await server.serve(sockets=sockets)
     finally:
         watcher.cancel()
         sampling.cancel()
