@@ -119,7 +119,8 @@ def parse_config(text: str, path: Path | None = None, *, check_files: bool = Tru
     base = path.parent if path is not None else Path.cwd()
     models_dir = _resolve_path(top.models_dir, base) if top.models_dir else base / "models"
     checks.check_server(top.server, path)
-    models = _load_profiles(top.models, models_dir, path, check_files=check_files)
+    defaults = _check_defaults(top.defaults, path)
+    models = _load_profiles(top.models, defaults, models_dir, path, check_files=check_files)
     # A profile without its own runtime takes the file's, so consumers read one field.
     models = {
         pid: p if p.runtime else p.model_copy(update={"runtime": top.runtime})
@@ -146,10 +147,37 @@ _TABLE_KEYS = ("sampling", "placement", "env", "bench")
 """Profile tables that `extends` merges key by key; every other key is replaced whole."""
 _NOT_INHERITED = ("aliases",)
 """A child with its parent's aliases would claim the same names twice."""
+_NOT_DEFAULTS = {
+    "aliases": "an alias names one profile; set it in that profile",
+    "extends": "set `extends` in the profiles that need it",
+}
+"""Profile keys that mean nothing when every profile has them."""
+
+
+def _check_defaults(defaults: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """[defaults] checked as a profile would be, so a mistake there is reported there."""
+    for key, hint in _NOT_DEFAULTS.items():
+        if key in defaults:
+            raise ConfigError(
+                f"'{key}' cannot be a default", path=path, key=f"defaults.{key}", hint=hint
+            )
+    data = {"file": "", **defaults, "id": "defaults"}
+    sections = {"": Profile, "sampling": Sampling, "placement": Placement, "bench": BenchSettings}
+    try:
+        explain.validate(Profile, data, path=path, table="defaults", sections=sections)
+    except ConfigError as error:  # named at the top level: say which table
+        key = f"defaults.{error.key}" if error.key else "defaults"
+        raise ConfigError(error.message, path=path, key=key, hint=error.hint) from None
+    return defaults
 
 
 def _load_profiles(
-    raw: dict[str, Any], models_dir: Path, path: Path | None, *, check_files: bool
+    raw: dict[str, Any],
+    defaults: dict[str, Any],
+    models_dir: Path,
+    path: Path | None,
+    *,
+    check_files: bool,
 ) -> dict[str, Profile]:
     """Validate every [models.<id>] table, parents before children (so a mistake in an
     inherited key is reported at the parent), otherwise in file order."""
@@ -183,7 +211,13 @@ def _load_profiles(
     for pid in _extends_order(raw, path):
         parent = raw[pid].get("extends")
         own = raw[pid]
-        merged[pid] = _merge(merged[parent], own) if parent is not None else dict(own)
+        # Precedence: [defaults], then the `extends` parent (which holds them already),
+        # then the profile's own keys.
+        merged[pid] = _merge(merged[parent] if parent is not None else defaults, own)
+        if isinstance(own.get("args"), list) and isinstance(defaults.get("args"), list):
+            # The defaults' args stay in front of a profile's own (not replaced like other
+            # lists): llama-server takes the last of a repeated flag, so the profile wins.
+            merged[pid]["args"] = [*defaults["args"], *own["args"]]
         data = {**merged[pid], "id": pid}
         if isinstance(data.get("file"), str):
             data["file"] = _resolve_path(data["file"], models_dir)

@@ -92,6 +92,9 @@ class Profile(_Strict):
     cache_type_k: str | None = Field(None, min_length=1, examples=["q8_0"])
     cache_type_v: str | None = Field(None, min_length=1, examples=["q8_0"])
     best_for: str = Field("", examples=["coding agents"])
+    speed_hint: str = Field("", examples=["~147 t/s"])
+    """The speed this profile is known for (the original setup's SPEED): shown until herd
+    has measured one."""
     sampling: Sampling = Field(default_factory=Sampling)
     placement: Placement = Field(default_factory=Placement)
     args: list[str] = Field(default_factory=list, examples=[["--reasoning-format", "none"]])
@@ -253,6 +256,9 @@ class HerdFile(_Strict):
     runtime: Literal["native", "docker"] = Field("native", examples=["docker"])
     docker: DockerSettings = Field(default_factory=DockerSettings)
     claude: ClaudeSettings = Field(default_factory=ClaudeSettings)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """`[defaults]`: profile keys every profile starts from; `extends` and the profile's
+    own keys come on top (docs/migrate.md)."""
     models: dict[str, Any] = Field(default_factory=dict)
 
 
