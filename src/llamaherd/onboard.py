@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import Table
 
-from llamaherd import control, fsutil, paths
-from llamaherd.config import CONFIG_NAME, ID_PATTERN, find_config_path, parse_config
+from llamaherd import control, fsutil
+from llamaherd.config import ID_PATTERN, parse_config
+from llamaherd.config.load import editable_config
+from llamaherd.config.toml import replace_table, table_item
 from llamaherd.daemon.record import running_record
-from llamaherd.errors import ConfigError, HerdError, UsageError
+from llamaherd.errors import HerdError, UsageError
 from llamaherd.gguf import families
 from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
@@ -78,7 +79,7 @@ def add(
     endpoint: str | None = None,
 ) -> Added:
     """Add `source` (a .gguf path, or REPO[:QUANT] on Hugging Face) as a profile."""
-    config_path, text = _config_text(config)
+    config_path, text = editable_config(config)
     models_dir = _models_dir(text, config_path)
     local = Path(source).expanduser()
     downloaded: list[Path] = []
@@ -113,28 +114,19 @@ def add(
     )
     table = profile_table(info, model_path, models_dir, settings, plan, sampling)
 
-    item = tomlkit.table()
     gpu_text = ", ".join(f"{d.name} {gguf_plan.format_size(d.total)}" for d in plan.estimate.gpus)
-    item.add(
-        tomlkit.comment(
-            f"added by `herd add` on {date.today()}: plan {plan.strategy}, "
-            f"{gpu_text or 'CPU ' + gguf_plan.format_size(plan.estimate.cpu.total)}"
-        )
+    item = table_item(
+        table,
+        f"added by `herd add` on {date.today()}: plan {plan.strategy}, "
+        f"{gpu_text or 'CPU ' + gguf_plan.format_size(plan.estimate.cpu.total)}",
     )
-    for key, value in table.items():
-        if isinstance(value, dict):
-            inline = tomlkit.inline_table()
-            inline.update(value)
-            item.add(key, inline)
-        else:
-            item.add(key, value)
     if sampling:
         item["sampling"].comment(f"from {sampling_source}")
     if models is None:
         models = tomlkit.table(is_super_table=True)
         doc["models"] = models
     if replaced:
-        _replace(models, pid, item)
+        replace_table(models, pid, item)
     else:
         models[pid] = item
 
@@ -177,39 +169,6 @@ def suggest_id(model_path: Path) -> str:
     """'Qwen3-8B-Q4_K_M-00001-of-00002.gguf' -> 'qwen3-8b-q4_k_m'."""
     stem = GGUF_PART.sub("", model_path.name).removesuffix(".gguf")
     return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") or "model"
-
-
-def _replace(models: Table, pid: str, item: Table) -> None:
-    """Replace a profile's table where it stands (tomlkit keeps the position)."""
-    old = models[pid]
-    for key in list(old.keys()):
-        del old[key]
-    for key, value in item.value.body:
-        if key is None:
-            old.add(value)  # the comment
-        else:
-            old[key.key] = value
-
-
-def _config_text(explicit: str | Path | None) -> tuple[Path, str]:
-    """The herd.toml to add to and its text; a new one in the user config dir when none
-    exists yet (an explicit --config that does not exist is created too)."""
-    if explicit is not None and not Path(explicit).expanduser().exists():
-        path = Path(explicit).expanduser().absolute()
-        return path, _new_config_text()
-    try:
-        path = find_config_path(explicit)
-    except ConfigError:
-        path = paths.config_dir() / CONFIG_NAME
-        return path, _new_config_text()
-    return path, path.read_text(encoding="utf-8")
-
-
-def _new_config_text() -> str:
-    return (
-        "# herd.toml: model profiles for llamaherd (`herd add` appends here).\n"
-        'models_dir = "models"   # relative files are found here (next to this file)\n'
-    )
 
 
 def _models_dir(text: str, config_path: Path) -> Path:

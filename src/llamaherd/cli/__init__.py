@@ -60,6 +60,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "lifecycle:down",
         "Stop the running models (or only MODEL); with --all, the daemon too.",
     ),
+    "import": (
+        "migrate:import_command",
+        "Write profiles from a models.conf, a llama-swap config.yaml or a llama.cpp preset INI.",
+    ),
     "inspect": (
         "models:inspect_command",
         "Show what a GGUF file holds (header only; split files: any part).",

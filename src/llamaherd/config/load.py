@@ -57,6 +57,25 @@ def find_config_path(explicit: str | Path | None = None) -> Path:
     )
 
 
+def editable_config(explicit: str | Path | None) -> tuple[Path, str]:
+    """The herd.toml a command that writes profiles edits (`herd add`, `herd import`) and
+    its text; a new one in the user config dir when none exists yet (an explicit path
+    that does not exist is created too)."""
+    if explicit is not None and not Path(explicit).expanduser().exists():
+        return Path(explicit).expanduser().absolute(), _NEW_CONFIG
+    try:
+        path = find_config_path(explicit)
+    except ConfigError:
+        return paths.config_dir() / CONFIG_NAME, _NEW_CONFIG
+    return path, path.read_text(encoding="utf-8")
+
+
+_NEW_CONFIG = (
+    "# herd.toml: model profiles for llamaherd (`herd add` and `herd import` write here).\n"
+    'models_dir = "models"   # relative files are found here (next to this file)\n'
+)
+
+
 def load_config(path: str | Path | None = None, *, check_files: bool = True) -> Config:
     """Find (see find_config_path), read and check herd.toml."""
     found = find_config_path(path)

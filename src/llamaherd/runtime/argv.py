@@ -18,43 +18,54 @@ from llamaherd.config import Profile
 ArgValue = bool | int | float | str | Sequence[int | float | str] | None
 
 
+# Profile key (dotted inside a table) -> llama-server's spellings of its flag; argv uses
+# the first, `herd import` reads them all. Order is the order on the command line.
+FLAGS: dict[str, tuple[str, ...]] = {
+    "ctx": ("-c", "--ctx-size"),
+    "parallel": ("-np", "--parallel"),
+    "threads": ("-t", "--threads"),
+    "flash_attn": ("-fa", "--flash-attn"),
+    "cache_type_k": ("-ctk", "--cache-type-k"),
+    "cache_type_v": ("-ctv", "--cache-type-v"),
+    "sampling.temperature": ("--temp",),
+    "sampling.top_p": ("--top-p",),
+    "sampling.top_k": ("--top-k",),
+    "sampling.min_p": ("--min-p",),
+    "sampling.repeat_penalty": ("--repeat-penalty",),
+    "sampling.presence_penalty": ("--presence-penalty",),
+    "sampling.frequency_penalty": ("--frequency-penalty",),
+    "sampling.seed": ("--seed", "-s"),
+    "placement.fit": ("--fit", "-fit"),
+    "placement.fit_target": ("--fit-target", "-fitt"),
+    # an integer, "auto" or "all", as llama.cpp takes it
+    "placement.n_gpu_layers": ("-ngl", "--gpu-layers", "--n-gpu-layers"),
+    "placement.tensor_split": ("--tensor-split", "-ts"),
+    "placement.n_cpu_moe": ("--n-cpu-moe", "-ncmoe"),
+    "placement.override_tensor": ("--override-tensor", "-ot"),
+    "placement.main_gpu": ("--main-gpu", "-mg"),
+    "placement.devices": ("--device", "-dev"),
+    "rpc": ("--rpc",),  # remote devices join the local ones (rpc.py)
+}
+
+
 def server_argv(binary: Path, profile: Profile, *, host: str, port: int) -> list[str]:
     """argv to start llama-server for `profile`, listening on host:port."""
-    sampling, placement = profile.sampling, profile.placement
-    options: list[tuple[str, ArgValue]] = [
-        ("-c", profile.ctx),
-        ("-np", profile.parallel),
-        ("-t", profile.threads),
-        ("-fa", profile.flash_attn),
-        ("-ctk", profile.cache_type_k),
-        ("-ctv", profile.cache_type_v),
-        ("--temp", sampling.temperature),
-        ("--top-p", sampling.top_p),
-        ("--top-k", sampling.top_k),
-        ("--min-p", sampling.min_p),
-        ("--repeat-penalty", sampling.repeat_penalty),
-        ("--presence-penalty", sampling.presence_penalty),
-        ("--frequency-penalty", sampling.frequency_penalty),
-        ("--seed", sampling.seed),
-        ("--fit", placement.fit),
-        ("--fit-target", placement.fit_target),
-        ("-ngl", placement.n_gpu_layers),  # an integer, "auto" or "all", as llama.cpp takes it
-        ("--tensor-split", placement.tensor_split),
-        ("--n-cpu-moe", placement.n_cpu_moe),
-        ("--override-tensor", placement.override_tensor),
-        ("--main-gpu", placement.main_gpu),
-        ("--device", placement.devices),
-        ("--rpc", profile.rpc),  # remote devices join the local ones (rpc.py)
-    ]
     argv = [str(binary), "-m", str(profile.file), "--host", host, "--port", str(port)]
     argv += ["--alias", profile.id]
-    for flag, value in options:
+    for key, spellings in FLAGS.items():
+        value = _value(profile, key)
         if value is None or (isinstance(value, list | tuple) and not value):
             continue  # unset: llama-server's own default applies
-        argv += [flag, format_value(value)]
+        argv += [spellings[0], format_value(value)]
     argv += ["--metrics", "--slots"]
     argv += profile.args
     return argv
+
+
+def _value(profile: Profile, key: str) -> ArgValue:
+    table, _, name = key.rpartition(".")
+    value: ArgValue = getattr(getattr(profile, table) if table else profile, name)
+    return value
 
 
 def server_env(profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
