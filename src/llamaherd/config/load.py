@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from llamaherd import paths
 from llamaherd.config import checks, explain
 from llamaherd.config.schema import (
@@ -181,7 +183,12 @@ def _check_defaults(defaults: dict[str, Any], path: Path | None) -> dict[str, An
                 f"'{key}' cannot be a default", path=path, key=f"defaults.{key}", hint=hint
             )
     data = {"file": "", **defaults, "id": "defaults"}
-    sections = {"": Profile, "sampling": Sampling, "placement": Placement, "bench": BenchSettings}
+    sections: dict[str, type[BaseModel]] = {
+        "": Profile,
+        "sampling": Sampling,
+        "placement": Placement,
+        "bench": BenchSettings,
+    }
     try:
         explain.validate(Profile, data, path=path, table="defaults", sections=sections)
     except ConfigError as error:  # named at the top level: say which table
