@@ -695,3 +695,9 @@ def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
     assert config.resolve("coder").id == "qwen3-coder-ud-q5"
     q8 = config.models["glm-flash-q8"]
     assert q8.ctx == 131072 and q8.sampling.top_p == 0.95  # inherited through extends
+
+
+def test_a_model_may_load_for_300_seconds_by_default(tmp_path: Path) -> None:
+    # Issue 14: the original waited 300 s; big MoE models load in 2-5 minutes.
+    config = load_config(write(tmp_path, profile("")))
+    assert config.server.start_timeout == 300
