@@ -17,9 +17,10 @@ from conftest import run_herd, server_key, write_config
 
 from llamaherd import cli, control
 from llamaherd.bench import humaneval, report, speed
-from llamaherd.bench.target import endpoint_target, herd_targets, prepare
+from llamaherd.bench.target import Target, endpoint_target, herd_targets, prepare
 from llamaherd.config import Config, parse_config
-from llamaherd.errors import ConfigError
+from llamaherd.errors import ConfigError, HerdError
+from llamaherd.runtime.process import free_port
 from llamaherd.store import Store, latest_speeds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,6 +267,63 @@ def test_interrupted_humaneval_resumes_where_it_stopped(
     assert len(run.results["statuses"]) == 3
     lines = Path(run.results["samples"]).read_text().splitlines()
     assert len({json.loads(line)["task_id"] for line in lines}) == 3
+
+
+def test_humaneval_asks_for_4096_tokens_unless_the_bench_table_says_otherwise(
+    tmp_path: Path, dataset: humaneval.Dataset
+) -> None:
+    # The original setup sent 4096; EvalPlus's 768 cut reasoning models off mid-answer.
+    text = '[models.plain]\nfile = "a.gguf"\n[models.short]\nfile = "a.gguf"\n'
+    config = parse_config(text + "bench = { max_tokens = 24 }\n", tmp_path / "herd.toml")
+    store = Store()
+
+    def stop_before_asking(phase: str, done: int, total: int) -> None:
+        raise Interrupted  # the run and its settings are stored by now
+
+    for target in herd_targets(config, ["plain", "short"], every=False):
+        with pytest.raises(Interrupted):
+            humaneval.run(
+                target,
+                dataset,
+                humaneval.HumanEvalSettings(limit=1),
+                store,
+                environment=dict,
+                progress=stop_before_asking,
+            )
+    stopped = store.runs("humaneval", status="failed")
+    asked = {run.model: run.settings["max_tokens"] for run in stopped}
+    assert asked == {"plain": 4096, "short": 24}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('[models.bench-a]\nextends = "a"\n[models.bench-c]\nextends = "c"\n',
+         ["bench-a", "bench-c"]),
+        ("", ["a", "c"]),
+    ],
+)  # fmt: skip
+def test_local_means_the_bench_profiles_else_every_profile(
+    tmp_path: Path,
+    humaneval_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: str,
+    expected: list[str],
+) -> None:
+    path = tmp_path / "herd.toml"
+    ports = f"[server]\napi_port = {free_port()}\nport = {free_port()}\n"
+    path.write_text(ports + '[models.a]\nfile = "a.gguf"\n[models.c]\nfile = "c.gguf"\n' + extra)
+    monkeypatch.setenv("HUMANEVAL_OVERRIDE_PATH", str(humaneval_data))
+    benchmarked: list[str] = []
+
+    def record(target: Target, *args: object, **kwargs: object) -> None:
+        benchmarked.append(target.model)
+        raise HerdError("not run here")  # each target is tried; the command goes on
+
+    monkeypatch.setattr(humaneval, "run", record)
+    result = CliRunner().invoke(cli.cli, ["--config", str(path), "bench", "humaneval", "--local"])
+    assert result.exit_code == 1, result.output
+    assert benchmarked == expected
 
 
 # -- report, config, bad input ------------------------------------------------------------

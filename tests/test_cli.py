@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from conftest import run_herd, write_config
@@ -13,6 +15,7 @@ from inprocess import herd
 
 from llamaherd import cli, control
 from llamaherd.cli import lifecycle
+from llamaherd.config import load_config
 from llamaherd.runtime import process
 
 COMMANDS = [
@@ -82,6 +85,60 @@ def test_up_unknown_model_is_exit_2(config_path: Path) -> None:
     result = run_herd("--config", str(config_path), "up", "nope")
     assert result.returncode == 2
     assert "unknown model 'nope'" in result.stderr
+
+
+def missing_profile(directory: Path) -> str:
+    """A profile whose GGUF is not (yet) on disk, as for a model still downloading."""
+    return f'\n[models.late]\nfile = "{directory / "late.gguf"}"\nctx = 2048\n'
+
+
+def test_a_missing_gguf_is_a_state_and_up_says_where_to_put_it(
+    tmp_path: Path, model_files: Path
+) -> None:
+    # Issue 14: one missing GGUF made every command fail with exit 2.
+    path = write_config(tmp_path, model_files, Path("llama-server"), missing_profile(tmp_path))
+    listed = run_herd("--config", str(path), "models", "--json")
+    assert listed.returncode == 0, listed.stderr
+    states = {row["id"]: row["state"] for row in json.loads(listed.stdout)}
+    assert states == {"dense": "stopped", "moe": "stopped", "broken": "stopped", "late": "missing"}
+    assert "missing" in run_herd("--config", str(path), "models").stdout
+
+    up = run_herd("--config", str(path), "up", "late", "--no-dashboard")
+    assert up.returncode == 2
+    lines = [line for line in up.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, up.stderr
+    assert f"model file not found: {tmp_path / 'late.gguf'}" in lines[0]
+    assert f"models_dir is {model_files}; download the GGUF there" in lines[0]
+    assert not control.connect(load_config(path)).alive(), "no daemon was started for it"
+
+
+def test_a_daemon_with_a_missing_gguf_serves_the_others_and_notices_the_file(
+    daemon, tmp_path: Path, model_files: Path
+) -> None:
+    config = daemon(missing_profile(tmp_path))
+    api, chat = config.server.api_url, f"{config.server.public_url}/v1/chat/completions"
+    hello = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+    def states() -> dict[str, str]:
+        return {m["id"]: m["state"] for m in httpx.get(f"{api}/models").json()["models"]}
+
+    assert states()["late"] == "missing"
+    switched = httpx.post(f"{api}/switch", json={"model": "late"}, timeout=30)
+    assert switched.status_code == 404
+    assert "model file not found" in switched.json()["error"]
+    asked = httpx.post(chat, json={"model": "late", **hello}, timeout=30)
+    assert asked.status_code == 404
+    assert "model file not found" in asked.json()["error"]["message"]
+    assert run_herd("--config", str(config.path), "switch", "late").returncode == 2
+
+    served = httpx.post(chat, json={"model": "dense", **hello}, timeout=120)
+    assert served.status_code == 200 and served.headers["x-herd-model"] == "dense"
+
+    shutil.copy(model_files / "dense.gguf", tmp_path / "late.gguf")  # the download ends
+    assert states()["late"] == "stopped"
+    served = httpx.post(chat, json={"model": "late", **hello}, timeout=120)
+    assert served.status_code == 200 and served.headers["x-herd-model"] == "late"
+    assert states()["late"] == "ready"
 
 
 def test_status_without_daemon_says_how_to_start(config_path: Path) -> None:

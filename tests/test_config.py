@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llamaherd import profiles
 from llamaherd.config import (
     Config,
     Profile,
@@ -15,6 +16,7 @@ from llamaherd.config import (
     load_config,
     parse_config,
 )
+from llamaherd.config.checks import missing_model_file
 from llamaherd.errors import ConfigError, UsageError
 
 GOOD = """\
@@ -455,10 +457,40 @@ def test_05_override_tensor_needs_pattern_equals_buffer(tmp_path: Path) -> None:
     assert "pattern=buffer" in error.message and "override_tensor = [" in error.hint
 
 
-def test_06_missing_gguf_file(tmp_path: Path) -> None:
-    error = config_error(tmp_path, profile("").replace("a.gguf", "sub/b.gguf"), check_files=True)
+def test_06_a_missing_gguf_loads_and_only_its_profile_is_missing(tmp_path: Path) -> None:
+    # Issue 14: one GGUF still downloading used to fail every herd command with exit 2.
+    text = profile("").replace("a.gguf", "sub/b.gguf") + '[models.ok]\nfile = "a.gguf"\n'
+    config = load_config(write(tmp_path, text, "a.gguf"))
+    rows = {row.id: row.state for row in profiles.describe_all(config.models.values())}
+    assert rows == {"a": "missing", "ok": "stopped"}
+    assert missing_model_file(config, config.models["ok"]) is None
+    error = missing_model_file(config, config.models["a"])
+    assert error is not None and (error.profile, error.key) == ("a", "file")
+    assert f"model file not found: {tmp_path / 'models' / 'sub' / 'b.gguf'}" in str(error)
+    assert f"models_dir is {tmp_path / 'models'}; download the GGUF there" in str(error)
+
+
+def test_06_a_gguf_that_appears_is_no_longer_missing(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, profile("").replace("a.gguf", "late.gguf")))
+    assert profiles.describe(config.models["a"]).state == "missing"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "late.gguf").write_bytes(b"GGUF")
+    assert profiles.describe(config.models["a"]).state == "stopped"
+    assert missing_model_file(config, config.models["a"]) is None
+
+
+def test_06_a_running_model_shows_its_state_even_if_its_file_is_gone(tmp_path: Path) -> None:
+    # llama-server holds the file it loaded; "ready" is what matters to a client.
+    config = load_config(write(tmp_path, profile("").replace("a.gguf", "gone.gguf")))
+    assert profiles.describe(config.models["a"], state="ready").state == "ready"
+    assert profiles.describe(config.models["a"], state="failed").state == "missing"
+
+
+def test_06_a_directory_as_gguf_still_fails_the_whole_file(tmp_path: Path) -> None:
+    (tmp_path / "models" / "sub").mkdir(parents=True)
+    error = config_error(tmp_path, profile("").replace("a.gguf", "sub"), check_files=True)
     assert (error.profile, error.key) == ("a", "file")
-    assert str(tmp_path / "models" / "sub" / "b.gguf") in error.message
+    assert "is a directory, not a GGUF file" in error.message
     assert f"models_dir is {tmp_path / 'models'}" in error.hint
 
 
@@ -468,8 +500,9 @@ def test_06_missing_files_are_not_checked_on_request(tmp_path: Path) -> None:
     assert config.models["a"].file == tmp_path / "models" / "sub" / "b.gguf"
 
 
-def test_06_missing_inherited_file_is_reported_at_the_parent(tmp_path: Path) -> None:
-    text = '[models.child]\nextends = "base"\n[models.base]\nfile = "gone.gguf"\n'
+def test_06_a_directory_inherited_is_reported_at_the_parent(tmp_path: Path) -> None:
+    (tmp_path / "models" / "dir").mkdir(parents=True)
+    text = '[models.child]\nextends = "base"\n[models.base]\nfile = "dir"\n'
     error = config_error(tmp_path, text, check_files=True)
     assert error.profile == "base"
 
@@ -662,3 +695,9 @@ def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
     assert config.resolve("coder").id == "qwen3-coder-ud-q5"
     q8 = config.models["glm-flash-q8"]
     assert q8.ctx == 131072 and q8.sampling.top_p == 0.95  # inherited through extends
+
+
+def test_a_model_may_load_for_300_seconds_by_default(tmp_path: Path) -> None:
+    # Issue 14: the original waited 300 s; big MoE models load in 2-5 minutes.
+    config = load_config(write(tmp_path, profile("")))
+    assert config.server.start_timeout == 300

@@ -341,6 +341,29 @@ def test_a_model_that_failed_to_start_answers_without_retry_after(tmp_path) -> N
     run(scenario)
 
 
+def test_a_request_for_a_model_whose_gguf_is_missing_answers_404_with_the_fix(
+    tmp_path,
+) -> None:
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        async with supervised(tmp_path, fake, '[models.m]\nfile = "m.gguf"\n') as supervisor:
+            gateway = Gateway(supervisor)
+            try:
+                async with asgi_client(gateway) as http:
+                    response = await http.post(CHAT, json={"model": "m", "messages": []})
+            finally:
+                await gateway.close()
+            assert response.status_code == 404
+            error = response.json()["error"]
+            assert (error["type"], error["code"]) == ("invalid_request_error", "model_not_found")
+            assert f"model file not found: {tmp_path / 'm.gguf'}" in error["message"]
+            assert "download the GGUF there" in error["message"]
+            assert fake.servers == []
+
+    run(scenario)
+
+
 def test_a_full_queue_answers_503_with_retry_after(tmp_path) -> None:
     fake = FakeRuntime()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from llamaherd.config import parse_config
 from llamaherd.daemon import supervisor as supervisor_module
 from llamaherd.daemon.model import TRANSITIONS, State
 from llamaherd.daemon.supervisor import Busy, Supervisor, Unavailable
+from llamaherd.errors import ConfigError
 
 
 def make_config(directory: Path, profiles: str = "", **server: object):
@@ -418,5 +420,48 @@ def test_requests_alternating_two_models_are_all_served(tmp_path) -> None:
             served = await asyncio.gather(*(request(supervisor, name) for name in names))
             assert served == names
             assert len(fake.servers) <= len(names)
+
+    run(scenario)
+
+
+def test_a_missing_gguf_fails_fast_and_starts_once_the_file_appears(tmp_path) -> None:
+    """Issue 14: a profile whose GGUF is not on disk answers with where to put it, starts
+    no llama-server and evicts nothing; the file appearing is enough to start it."""
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake, '[models.m]\nfile = "m.gguf"\n') as supervisor:
+            assert (await supervisor.switch("a")).ok
+            events = recorder(supervisor)
+            expected = f"model file not found: {tmp_path / 'm.gguf'} (models_dir is {tmp_path}"
+            with pytest.raises(ConfigError, match=re.escape(expected)):
+                await supervisor.switch("m")
+            with pytest.raises(ConfigError, match="model file not found"):
+                await request(supervisor, "m")
+            assert len(fake.servers) == 1 and events == [], "nothing started or stopped"
+            assert (supervisor.current, supervisor.state_of("a")) == ("a", State.READY)
+            assert "m" not in supervisor.models and supervisor.last_error is None
+
+            (tmp_path / "m.gguf").write_bytes(b"GGUF")
+            assert await request(supervisor, "m") == "m"
+            assert len(fake.servers) == 2
+
+    run(scenario)
+
+
+def test_a_missing_first_model_leaves_the_daemon_serving_the_others(tmp_path, caplog) -> None:
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        config = make_config(tmp_path, '[models.m]\nfile = "m.gguf"\n')
+        supervisor = Supervisor(
+            config, Path("llama-server"), tmp_path / "state", runtime_for=fake.runtime_for
+        )
+        supervisor.start_background_work(first_model="m")
+        try:
+            assert await wait_until(lambda: "model file not found" in caplog.text)
+            assert await request(supervisor, "b") == "b"
+        finally:
+            await supervisor.close()
 
     run(scenario)

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from textual.app import App, ComposeResult
+from textual.widgets import DataTable
 
-from llamaherd import cli, control
-from llamaherd.config import Config
+from llamaherd import cli, control, profiles
+from llamaherd.config import Config, parse_config
 from llamaherd.errors import UsageError
 from llamaherd.schema import ModelRow, SystemSnapshot
 from llamaherd.tui.app import DashboardApp
@@ -284,6 +285,22 @@ def test_picker_app_returns_the_chosen_id() -> None:
         return app.return_value
 
     assert asyncio.run(scenario()) == "moe"
+
+
+def test_the_picker_shows_a_profile_whose_gguf_is_missing(tmp_path: Path) -> None:
+    config = parse_config(
+        f'[models.late]\nfile = "{tmp_path / "late.gguf"}"\n', tmp_path / "herd.toml"
+    )
+    rows = profiles.describe_all(config.models.values())
+
+    async def scenario() -> None:
+        app = PickerApp(rows)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.1)
+            table = app.screen.query_one(DataTable)
+            assert str(table.get_row("late")[-1]) == "missing"
+
+    asyncio.run(scenario())
 
 
 def test_gpu_panel_shows_the_fake_gpus(make_herd, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from llamaherd import paths
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, find_config_path, load_config
+from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import ConfigError, HerdError
 from llamaherd.schema import SwitchDone, SwitchFailed
@@ -56,6 +57,8 @@ def up(config: Config, model: str) -> SwitchDone | SwitchFailed:
     says why, and which model was restored).
     """
     profile = config.resolve(model)  # unknown ids fail here, before a daemon starts
+    if missing := missing_model_file(config, profile):
+        raise missing  # and so does a GGUF not on disk (yet)
     client = start_background(config)
     return client.switch(profile.id, timeout=config.server.start_timeout * 2 + 60)
 

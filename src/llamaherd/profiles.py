@@ -12,6 +12,8 @@ from llamaherd.store import latest_speeds
 if TYPE_CHECKING:
     from llamaherd.config import Profile
 
+IDLE = ("stopped", "failed")  # no server holds the file: a missing one is the news
+
 
 def describe(
     profile: Profile,
@@ -22,7 +24,13 @@ def describe(
 ) -> ModelRow:
     """The profile's row: its herd.toml fields, its state, the latest measured speed and
     the planner's memory estimate (gguf/budget.py; None when not estimated). A state
-    that is not a model state is a bug, and raises."""
+    that is not a model state is a bug, and raises.
+
+    A profile that runs on no server and whose GGUF is not on disk is `missing`: a
+    property of the profile, not a supervisor state (nothing runs, nothing changes
+    when the file appears), read from the disk at each listing so no watcher is needed."""
+    if state in IDLE and not profile.file.exists():
+        state = "missing"
     return ModelRow.model_validate(
         {
             "id": profile.id,

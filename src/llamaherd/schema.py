@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 ModelState = Literal["stopped", "starting", "ready", "stopping", "failed"]
+# A profile row's state: a model state, or `missing` when its GGUF is not on disk.
+ProfileState = ModelState | Literal["missing"]
 # A reading as its source gave it: NVML counts are ints, watts floats; the fake-GPU file
 # (HERD_FAKE_GPUS) may hold either, and JSON should show what the source said.
 Reading = int | float | None
@@ -54,7 +56,7 @@ class ModelRow(Answer):
     file: str
     persistent: bool
     ttl: float | None
-    state: ModelState = "stopped"
+    state: ProfileState = "stopped"
     speed_tps: float | None = None
     memory: MemoryEstimate | None = None
 

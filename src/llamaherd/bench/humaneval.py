@@ -40,7 +40,9 @@ INSTRUCTION = (
     "in a markdown code block:"
 )
 SYSTEM_PROMPT = "You are a helpful assistant good at coding."
-DEFAULT_MAX_TOKENS = 768  # evalplus's DecoderBase.max_new_tokens
+# The original setup's: evalplus's own 768 (DecoderBase.max_new_tokens) cuts reasoning
+# models off mid-thought, and a cut-off answer fails its tests.
+DEFAULT_MAX_TOKENS = 4096
 DATA_ENV = "HUMANEVAL_OVERRIDE_PATH"  # evalplus's own variable for a local copy
 TASKS_IN_FULL_SET = 164
 

@@ -48,6 +48,8 @@ def _bench_targets(
     endpoint: str | None,
     endpoint_model: str | None,
     key_env: str | None,
+    *,
+    local: bool = False,
 ) -> tuple[Config | None, list[Any]]:
     """The targets to benchmark (profiles, then the endpoint) and the config, if used."""
     from llamaherd.bench.target import endpoint_target, herd_targets
@@ -58,10 +60,21 @@ def _bench_targets(
     config = None
     if endpoint:
         targets.append(endpoint_target(endpoint, endpoint_model, key_env))
-    if ids or every or not endpoint:
+    if ids or every or local or not endpoint:
         config = config_of(ctx)
+        if local and not every:  # with --all, every profile is asked for anyway
+            if ids:
+                raise UsageError("give profile ids or --local, not both")
+            ids = _local_ids(config)
         targets = herd_targets(config, ids, every) + targets
     return config, targets
+
+
+def _local_ids(config: Config) -> tuple[str, ...]:
+    """--local as the original setup meant it: the `bench-*` profiles (those written for
+    benchmarking) when there are any, else every profile."""
+    bench = tuple(pid for pid in config.models if pid.startswith("bench-"))
+    return bench or tuple(config.models)
 
 
 def _list_option(text: str, name: str, *, allow_ctx: bool = False) -> tuple[int, ...]:
@@ -169,7 +182,9 @@ def bench_speed(
 
 @bench.command("humaneval")
 @click.argument("ids", nargs=-1)
-@click.option("--local", "local", is_flag=True, help="Every profile in herd.toml.")
+@click.option(
+    "--local", "local", is_flag=True, help="The bench-* profiles; without any, every profile."
+)
 @click.option("--all", "every", is_flag=True, help="Every profile, and --endpoint if given.")
 @_endpoint_options
 @click.option("--mini", is_flag=True, help="HumanEval+ Mini: the same tasks, fewer plus tests.")
@@ -216,7 +231,7 @@ def bench_humaneval(
         mini=mini, tasks=tasks, limit=limit, parallel=parallel, max_tokens=max_tokens
     )
     config, targets = _bench_targets(
-        ctx, ids, local or every, endpoint, endpoint_model, api_key_env
+        ctx, ids, every, endpoint, endpoint_model, api_key_env, local=local
     )
     data = humaneval.data_file(config.humaneval_data if config else None, mini)
     dataset = humaneval.load_dataset(data, mini)

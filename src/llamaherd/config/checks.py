@@ -1,6 +1,7 @@
 """The checks of herd.toml that pydantic cannot express: reserved `args`, line breaks
-and NULs, aliases that name one profile each, loopback without an API key, GGUF files on
-disk, and [claude]/default_model naming real profiles."""
+and NULs, aliases that name one profile each, loopback without an API key, a `file`
+that is a directory (a missing GGUF is a profile state, `missing`, not an error), and
+[claude]/default_model naming real profiles."""
 
 from __future__ import annotations
 
@@ -203,10 +204,25 @@ ORIGIN_PATTERN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^/:\s\[\]]+)(:\d{1,5
 
 
 def check_model_file(profile: Profile, models_dir: Path, path: Path | None) -> None:
-    if profile.file.is_file():
-        return
-    what = "is a directory, not a GGUF file" if profile.file.is_dir() else "not found"
-    raise ConfigError(
+    """A `file` that is a directory is a mistake in herd.toml. A file that is not there
+    (yet) is not: the profile shows as `missing`, and only starting it fails
+    (missing_model_file), so one model still downloading breaks no other."""
+    if profile.file.is_dir():
+        raise _model_file_error(profile, models_dir, path, "is a directory, not a GGUF file")
+
+
+def missing_model_file(config: Config, profile: Profile) -> ConfigError | None:
+    """Why `profile` cannot start now because its GGUF is not on disk; None when it is.
+    Asked at each start and each listing, so a file that appears is noticed at once."""
+    if profile.file.exists():
+        return None
+    return _model_file_error(profile, config.models_dir, config.path, "not found")
+
+
+def _model_file_error(
+    profile: Profile, models_dir: Path, path: Path | None, what: str
+) -> ConfigError:
+    return ConfigError(
         f"model file {what}: {profile.file}",
         path=path,
         profile=profile.id,

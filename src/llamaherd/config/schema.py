@@ -75,7 +75,7 @@ class BenchSettings(_Strict):
     )
     """llama-server's --reasoning-format for these requests; "none" keeps thinking inline."""
     max_tokens: PositiveInt | None = Field(None, examples=[4096])
-    """Tokens per answer (default 768, EvalPlus's); reasoning models need thousands."""
+    """Tokens per answer (default 4096, the original setup's; reasoning models need thousands)."""
 
 
 class Profile(_Strict):
@@ -135,7 +135,7 @@ class ServerSettings(_Strict):
     api_port: PortNumber = Field(8081, examples=[8081])
     """The management API (/models, /status, /switch ...)."""
     api_key: str | None = Field(None, min_length=1, examples=["change-me"])
-    start_timeout: PositiveFloat = Field(120.0, examples=[120])
+    start_timeout: PositiveFloat = Field(300.0, examples=[300])
     stop_timeout: PositiveFloat = Field(10.0, examples=[10])
     max_loaded: PositiveInt = Field(1, examples=[2])
     """Models kept running at once; past it the least recently used idle one is evicted."""

@@ -204,6 +204,8 @@ class Gateway:
             await _error(
                 send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
             )
+        except UsageError as error:  # its GGUF is missing: "model file not found ..."
+            await _error(send, 404, str(error), "invalid_request_error", "model_not_found")
         except Unavailable as error:
             # No Retry-After: a model that failed to start fails the same way until its
             # file or profile changes, or retry_failed_after passes.

@@ -26,6 +26,7 @@ from typing import Any
 
 from llamaherd import runtime
 from llamaherd.config import Config, Profile
+from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon import scheduler
 from llamaherd.daemon.events import EventBus
 from llamaherd.daemon.model import (
@@ -174,7 +175,13 @@ class Supervisor:
         (its failure, if any, shows in last_error)."""
         self._spawn(self._expire_idle_forever())
         if first_model:
-            self._spawn(self.switch(first_model))
+            self._spawn(self._start_first(first_model))
+
+    async def _start_first(self, model_id: str) -> None:
+        try:
+            await self.switch(model_id)
+        except UsageError as error:  # its GGUF is missing: the daemon serves the others
+            log.warning("not starting %s: %s", model_id, error)
 
     # -- serving gateway requests ------------------------------------------------
     @contextlib.asynccontextmanager
@@ -182,7 +189,7 @@ class Supervisor:
         """A ready model for `model_id` (None: the current one), held as in flight.
 
         Starts it first when needed. Raises Busy when the queue is full or the wait too
-        long, Unavailable when no model can serve.
+        long, Unavailable when no model can serve, ConfigError when its GGUF is missing.
         """
         model = self._ready(model_id)
         if model is not None:
@@ -246,6 +253,8 @@ class Supervisor:
             self.current = profile.id
             model.last_used = time.monotonic()
             answer = SwitchResult(ok=True, model=profile.id, noop=True)
+        elif missing := missing_model_file(self.config, profile):
+            raise missing  # before any eviction: nothing starts, no state changes
         elif model and not retry:
             failure = model.recent_start_failure(profile, self.config.server.retry_failed_after)
             if failure:

@@ -19,6 +19,8 @@ from llamaherd.schema import ModelRow
 from llamaherd.tui.remote import DASH, fmt, fmt_ctx
 
 COLUMNS = ("", "id", "name", "speed", "ctx", "memory", "best for", "state")
+# `missing`: its GGUF is not on disk; choosing it answers with where to put the file.
+STATE_STYLES = {"ready": "green", "failed": "red", "missing": "yellow"}
 
 
 def matches(row: ModelRow, needle: str) -> bool:
@@ -83,7 +85,7 @@ class ModelPicker(ModalScreen[str | None]):
                 fmt_ctx(row.ctx),
                 describe_memory(row.memory.model_dump() if row.memory else None),
                 row.best_for,
-                Text(state, style="green" if state == "ready" else "dim"),
+                Text(state, style=STATE_STYLES.get(state, "dim")),
                 key=row.id,
             )
         if self.running and needle == "":
