@@ -109,6 +109,10 @@ class SwitchResult:
     log_tail: list[str] = field(default_factory=list)
     noop: bool = False  # nothing was started: already ready, or a recent failure repeated
 
+    def event(self) -> dict[str, Any]:
+        """The fields of the `switch` event."""
+        return {"model": self.model, "ok": self.ok, "error": self.error, "restored": self.restored}
+
     @classmethod
     def failed(cls, failure: Failure, **details: Any) -> SwitchResult:
         return cls(False, failure.model, failure.reason, log_tail=failure.log_tail, **details)

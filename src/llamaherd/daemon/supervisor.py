@@ -131,9 +131,7 @@ class Supervisor:
             task.cancel()  # the start stops whatever it had started (_start_locked)
         await asyncio.gather(*cancelled, return_exceptions=True)
         async with self._lock:
-            targets = [self.models[model_id]] if model_id in self.models else []
-            if model_id is None:
-                targets = list(self.models.values())
+            targets = [m for m in self.models.values() if model_id in (None, m.id)]
             stopped = [m.id for m in targets if m.server]
             for model in targets:
                 await self._stop_locked(model)
@@ -157,11 +155,8 @@ class Supervisor:
 
     def stale(self) -> list[str]:
         """Running models whose profile in the config is no longer the one they run with."""
-        return [
-            m.id
-            for m in self.models.values()
-            if m.server and self.config.models.get(m.id) != m.profile
-        ]
+        models = self.config.models
+        return [m.id for m in self.models.values() if m.server and models.get(m.id) != m.profile]
 
     async def close(self) -> None:
         """Stop background work and every model (daemon shutdown)."""
@@ -292,14 +287,8 @@ class Supervisor:
             if result.ok:  # before the lock goes to a start that might evict it
                 self._handover.hand_over(self.models[profile.id])
         if not result.noop:
-            self.events.publish(
-                "switch",
-                model=result.model,
-                ok=result.ok,
-                error=result.error,
-                restored=result.restored,
-                duration_s=round(time.monotonic() - began, 3),
-            )
+            duration_s = round(time.monotonic() - began, 3)
+            self.events.publish("switch", **result.event(), duration_s=duration_s)
         return result
 
     async def _switch_locked(self, profile: Profile) -> SwitchResult:
