@@ -277,10 +277,13 @@ def worker(ctx: click.Context, host: str, port: int, gpu: str | None, cache: boo
 @click.pass_context
 def compose_command(ctx: click.Context, model: str, directory: Path, port: int | None) -> None:
     """Write docker-compose.yml and .env that serve MODEL with `docker compose up`."""
+    from llamaherd.config.checks import missing_model_file
     from llamaherd.runtime import compose
 
     config = config_of(ctx)
     profile = config.resolve(model)
+    if missing := missing_model_file(config, profile):  # the container would mount nothing
+        raise missing
     written = compose.write(config, profile, directory, port or config.server.port)
     console.print(f"wrote {', '.join(str(p) for p in written)}")
     console.print(f"run      docker compose --project-directory {directory} up -d")
