@@ -7,11 +7,18 @@ reads of /models, `jq .model` on /status, the claude-local README's switch.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
+from fake_runtime import FakeRuntime, Knobs
+from test_supervisor import herd as supervised
+from test_supervisor import run, wait_until
 
 from llamaherd.config import Config
+from llamaherd.daemon.api import create_app
+from llamaherd.daemon.metrics import Metrics
 from llamaherd.store import Store
 
 # What `curl -X POST 127.0.0.1:8081/switch -d '{"model": ...}'` sends: no JSON type.
@@ -116,3 +123,27 @@ def test_a_failed_start_answers_200_with_success_false(daemon) -> None:
     assert (again.json()["success"], again.json()["restored"]) == (False, "dense")
     status = get(herd, "/status")
     assert (status["model"], status["status"]) == ("dense", "")  # fine again: restored
+
+
+def test_status_says_loading_while_the_current_model_starts(tmp_path: Path) -> None:
+    # The fast layer: a fake llama-server that never finishes loading holds `starting`.
+    async def scenario() -> None:
+        fake = FakeRuntime({"a": Knobs(hang=True)})
+        async with supervised(tmp_path, fake) as supervisor, httpx.AsyncClient() as http:
+            app = create_app(
+                supervisor, Metrics(supervisor, http), on_shutdown=lambda: None, on_reload=dict
+            )
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://herd") as api:
+                starting = asyncio.create_task(supervisor.switch("a"))
+                assert await wait_until(lambda: str(supervisor.state_of("a")) == "starting")
+                status = (await api.get("/status")).json()
+                assert (status["model"], status["state"], status["status"]) == (
+                    "a",
+                    "starting",
+                    "loading",
+                )
+                await supervisor.stop()
+                await asyncio.gather(starting, return_exceptions=True)
+
+    run(scenario)
