@@ -48,7 +48,8 @@ class _Api(BaseHTTPRequestHandler):
         if self.path.startswith("/proxy"):
             status, data, content_type = 502, PROXY_PAGE, "text/html"
         elif self.path.startswith("/missing"):
-            status, data = 404, json.dumps({"error": "unknown model 'x'", "model": "x"}).encode()
+            unknown = {"error": "unknown model: x", "model": "x", "hint": "did you mean 'y'?"}
+            status, data = 404, json.dumps(unknown).encode()
         elif self.path.startswith("/locked"):
             status, data = 401, json.dumps({"error": "missing or wrong API key"}).encode()
         else:
@@ -97,7 +98,8 @@ def test_requests_carry_the_key_the_json_body_the_query_and_a_proxy_sub_path(api
 
 def test_api_errors_become_one_line_usage_errors(api) -> None:
     url, _ = api
-    with pytest.raises(UsageError, match="^unknown model 'x'$"):
+    # The daemon's suggestion follows its error, on the same line.
+    with pytest.raises(UsageError, match=r"^unknown model: x; did you mean 'y'\?$"):
         DaemonClient(f"{url}/missing").switch("x")
     with pytest.raises(UsageError, match="wrong or missing API key"):
         DaemonClient(f"{url}/locked").status()
@@ -135,7 +137,7 @@ def test_the_cli_and_the_dashboard_report_each_failure_alike(api, where: str) ->
     kind, message = sync
     expected = {
         "proxy": (HerdError, "HTTP 502, not an answer from herd: '<html><head><title>502"),
-        "missing": (UsageError, "unknown model 'x'"),
+        "missing": (UsageError, "unknown model: x; did you mean 'y'?"),
         "locked": (UsageError, "wrong or missing API key (set HERD_API_KEY)"),
         "odd": (HerdError, "answered in an unexpected shape"),
         "refused": (Unreachable, "no herd daemon answers at"),

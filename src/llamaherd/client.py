@@ -55,9 +55,9 @@ class ApiCore:
         return Unreachable(f"{method} {self.url}{path} failed: {reason}")
 
     def read(self, method: str, path: str, status: int, content: bytes) -> Any:
-        """The JSON of an answer; an error answer (4xx, 5xx; a failed switch's 502 is
-        an answer) raises: UsageError for bad input (400, 404) and a wrong key (401),
-        HerdError for the rest, a proxy's HTML error page included."""
+        """The JSON of an answer; an error answer (4xx, 5xx; a failed switch is a 200)
+        raises: UsageError for bad input (400, 404; with the daemon's `hint`) and a wrong
+        key (401), HerdError for the rest, a proxy's HTML error page included."""
         try:
             body = json.loads(content) if content else {}
         except ValueError:
@@ -68,9 +68,11 @@ class ApiCore:
             ) from None
         if status == 401:
             raise UsageError(f"{self.url}: wrong or missing API key (set HERD_API_KEY)")
-        if status < 400 or (path == "/switch" and status == 502 and "ok" in body):
+        if status < 400:
             return body
         message = body.get("error") if isinstance(body, dict) else None
+        if message and body.get("hint"):
+            message = f"{message}; {body['hint']}"
         if status in (400, 404):
             raise UsageError(message or f"{path}: HTTP {status}")
         raise HerdError(f"{method} {path}: HTTP {status}: {message or body}")

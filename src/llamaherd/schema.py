@@ -26,10 +26,12 @@ class Answer(BaseModel):
 
 
 class ErrorAnswer(Answer):
-    """4xx/5xx bodies: `{"error": ...}`, with the model asked for when there was one."""
+    """4xx/5xx bodies: `{"error": ...}`, with the model asked for when there was one and
+    what to do about it (`hint`: "did you mean ...", the known ids)."""
 
     error: str
     model: str | None = None
+    hint: str | None = None
 
 
 class Health(Answer):
@@ -59,6 +61,11 @@ class ModelRow(Answer):
     state: ProfileState = "stopped"
     speed_tps: float | None = None
     memory: MemoryEstimate | None = None
+    # The original setup's fields (docs/api.md "Coming from the original setup").
+    speed: str = ""  # "~147 t/s": measured, else the profile's speed_hint, else ""
+    ctx_size: str = ""  # ctx as text; "" for llama-server's default
+    is_bench: bool = False  # the id starts with "bench-"
+    active: bool = False  # the daemon's current model
 
 
 class ModelList(Answer):
@@ -130,12 +137,17 @@ class _DaemonFirst(Answer):
 
 
 class Status(HerdState, _DaemonFirst):
-    """GET /status."""
+    """GET /status, with the original setup's `model_name` (the current model's display
+    name) and `status` (a message: "" when fine, "loading", the failure reason, ...)."""
+
+    model_name: str | None
+    status: str
 
 
 # -- POST /switch --------------------------------------------------------------------
 class _OkFirst(Answer):
     ok: Literal[True] = True
+    success: Literal[True] = True  # the original setup's name for `ok`
 
 
 class SwitchDone(HerdState, _OkFirst):
@@ -143,9 +155,11 @@ class SwitchDone(HerdState, _OkFirst):
 
 
 class SwitchFailed(Answer):
-    """502: it did not start; `restored` is the model running again (or null)."""
+    """200 too (as the original answered): it did not start; `restored` is the model
+    running again (or null)."""
 
     ok: Literal[False] = False
+    success: Literal[False] = False
     model: str
     error: str | None
     restored: str | None

@@ -51,6 +51,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
         config.models.values(),
         states={id_: row.state for id_, row in live.items()},
         memory={id_: row.memory for id_, row in live.items()},
+        current=next((id_ for id_, row in live.items() if row.active), None),
     )
     if as_json:
         emit_json(rows)

@@ -8,20 +8,23 @@ fields mean.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llamaherd import __version__, profiles, schema
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.events import sse
 from llamaherd.daemon.metrics import Metrics
+from llamaherd.daemon.model import State
 from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.gguf import budget
@@ -38,11 +41,22 @@ class SwitchRequest(BaseModel):
 
 async def _switch_request(request: Request) -> SwitchRequest:
     """The body as JSON whatever its content type: `curl -d '{"model": ...}'` sends it as a
-    form. (Other web origins are refused before this, by daemon/guard.py.)"""
+    form. (Other web origins are refused before this, by daemon/guard.py.) Bad bodies are
+    400 `{"error": ...}`, in the original setup's words where it had some."""
     try:
-        return SwitchRequest.model_validate_json(await request.body())
+        body = json.loads(await request.body())
+    except ValueError:
+        raise HTTPException(400, "invalid JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, 'the body must be a JSON object: {"model": "<id or alias>"}')
+    if "model" not in body:
+        raise HTTPException(400, 'missing "model" field')
+    try:
+        return SwitchRequest.model_validate(body)
     except ValidationError as error:
-        raise RequestValidationError(error.errors()) from None
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise HTTPException(400, f'"{where}": {first["msg"]}') from None
 
 
 def _json_body(model: type[BaseModel]) -> dict:
@@ -51,9 +65,34 @@ def _json_body(model: type[BaseModel]) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _error(status_code: int, message: str, model: str | None = None) -> JSONResponse:
-    body = schema.ErrorAnswer(error=message, model=model).model_dump(exclude_none=True)
+def _error(
+    status_code: int, message: str, model: str | None = None, hint: str | None = None
+) -> JSONResponse:
+    body = schema.ErrorAnswer(error=message, model=model, hint=hint).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=status_code)
+
+
+def _unknown_model(name: str, error: UsageError) -> JSONResponse:
+    """404 in the original's words (`unknown model: X`); the config's suggestion ("did
+    you mean ...? known: ...") goes in `hint`."""
+    message = str(error)
+    hint = message.removeprefix(f"unknown model '{name}'; ")
+    return _error(404, f"unknown model: {name}", name, hint)
+
+
+def _status_message(supervisor: Supervisor) -> str:
+    """The original setup's `status`: "" when the current model serves, else what a
+    person should read (the failure reason when it failed)."""
+    current = supervisor.current
+    state = supervisor.state_of(current) if current else State.STOPPED
+    failure = supervisor.last_error
+    if state == State.READY:
+        return ""
+    if state == State.STARTING:
+        return "loading"
+    if failure and failure.model == current and state in (State.FAILED, State.STOPPED):
+        return failure.reason
+    return "no model loaded" if current is None else str(state)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -74,6 +113,15 @@ def create_app(
     `sampler` is the daemon's running sampler that GET /system reads."""
     app = FastAPI(title="llamaherd management API", version=__version__)
     started_at = time.time()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def plain_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Every error is `{"error": ...}`, routing's own too: an unknown path is
+        # 404 {"error": "not found"}, as the original setup answered.
+        phrase = HTTPStatus(error.status_code).phrase
+        message = phrase.lower() if error.detail == phrase else str(error.detail)
+        body = schema.ErrorAnswer(error=message).model_dump(exclude_none=True)
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     @app.middleware("http")
     async def require_key(
@@ -97,7 +145,9 @@ def create_app(
         listed = list(config.models.values())
         memory = await asyncio.to_thread(lambda: budget.summaries(listed, supervisor.memory.gpus()))
         states = {p.id: str(supervisor.state_of(p.id)) for p in listed}
-        rows = profiles.describe_all(listed, states=states, memory=memory)
+        rows = profiles.describe_all(
+            listed, states=states, memory=memory, current=supervisor.current
+        )
         return schema.ModelList(models=rows)
 
     @app.get("/status")
@@ -113,25 +163,39 @@ def create_app(
             uptime_s=round(time.time() - started_at, 1),
             llama_server=str(supervisor.llama_server),
         )
-        return schema.Status.model_validate({"daemon": daemon, **supervisor.status()})
+        current = config.models.get(supervisor.current or "")
+        return schema.Status.model_validate(
+            {
+                "daemon": daemon,
+                **supervisor.status(),
+                "model_name": current.name if current else None,
+                "status": _status_message(supervisor),
+            }
+        )
 
     @app.post(
         "/switch",
-        response_model=schema.SwitchDone,
-        responses={**_errors(404), 502: {"model": schema.SwitchFailed}},
+        response_model=schema.SwitchReply,
+        responses=_errors(400, 404),
         openapi_extra=_json_body(SwitchRequest),
     )
     async def switch(
         request: Annotated[SwitchRequest, Depends(_switch_request)],
-    ) -> schema.SwitchDone | JSONResponse:
+    ) -> schema.SwitchReply | JSONResponse:
+        """200 whether the model started or not (`ok`/`success` tell), as the original
+        setup answered: a script reads one shape."""
+        try:
+            supervisor.config.resolve(request.model)
+        except UsageError as error:
+            return _unknown_model(request.model, error)
         try:
             result = await supervisor.switch(
                 request.model, restart=request.restart, retry=request.retry
             )
-        except UsageError as error:
+        except UsageError as error:  # known, but it cannot be started as it is
             return _error(404, str(error), request.model)
         if result.ok:
-            return schema.SwitchDone.model_validate(supervisor.status())
+            return schema.SwitchReply(schema.SwitchDone.model_validate(supervisor.status()))
         failed = schema.SwitchFailed(
             model=result.model,
             error=result.error,
@@ -139,7 +203,7 @@ def create_app(
             log_tail=result.log_tail,
             status=schema.HerdState.model_validate(supervisor.status()),
         )
-        return JSONResponse(failed.model_dump(mode="json"), status_code=502)
+        return schema.SwitchReply(failed)
 
     @app.post("/stop", response_model=schema.Stopped, responses=_errors(404))
     async def stop(model: str | None = None) -> schema.Stopped | JSONResponse:
@@ -147,7 +211,7 @@ def create_app(
         try:
             model_id = supervisor.config.resolve(model).id if model else None
         except UsageError as error:
-            return _error(404, str(error), model)
+            return _unknown_model(model or "", error)
         return schema.Stopped(stopped=await supervisor.stop(model_id))
 
     @app.post(
