@@ -15,8 +15,9 @@ from textual.app import App, ComposeResult
 from llamaherd import cli, control
 from llamaherd.config import Config
 from llamaherd.errors import UsageError
-from llamaherd.schema import ModelRow, SystemSnapshot
+from llamaherd.schema import ModelRow, Status, SystemSnapshot
 from llamaherd.tui.app import DashboardApp
+from llamaherd.tui.header import DashHeader
 from llamaherd.tui.logchoice import LogChoice
 from llamaherd.tui.picker import ModelPicker, PickerApp
 from llamaherd.tui.system import SystemPanel
@@ -107,6 +108,37 @@ def test_a_switch_keeps_the_log_and_marks_it(herd: Config) -> None:
             return lines
 
     assert "--- Switching to Tiny MoE ---" in asyncio.run(scenario())
+
+
+def test_a_long_first_header_line_is_cut_and_the_urls_stay() -> None:
+    daemon = {
+        "pid": 1, "version": "0", "config": None, "started_at": 0.0, "uptime_s": 1.0,
+        "url": "http://127.0.0.1:8080", "api_url": "http://127.0.0.1:8081", "llama_server": "x",
+    }  # fmt: skip
+    status = Status.model_validate(
+        {"daemon": daemon, "model": "qwen3-next-ud-q5", "state": "ready", "pid": 12345}
+        | {"loaded": [], "stale": [], "waiting": 0, "last_error": None}
+    )
+
+    class Header(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DashHeader()
+
+    async def scenario() -> list[str]:
+        app = Header()
+        async with app.run_test(size=(108, 10)) as pilot:
+            header = app.query_one(DashHeader)
+            note = "loading qwen3-coder-ud-q5 12s"
+            header.show(status, 262144, None, note, "Qwen3-Next-80B-A3B UD-Q5_K_XL")
+            await pilot.pause()
+            return ["".join(s.text for s in header.render_line(y)) for y in range(2)]
+
+    first, second = asyncio.run(scenario())
+    assert first.startswith("herd Qwen3-Next-80B-A3B UD-Q5_K_XL (qwen3-next-ud-q5)  ready")
+    assert first.rstrip().endswith("…")
+    assert second.strip() == (
+        "Web http://127.0.0.1:8080   API http://127.0.0.1:8080/v1   Mgmt http://127.0.0.1:8081"
+    )
 
 
 def test_a_small_terminal_says_how_big_it_must_be() -> None:

@@ -21,10 +21,12 @@ STATE_STYLES = {
 
 class DashHeader(TextPanel):
     """Rebuilt from /status (+ /models for name and ctx, /system for tokens/s) on every
-    refresh."""
+    refresh. Each line is cut with an ellipsis: a wrapped first line (a long name and a
+    note) would push the URLs out of the two rows."""
 
     DEFAULT_CSS = """
-    DashHeader { height: 2; background: $boost; padding: 0 1; }
+    DashHeader { height: 2; background: $boost; padding: 0 1;
+                 text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def show(
