@@ -172,6 +172,50 @@ def test_config_dir_is_seeded_once_and_the_users_claude_is_untouched(user_home: 
     )
 
 
+def test_seeded_settings_give_the_originals_bash_timeouts_and_the_ide_link(
+    user_home: Path,
+) -> None:
+    # The original claude-local's settings.json gave local models 5 minutes per bash
+    # command (10 at most) and linked ide/ to ~/.claude/ide for VS Code's /ide.
+    local = Path(claude_launch.herd_environment(profiles(), "small")["CLAUDE_CONFIG_DIR"])
+    variables = json.loads((local / "settings.json").read_text())["env"]
+    assert variables["BASH_DEFAULT_TIMEOUT_MS"] == "300000"
+    assert variables["BASH_MAX_TIMEOUT_MS"] == "600000"
+    ide = local / "ide"
+    assert ide.is_symlink() and ide.readlink() == user_home / ".claude" / "ide"
+    assert not (user_home / ".claude" / "ide").exists()  # nothing written in ~/.claude
+    (user_home / ".claude" / "ide").mkdir()
+    (user_home / ".claude" / "ide" / "41234.lock").write_text("{}")  # as the extension does
+    assert [p.name for p in ide.iterdir()] == ["41234.lock"]
+    ide.unlink()
+    ide.mkdir()  # the user's own folder is left alone
+    assert home.seed(local) == [] and not ide.is_symlink()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bwrap and socat: Linux only")
+def test_claude_codes_own_sandbox_without_socat_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch, user_home: Path
+) -> None:
+    path = user_home / "herd.toml"
+    path.write_text(PROFILES + f'[claude]\nbinary = "{sys.executable}"\n')
+    config = load_config(path, check_files=False)
+    monkeypatch.setattr(relay, "socat_path", lambda: None)
+    # herd's own sandbox off: Claude Code's (on in the seeded settings) still needs socat.
+    with pytest.raises(HerdError) as refused:
+        claude_launch.prepare(config, "small", mode="off")
+    message = str(refused.value)
+    settings = user_home / ".claude-local" / "settings.json"
+    assert "Claude Code's own bash sandbox is on" in message and str(settings) in message
+    assert "sudo apt install socat" in message and '"enabled": false' in message
+    assert "apt install bubblewrap" not in message  # only what is missing
+
+    chosen = json.loads(settings.read_text())
+    chosen["sandbox"]["enabled"] = False
+    settings.write_text(json.dumps(chosen))
+    plan = claude_launch.prepare(config, "small", mode="off", args=["-p", "hi"])
+    assert plan.argv == [sys.executable, "-p", "hi"]
+
+
 def test_route_picks_a_profile_from_the_request_itself() -> None:
     config = profiles(
         '[claude.route]\nsmall = "s"\nthinking = "coder"\nlong_context_tokens = 1000\n'

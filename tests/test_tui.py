@@ -16,8 +16,9 @@ from textual.widgets import DataTable
 from llamaherd import cli, control, profiles
 from llamaherd.config import Config, parse_config
 from llamaherd.errors import UsageError
-from llamaherd.schema import ModelRow, SystemSnapshot
+from llamaherd.schema import ModelRow, Status, SystemSnapshot
 from llamaherd.tui.app import DashboardApp
+from llamaherd.tui.header import DashHeader
 from llamaherd.tui.logchoice import LogChoice
 from llamaherd.tui.picker import ModelPicker, PickerApp
 from llamaherd.tui.system import SystemPanel
@@ -39,6 +40,14 @@ async def settle(app: DashboardApp, pilot, until, timeout: float = 30.0) -> None
         await pilot.pause(0.1)
 
 
+async def until(pilot, condition, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the dashboard never showed what was expected"
+        await pilot.pause(0.05)
+
+
 def header_text(app: DashboardApp) -> str:
     return str(app.query_one("#header").render())
 
@@ -55,6 +64,102 @@ def test_header_shows_model_and_state(herd: Config) -> None:
             await settle(
                 app, pilot, lambda: any("listening" in x for x in app.log_pane.log_widget.lines)
             )
+
+    asyncio.run(scenario())
+
+
+def test_header_shows_the_display_name_and_the_urls(herd: Config) -> None:
+    # It showed the id only, and no address; the original showed the name, then the web
+    # UI, API and management URLs.
+    control.up(herd, "dense")
+
+    async def scenario() -> str:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot, lambda: "ready" in header_text(app))
+            return header_text(app)
+
+    text = asyncio.run(scenario())
+    gateway = herd.server.public_url
+    assert "herd Tiny dense (dense)  ready" in text
+    assert f"Web {gateway}   API {gateway}/v1   Mgmt {herd.server.api_url}" in text
+
+
+def test_a_switch_keeps_the_log_and_marks_it(herd: Config) -> None:
+    # The pane was cleared on every switch; the original kept it, with a marker line.
+    control.up(herd, "dense")
+
+    async def scenario() -> list[str]:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            log = app.log_pane.log_widget
+            await settle(app, pilot, lambda: any("listening" in x for x in log.lines))
+            before = list(log.lines)
+            await app.switch_to("moe")
+            marker = "--- Switching to Tiny MoE ---"
+            await settle(app, pilot, lambda: marker in log.lines)
+            # The new model's log follows the marker (its own "listening" line).
+            await settle(
+                app,
+                pilot,
+                lambda: any("listening" in x for x in log.lines[log.lines.index(marker) :]),
+            )
+            lines = list(log.lines)
+            assert lines[: len(before)] == before
+            return lines
+
+    assert "--- Switching to Tiny MoE ---" in asyncio.run(scenario())
+
+
+def test_a_long_first_header_line_is_cut_and_the_urls_stay() -> None:
+    daemon = {
+        "pid": 1, "version": "0", "config": None, "started_at": 0.0, "uptime_s": 1.0,
+        "url": "http://127.0.0.1:8080", "api_url": "http://127.0.0.1:8081", "llama_server": "x",
+    }  # fmt: skip
+    status = Status.model_validate(
+        {"daemon": daemon, "model": "qwen3-next-ud-q5", "state": "ready", "pid": 12345}
+        | {"loaded": [], "stale": [], "waiting": 0, "last_error": None}
+    )
+
+    class Header(App[None]):
+        def compose(self) -> ComposeResult:
+            yield DashHeader()
+
+    async def scenario() -> list[str]:
+        app = Header()
+        async with app.run_test(size=(108, 10)) as pilot:
+            header = app.query_one(DashHeader)
+            note = "loading qwen3-coder-ud-q5 12s"
+            header.show(status, 262144, None, note, "Qwen3-Next-80B-A3B UD-Q5_K_XL")
+            await pilot.pause()
+            return ["".join(s.text for s in header.render_line(y)) for y in range(2)]
+
+    first, second = asyncio.run(scenario())
+    assert first.startswith("herd Qwen3-Next-80B-A3B UD-Q5_K_XL (qwen3-next-ud-q5)  ready")
+    assert first.rstrip().endswith("…")
+    assert second.strip() == (
+        "Web http://127.0.0.1:8080   API http://127.0.0.1:8080/v1   Mgmt http://127.0.0.1:8081"
+    )
+
+
+def test_a_small_terminal_says_how_big_it_must_be() -> None:
+    from llamaherd.runtime import process
+    from llamaherd.tui.app import MIN_HEIGHT, MIN_WIDTH
+
+    async def scenario() -> None:
+        app = DashboardApp(f"http://127.0.0.1:{process.free_port()}", interval=60)
+        async with app.run_test(size=(80, 24)) as pilot:
+            notice, main = app.query_one("#too-small"), app.query_one("#main")
+
+            async def shows(text: str) -> None:
+                await until(pilot, lambda: notice.display and text in str(notice.render()))
+                assert not main.display
+
+            await shows(f"Terminal too small (80x24). Need {MIN_WIDTH}x{MIN_HEIGHT}.")
+            await pilot.resize_terminal(MIN_WIDTH, MIN_HEIGHT)
+            await until(pilot, lambda: main.display and not notice.display)
+            await pilot.resize_terminal(MIN_WIDTH, MIN_HEIGHT - 1)
+            await shows(f"({MIN_WIDTH}x{MIN_HEIGHT - 1})")
 
     asyncio.run(scenario())
 
@@ -105,7 +210,7 @@ def test_m_picks_another_model_and_switches(herd: Config) -> None:
             assert picker.query_one("DataTable").row_count == 1
             await pilot.press("enter")
             await settle(app, pilot, lambda: app.loading is not None or "moe" in header_text(app))
-            await settle(app, pilot, lambda: "moe  ready" in header_text(app))
+            await settle(app, pilot, lambda: "(moe)  ready" in header_text(app))
             assert not isinstance(app.screen, ModelPicker)
 
     asyncio.run(scenario())
@@ -128,7 +233,7 @@ def test_a_failed_switch_shows_the_error_and_log_tail(herd: Config) -> None:
             restored = "restored the previous model: dense"
             await settle(app, pilot, lambda: restored in str(panel.render()))
             assert panel.has_class("shown") and "| " in str(panel.render())  # the log tail
-            await settle(app, pilot, lambda: "dense  ready" in header_text(app))
+            await settle(app, pilot, lambda: "(dense)  ready" in header_text(app))
 
     asyncio.run(scenario())
 
@@ -257,11 +362,11 @@ def test_reconnects_when_the_daemon_restarts(herd: Config) -> None:
     async def scenario() -> None:
         app = dashboard(herd)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(app, pilot, lambda: "dense  ready" in header_text(app))
+            await settle(app, pilot, lambda: "(dense)  ready" in header_text(app))
             await asyncio.to_thread(control.down, control.connect(herd), stop_daemon=True)
             await settle(app, pilot, lambda: "disconnected" in header_text(app))
             await asyncio.to_thread(control.up, herd, "moe")
-            await settle(app, pilot, lambda: "moe  ready" in header_text(app))
+            await settle(app, pilot, lambda: "(moe)  ready" in header_text(app))
 
     asyncio.run(scenario())
 

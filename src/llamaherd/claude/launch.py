@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ def prepare(
     base = dict(os.environ if environ is None else environ)
     variables = herd_environment(config, model, routed=routed)
     argv = [str(binary), *args]
+    check_own_sandbox(Path(variables["CLAUDE_CONFIG_DIR"]))
     use_sandbox, note = _sandbox_choice(mode)
     if not use_sandbox:
         full = env.full_environment(base, variables)
@@ -153,6 +155,23 @@ def run(plan: Launch) -> int:
             signal.signal(sig, handler)
         plan.gateway.close(outside)
     return 128 - code if code < 0 else code
+
+
+def check_own_sandbox(config_dir: Path) -> None:
+    """Claude Code's own bash sandbox (on in the seeded settings.json) needs bubblewrap
+    and socat on Linux; without them it cannot wrap bash commands, and says so only
+    inside the session. Refuse up front with both ways out."""
+    if not sys.platform.startswith("linux") or not home.own_sandbox_enabled(config_dir):
+        return
+    tools = {relay.INSTALL_HINT: relay.socat_path(), sandbox.INSTALL_HINT: sandbox.bwrap_path()}
+    missing = [hint for hint, found in tools.items() if found is None]
+    if missing:
+        settings = config_dir / "settings.json"
+        raise HerdError(
+            f'Claude Code\'s own bash sandbox is on ("sandbox": {{"enabled": true}} in '
+            f"{settings}) and needs socat and bubblewrap: {'; '.join(missing)}; or set "
+            f'"enabled": false there to run bash commands without it'
+        )
 
 
 def _sandbox_choice(mode: str) -> tuple[bool, str | None]:

@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 
 from llamaherd.client import Unreachable
 from llamaherd.errors import HerdError
@@ -33,6 +34,11 @@ from llamaherd.tui.picker import ModelPicker
 from llamaherd.tui.remote import Remote
 from llamaherd.tui.system import SystemPanel
 
+SIDE_WIDTH = 68  # the GPU and System panels: a GPU's bar, numbers and sparkline
+# Below this the layout breaks: the log pane needs 40 columns beside the side panels, and
+# 20 rows leave it ~15 lines under the two header lines and the key bar (the original
+# dashboard asked for 60x20 with no side column).
+MIN_WIDTH, MIN_HEIGHT = SIDE_WIDTH + 40, 20
 LOG_BACKLOG = 2000  # lines fetched when the pane starts over (the daemon keeps 2000)
 NOT_RUNNING = -1  # LogPane.seen while it shows a stopped model's last failure
 MODELS_EVERY = 10  # polls between /models refreshes (profiles rarely change)
@@ -65,10 +71,11 @@ class DashboardApp(App[str | None]):
     """Exits with "quit" (q: server stopped), "detach" (d: server left running) or None."""
 
     TITLE = "herd dash"
-    CSS = """
-    #main { height: 1fr; }
-    #left { width: 1fr; }
-    #side { width: 68; height: 1fr; overflow-y: auto; }
+    CSS = f"""
+    #main {{ height: 1fr; }}
+    #left {{ width: 1fr; }}
+    #side {{ width: {SIDE_WIDTH}; height: 1fr; overflow-y: auto; }}
+    #too-small {{ display: none; width: 1fr; height: 1fr; content-align: center middle; }}
     """
     BINDINGS = [
         Binding("q", "quit_server", "Stop & quit"),
@@ -104,6 +111,7 @@ class DashboardApp(App[str | None]):
 
     # -- layout ------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        yield Static(id="too-small")
         yield DashHeader(id="header")
         with Horizontal(id="main"):
             with Vertical(id="left"):
@@ -118,7 +126,23 @@ class DashboardApp(App[str | None]):
     def log_pane(self) -> LogPane:
         return self.query_one(LogPane)
 
+    def on_resize(self, event: events.Resize) -> None:
+        with contextlib.suppress(NoMatches):  # the first resize comes before compose
+            self.fit_terminal(event.size.width, event.size.height)
+
+    def fit_terminal(self, width: int, height: int) -> None:
+        """Instead of a squeezed layout, say how big the terminal must be (as the
+        original did); the panels come back as soon as it is."""
+        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        screen = self.screen_stack[0]  # the dashboard: the picker may be on top
+        notice = screen.query_one("#too-small", Static)
+        notice.display = small
+        screen.query_one(DashHeader).display = screen.query_one("#main").display = not small
+        if small:
+            notice.update(f"Terminal too small ({width}x{height}). Need {MIN_WIDTH}x{MIN_HEIGHT}.")
+
     def on_mount(self) -> None:
+        self.fit_terminal(self.size.width, self.size.height)
         self.log_pane.log_widget.focus()
         self.run_worker(self._poll_forever(), name="poll", group="poll")
 
@@ -178,14 +202,20 @@ class DashboardApp(App[str | None]):
     def _draw(self) -> None:
         status = self.status
         current = status.model if status else None
-        ctx = next((m.ctx for m in self.models if m.id == current), None)
+        row = next((m for m in self.models if m.id == current), None)
         note = ""
         if self.loading:
             note = f"loading {self.loading[0]} {time.monotonic() - self.loading[1]:.0f}s"
-        self.query_one(DashHeader).show(status, ctx, self.system, note)
+        header = self.query_one(DashHeader)
+        header.show(status, row.ctx if row else None, self.system, note, row.name if row else None)
         self.query_one(GpuPanel).show(self.system)
         self.query_one(SystemPanel).show(self.system)
         self.query_one(FailurePanel).show(self.current_failure())
+
+    def display_name(self, model: str | None) -> str:
+        """A profile's name, as the original's header and switch lines showed it."""
+        row = next((m for m in self.models if m.id == model), None)
+        return row.name if row and row.name else model or "no model"
 
     def current_failure(self) -> Failure | SwitchFailed | None:
         """The failed switch we started, else the current model's failure while it is failed."""
@@ -202,7 +232,16 @@ class DashboardApp(App[str | None]):
         loaded = next((m for m in status.loaded if m.model == target), None) if status else None
         pid = loaded.pid if loaded else None
         if target != pane.model or (pid and pid != self._log_pid and pane.seen != 0):
-            pane.reset(target)  # another model, or the same one restarted: a new log
+            # Another model, or the same one restarted: a new log. Following the current
+            # model, the old lines stay above a marker (as the original dashboard kept
+            # them across a switch); a log picked with `l` starts on a clean pane.
+            marker = None
+            if self.log_model is None and pane.model is not None:
+                name = self.display_name(target)
+                marker = f"--- Switching to {name} ---"
+                if target == pane.model:
+                    marker = f"--- {name} restarted ---"
+            pane.reset(target, marker)
         self._log_pid = pid or self._log_pid
         pane.set_title(f"log: {target or 'no model'}" + ("" if self.log_model else " (current)"))
         if target is None or (pane.seen > 0 and loaded and loaded.log_lines == pane.seen):
@@ -218,7 +257,7 @@ class DashboardApp(App[str | None]):
                 pane.seen = NOT_RUNNING
             return
         if pane.seen == NOT_RUNNING or total < pane.seen:
-            pane.reset(target)
+            pane.reset(target, f"--- {self.display_name(target)} started again ---")
             answer = await self.remote.logs(tail=LOG_BACKLOG, since=None, model=target)
             total = answer.total or 0
         pane.add(answer.lines)

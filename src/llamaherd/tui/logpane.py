@@ -88,12 +88,16 @@ class LogPane(Vertical):
         if self.border_title != text:  # setting it repaints the pane
             self.border_title = text
 
-    def reset(self, model: str | None) -> None:
-        """Start over: another model was chosen, or its llama-server restarted."""
+    def reset(self, model: str | None, marker: str | None = None) -> None:
+        """Start over: another model was chosen, or its llama-server restarted. With a
+        `marker` the lines shown so far stay, and the new log follows that line."""
         self.model = model
         self.seen = 0
-        self.match = -1
-        self.log_widget.clear()
+        if marker is None:
+            self.match = -1
+            self.log_widget.clear()
+        else:
+            self.log_widget.write_line(marker)
 
     def add(self, lines: list[str]) -> None:
         if lines:
