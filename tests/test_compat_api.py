@@ -147,3 +147,19 @@ def test_status_says_loading_while_the_current_model_starts(tmp_path: Path) -> N
                 await asyncio.gather(starting, return_exceptions=True)
 
     run(scenario)
+
+
+def test_speed_is_the_measured_one_else_the_declared_hint(tmp_path: Path) -> None:
+    """The original's SPEED column lives on as `speed_hint` until herd has measured."""
+    from llamaherd.config import parse_config
+    from llamaherd.profiles import describe
+
+    (tmp_path / "a.gguf").write_bytes(b"GGUF")
+    config = parse_config(
+        f'models_dir = "{tmp_path}"\n[models.a]\nfile = "a.gguf"\nspeed_hint = "~90 t/s"\n'
+        '[models.b]\nfile = "a.gguf"\n',
+        tmp_path / "herd.toml",
+    )
+    assert describe(config.models["a"]).speed == "~90 t/s"
+    assert describe(config.models["a"], speed_tps=147.2).speed == "~147 t/s"
+    assert describe(config.models["b"]).speed == ""
