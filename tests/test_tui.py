@@ -119,6 +119,7 @@ def test_a_long_first_header_line_is_cut_and_the_urls_stay() -> None:
     status = Status.model_validate(
         {"daemon": daemon, "model": "qwen3-next-ud-q5", "state": "ready", "pid": 12345}
         | {"loaded": [], "stale": [], "waiting": 0, "last_error": None}
+        | {"model_name": "Qwen3-Next-80B-A3B UD-Q5_K_XL", "status": ""}
     )
 
     class Header(App[None]):
