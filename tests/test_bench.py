@@ -19,7 +19,7 @@ from llamaherd import cli, control
 from llamaherd.bench import humaneval, report, speed
 from llamaherd.bench.target import Target, endpoint_target, herd_targets, prepare
 from llamaherd.config import Config, parse_config
-from llamaherd.errors import ConfigError, HerdError
+from llamaherd.errors import ConfigError, HerdError, UsageError
 from llamaherd.runtime.process import free_port
 from llamaherd.store import Store, latest_speeds
 
@@ -313,6 +313,9 @@ def test_local_means_the_bench_profiles_else_every_profile(
     path = tmp_path / "herd.toml"
     ports = f"[server]\napi_port = {free_port()}\nport = {free_port()}\n"
     path.write_text(ports + '[models.a]\nfile = "a.gguf"\n[models.c]\nfile = "c.gguf"\n' + extra)
+    (tmp_path / "models").mkdir()  # models_dir: beside herd.toml
+    for name in ("a", "c"):
+        (tmp_path / "models" / f"{name}.gguf").write_bytes(b"GGUF")  # none is skipped
     monkeypatch.setenv("HUMANEVAL_OVERRIDE_PATH", str(humaneval_data))
     benchmarked: list[str] = []
 
@@ -324,6 +327,32 @@ def test_local_means_the_bench_profiles_else_every_profile(
     result = CliRunner().invoke(cli.cli, ["--config", str(path), "bench", "humaneval", "--local"])
     assert result.exit_code == 1, result.output
     assert benchmarked == expected
+
+
+def test_every_profile_means_those_on_disk_and_the_others_are_named(
+    tmp_path: Path, humaneval_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "herd.toml"
+    ports = f"[server]\napi_port = {free_port()}\nport = {free_port()}\n"
+    path.write_text(ports + '[models.a]\nfile = "a.gguf"\n[models.c]\nfile = "c.gguf"\n')
+    (tmp_path / "models").mkdir()  # models_dir: beside herd.toml
+    (tmp_path / "models" / "a.gguf").write_bytes(b"GGUF")  # c is still downloading
+    monkeypatch.setenv("HUMANEVAL_OVERRIDE_PATH", str(humaneval_data))
+    benchmarked: list[str] = []
+
+    def record(target: Target, *args: object, **kwargs: object) -> None:
+        benchmarked.append(target.model)
+        raise HerdError("not run here")
+
+    monkeypatch.setattr(humaneval, "run", record)
+    runner = CliRunner()
+    result = runner.invoke(cli.cli, ["--config", str(path), "bench", "humaneval", "--all"])
+    assert benchmarked == ["a"], result.output
+    assert "skipping c: " in result.output and "model file not found" in result.output
+    (tmp_path / "models" / "a.gguf").unlink()
+    result = runner.invoke(cli.cli, ["--config", str(path), "bench", "humaneval", "--all"])
+    assert isinstance(result.exception, UsageError)  # exit 2 through herd's main()
+    assert "every model file is missing" in str(result.exception)
 
 
 # -- report, config, bad input ------------------------------------------------------------

@@ -66,8 +66,27 @@ def _bench_targets(
             if ids:
                 raise UsageError("give profile ids or --local, not both")
             ids = _local_ids(config)
+        if every or local:  # asked for all of them: skip what is still downloading, say so
+            if ids and every:
+                raise UsageError("give profile ids or ask for every profile (--all), not both")
+            ids, every = _with_files(config, ids or tuple(config.models)), False
         targets = herd_targets(config, ids, every) + targets
     return config, targets
+
+
+def _with_files(config: Config, ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The profiles whose GGUF is on disk; each other one is named on stderr."""
+    from llamaherd.config.checks import missing_model_file
+
+    present = []
+    for profile_id in ids:
+        if missing := missing_model_file(config, config.models[profile_id]):
+            err_console.print(f"herd: skipping {profile_id}: {missing}")
+        else:
+            present.append(profile_id)
+    if not present:
+        raise UsageError("no profile to benchmark: every model file is missing")
+    return tuple(present)
 
 
 def _local_ids(config: Config) -> tuple[str, ...]:
