@@ -16,7 +16,7 @@ from llamaherd.errors import ConfigError, UsageError
 from llamaherd.netaddr import is_loopback, parse_endpoint
 
 # Flags herd sets itself in argv.py; a second copy in `args` would fight with it.
-_RESERVED_FLAGS: dict[str, str] = {
+RESERVED_FLAGS: dict[str, str] = {
     "-m": "set the model with `file`",
     "--model": "set the model with `file`",
     "-mu": "herd serves local files: download the GGUF and set `file`",
@@ -88,13 +88,13 @@ def _check_args(profile: Profile, path: Path | None) -> None:
         flag = arg.split("=", 1)[0]
         if flag.startswith("--"):
             flag = flag.replace("_", "-")  # llama.cpp treats --n_gpu_layers as --n-gpu-layers
-        if flag in _RESERVED_FLAGS:
+        if flag in RESERVED_FLAGS:
             raise ConfigError(
                 f"'{arg}' is set by herd itself",
                 path=path,
                 profile=profile.id,
                 key="args",
-                hint=_RESERVED_FLAGS[flag],
+                hint=RESERVED_FLAGS[flag],
             )
         if arg.startswith("-") and any(c.isspace() for c in arg):
             words = ", ".join(f'"{w}"' for w in arg.split())

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from llamaherd.config import Placement, Profile, Sampling
-from llamaherd.config.checks import _RESERVED_FLAGS as RESERVED
+from llamaherd.config.checks import RESERVED_FLAGS as RESERVED
 from llamaherd.runtime.argv import FLAGS
 
 KEY_OF = {spelling: key for key, spellings in FLAGS.items() for spelling in spellings}
