@@ -85,12 +85,15 @@ def write_config(
     directory: Path, models_dir: Path, llama_server: Path, extra: str = "", **server: object
 ) -> Path:
     """A herd.toml with three profiles (dense, moe, broken) on free ports; `extra` is
-    appended as is (more profiles, or keys for the last one)."""
+    appended as is (more profiles, or keys for the last one). One model at a time unless
+    `max_loaded` says otherwise: most tests stage swaps (tests/test_scheduling.py runs
+    the default, "auto")."""
     settings = {
         "api_port": free_port(),
         "port": free_port(),
         "start_timeout": 60,
         "stop_timeout": 5,
+        "max_loaded": 1,
         **server,
     }
     lines = [f'models_dir = "{models_dir}"', f'llama_server = "{llama_server}"', "", "[server]"]

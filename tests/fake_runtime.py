@@ -42,6 +42,7 @@ class Knobs:
     tokens: int = 8  # tokens per answer
     tokens_per_second: float = 1000.0
     stall_headers: bool = False  # accept requests, never answer (a hung llama-server)
+    load_log: tuple[str, ...] = ()  # lines logged while loading (e.g. buffer sizes)
 
 
 class FakeServer:
@@ -139,6 +140,8 @@ class FakeServer:
         if knobs.fail_at_start is not None:
             await self._exit(knobs.fail_at_start, "llama_model_load: error loading model")
             return
+        for line in knobs.load_log:
+            self.log(line)
         self.loaded = True
         self.log("main: server is listening, model loaded")
         if knobs.crash_after is not None:

@@ -17,14 +17,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_herd, wait_until
 
-from llamaherd import cli, control, profiles
+from llamaherd import cli, profiles
 from llamaherd.config import Config, load_config
 from llamaherd.errors import UsageError
 from llamaherd.gguf import budget, check, synth
 from llamaherd.gguf import header as gguf_header
 from llamaherd.gguf import plan as gguf_plan
 from llamaherd.gguf import search as gguf_search
-from llamaherd.gguf.plan import GiB, Gpu, LayerPlacement, MiB, Settings
+from llamaherd.gguf.plan import GiB, Gpu, LayerPlacement, Settings
 
 DENSE = synth.Shape(
     n_embd=256, n_layer=4, n_head=8, n_head_kv=2, n_ff=704, n_vocab=4096,
@@ -347,44 +347,6 @@ def _profile(tmp_path: Path, model: Path, placement: str) -> Config:
         f'[models.b]\nfile = "{model}"\nctx = 8192\nplacement = {placement}\n'
     )
     return load_config(path)
-
-
-def test_memory_check_refuses_a_pinned_model_that_does_not_fit_beside(models, tmp_path) -> None:
-    config = _profile(tmp_path, models["small_dense"], '{ n_gpu_layers = "all" }')
-    a, b = config.models["a"], config.models["b"]
-    need = budget.memory_summary(a, [Gpu("GPU0", 24 * GiB)])["gpu"]
-    assert 8 * GiB < need < 10 * GiB  # 8B Q8_0 weights + KV + compute
-    tight = budget.MemoryCheck([Gpu("GPU0", 2 * need)])  # not with the 1 GiB margin
-    assert "needs" in tight.conflict(b, [a]) and "GPU0" in tight.conflict(b, [a])
-    assert tight.conflict(b, []) is None  # alone it is llama-server's business
-    roomy = budget.MemoryCheck([Gpu("GPU0", 2 * need + 2 * GiB)])
-    assert roomy.conflict(b, [a]) is None
-    assert budget.MemoryCheck([]).conflict(b, [a]) is None  # no GPU known: no check
-    flexible = _profile(tmp_path, models["small_dense"], "{ fit = true }")
-    assert tight.conflict(flexible.models["b"], [flexible.models["a"]]) is None
-
-
-def test_daemon_evicts_for_vram_with_fake_gpus(make_herd, tmp_path, monkeypatch) -> None:
-    extra = (
-        '\n[models.dense-gpu]\nextends = "dense"\nplacement = { n_gpu_layers = "all" }\n'
-        '\n[models.moe-gpu]\nextends = "moe"\nplacement = { n_gpu_layers = "all" }\n'
-    )
-    herd_config = make_herd(extra, max_loaded=2)
-    gpu = [Gpu("GPU0", 64 * GiB)]
-    needs = [
-        budget.memory_summary(herd_config.models[m], gpu)["gpu"] for m in ("dense-gpu", "moe-gpu")
-    ]
-    total = 1024 * MiB + max(needs) + min(needs) // 2  # one fits, not both
-    fake = tmp_path / "gpus.json"
-    fake.write_text(json.dumps({"gpus": [{"name": "tiny", "memory_total": total}]}))
-    monkeypatch.setenv("HERD_FAKE_GPUS", str(fake))
-    control.up(herd_config, "dense-gpu")
-    answer = control.up(herd_config, "moe-gpu")
-    assert answer.ok, answer
-    loaded = {m.model for m in control.connect(herd_config).status().loaded}
-    assert loaded == {"moe-gpu"}  # max_loaded = 2 allowed both; the VRAM check did not
-    models = {m.id: m for m in control.connect(herd_config).models()}
-    assert models["moe-gpu"].memory and models["moe-gpu"].memory.gpu == needs[1]
 
 
 @pytest.mark.parametrize("command", ["inspect", "plan", "add"])

@@ -23,10 +23,12 @@ from llamaherd.errors import ConfigError
 
 
 def make_config(directory: Path, profiles: str = "", **server: object):
-    """Profiles a, b, c on placeholder files (the fake runtime reads none), plus `profiles`."""
+    """Profiles a, b, c on placeholder files (the fake runtime reads none), plus `profiles`.
+    One model at a time unless `max_loaded` says otherwise: these tests stage swaps."""
     for name in ("a", "b", "c"):
         (directory / f"{name}.gguf").write_bytes(b"GGUF")
-    settings = {"start_timeout": 10, "stop_timeout": 1, "drain_timeout": 2, **server}
+    settings = {"start_timeout": 10, "stop_timeout": 1, "drain_timeout": 2, "max_loaded": 1}
+    settings |= server
     lines = [
         f'models_dir = "{directory}"',
         "[server]",
@@ -337,19 +339,39 @@ def test_a_full_queue_answers_busy(tmp_path) -> None:
     run(scenario)
 
 
-def test_a_switch_waits_for_in_flight_requests_up_to_drain_timeout(tmp_path) -> None:
+def test_a_switch_never_stops_a_model_serving_a_request(tmp_path) -> None:
+    """Before the memory-aware scheduler, a switch cut a request still streaming after
+    drain_timeout; now the switch waits for it (up to queue_timeout)."""
     fake = FakeRuntime()
 
     async def scenario() -> None:
-        async with herd(tmp_path, fake, drain_timeout=0.3) as supervisor:
+        async with herd(tmp_path, fake, drain_timeout=0.1) as supervisor:
+            events = recorder(supervisor)
             async with supervisor.serving("a"):
-                began = time.monotonic()
                 switching = asyncio.ensure_future(supervisor.switch("b"))
-                assert await wait_until(lambda: supervisor.state_of("a") == State.STOPPING)
-                assert fake.alive("a"), "still serving its request"
-                assert (await switching).ok
-                assert time.monotonic() - began >= 0.3
-            assert fake.alive("a") == []
+                assert await wait_until(lambda: any(e["type"] == "room_wait" for e in events))
+                await asyncio.sleep(0.3)  # past drain_timeout: the request must live on
+                assert supervisor.state_of("a") == State.READY and fake.alive("a")
+                assert await request(supervisor, "a") == "a"  # served meanwhile
+                assert not switching.done() and not fake.alive("b")
+            assert (await switching).ok
+            assert fake.alive("a") == [] and fake.alive("b")
+
+    run(scenario)
+
+
+def test_a_switch_gives_up_on_a_model_busy_past_queue_timeout(tmp_path) -> None:
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        async with (
+            herd(tmp_path, fake, queue_timeout=0.3) as supervisor,
+            supervisor.serving("a"),
+        ):
+            result = await supervisor.switch("b")
+            assert not result.ok and "a still serving" in (result.error or "")
+            assert supervisor.state_of("a") == State.READY and fake.alive("a")
+            assert supervisor.current == "a"  # what serves requests without a model
 
     run(scenario)
 

@@ -98,6 +98,23 @@ class ModelStatus(Answer):
     log_lines: int | None = None
     runtime: Literal["native", "docker"] | None = None
     rpc: list[RpcWorker] = []
+    gpus: list[int] | None = None
+    """The GPUs the scheduler showed it (CUDA_VISIBLE_DEVICES); null: as its profile says."""
+    memory: dict[str, int] | None = None
+    """Bytes it holds per device ("GPU0", ..., "CPU"): measured, or the planner's estimate."""
+    memory_measured: bool = False
+
+
+class Device(Answer):
+    """One device as the scheduler counts it (docs/scheduling.md)."""
+
+    name: str
+    capacity: int
+    """Bytes models may use: the device's total less the margin."""
+    margin: int
+    used: dict[str, int]
+    """Bytes each resident model holds on it."""
+    free: int
 
 
 class Failure(Answer):
@@ -117,6 +134,7 @@ class HerdState(ModelStatus):
     stale: list[str]
     waiting: int
     last_error: Failure | None
+    devices: list[Device] = []
 
 
 class Daemon(Answer):

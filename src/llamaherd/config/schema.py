@@ -102,7 +102,7 @@ class Profile(_Strict):
     aliases: list[str] = Field(default_factory=list, examples=[["glm", "fast"]])
     extends: str | None = Field(None, examples=["glm-flash-q4"])
     persistent: bool = Field(False, examples=[True])
-    """Never evicted to make room for another model (with [server] max_loaded > 1)."""
+    """Never evicted to make room for another model."""
     ttl: PositiveFloat | None = Field(None, examples=[600])
     """Seconds without requests after which the model is unloaded; unset: never."""
     restart: Literal["on-failure", "never"] = Field("on-failure", examples=["never"])
@@ -137,8 +137,18 @@ class ServerSettings(_Strict):
     api_key: str | None = Field(None, min_length=1, examples=["change-me"])
     start_timeout: PositiveFloat = Field(300.0, examples=[300])
     stop_timeout: PositiveFloat = Field(10.0, examples=[10])
-    max_loaded: PositiveInt = Field(1, examples=[2])
-    """Models kept running at once; past it the least recently used idle one is evicted."""
+    max_loaded: PositiveInt | Literal["auto"] = Field("auto", examples=["auto", 2])
+    """`auto`: keep every model that fits in the GPUs' (and RAM's) memory beside the others,
+    evicting idle ones by need (docs/scheduling.md); a number also caps how many run."""
+    gpu_margin_mb: NonNegativeInt = Field(1024, examples=[1024])
+    """MiB the scheduler leaves free on each GPU (driver, CUDA contexts, other programs)."""
+    ram_margin_mb: NonNegativeInt = Field(2048, examples=[2048])
+    """MiB of host RAM the scheduler leaves free for the system and other programs."""
+    min_resident: NonNegativeFloat = Field(30.0, examples=[30])
+    """Seconds a freshly loaded model is evicted only when nothing else can make room."""
+    max_swap_wait: NonNegativeFloat = Field(30.0, examples=[30])
+    """Seconds a request for another model waits while the models it needs the room of
+    are serving; then new requests for those wait, and the swap is next."""
     swap_on_request: bool = Field(True, examples=[True])
     """A gateway request naming another profile in `model` switches to it first."""
     queue_size: NonNegativeInt = Field(64, examples=[64])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llamaherd.config import Profile
+from llamaherd.daemon.memory import Placement
 from llamaherd.runtime import Server, rpc
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class Model:
     crashes: list[float] = field(default_factory=list)
     failure: Failure | None = None
     workers: list[rpc.WorkerCheck] = field(default_factory=list)  # checked at each start
+    placement: Placement | None = None  # where the scheduler put it, what it holds there
+    loaded_at: float = field(default_factory=time.monotonic)  # when it last became ready
 
     @property
     def id(self) -> str:
@@ -198,7 +201,7 @@ class Model:
         return {"model": model_id, **stopped, "uptime_s": None}
 
     def summary(self) -> dict:
-        server = self.server
+        server, placement = self.server, self.placement
         return {
             "model": self.id,
             "state": str(self.state),
@@ -215,6 +218,9 @@ class Model:
             "log_lines": server.line_count if server else None,
             "runtime": self.profile.runtime,
             "rpc": [w.as_json() for w in self.workers],
+            "gpus": list(placement.gpus) if placement and placement.gpus is not None else None,
+            "memory": dict(placement.footprint) if placement else None,
+            "memory_measured": placement.measured if placement else False,
         }
 
 
@@ -251,3 +257,16 @@ class Handover:
         for ticket in self._waiting.pop(model.id, []):
             ticket.model = model
             model.hold()
+
+
+async def any_drains(models: list[Model], deadline: float) -> bool:
+    """Wait until one of `models` has no request in flight; False at the deadline."""
+    waits = [asyncio.ensure_future(m.drained.wait()) for m in models]
+    try:
+        done, _ = await asyncio.wait(
+            waits, timeout=max(0.0, deadline - time.monotonic()), return_when="FIRST_COMPLETED"
+        )
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return bool(done)

@@ -29,6 +29,7 @@ from llamaherd.config import Config, Profile
 from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon import scheduler
 from llamaherd.daemon.events import EventBus
+from llamaherd.daemon.memory import Memory, Placement
 from llamaherd.daemon.model import (
     Busy,
     Failure,
@@ -38,10 +39,10 @@ from llamaherd.daemon.model import (
     State,
     SwitchResult,
     Unavailable,
+    any_drains,
     file_stamp,
 )
 from llamaherd.errors import UsageError
-from llamaherd.gguf.budget import MemoryCheck
 from llamaherd.runtime import Runtime, Server, rpc
 from llamaherd.runtime.process import free_port
 
@@ -73,7 +74,7 @@ class Supervisor:
         self.last_error: Failure | None = None
         self.waiting = 0  # gateway requests queued behind a switch
         self.events = EventBus()
-        self.memory = MemoryCheck()  # the planner's VRAM estimate (gguf/budget.py)
+        self.memory = Memory(config.server, run_dir)  # what fits where (daemon/memory.py)
         self._lock = asyncio.Lock()
         self._attempts: dict[str, asyncio.Task[SwitchResult]] = {}  # starts under way
         self._handover = Handover()  # requests waiting for starts
@@ -101,6 +102,7 @@ class Supervisor:
             "stale": self.stale(),
             "waiting": self.waiting,
             "last_error": self.last_error.as_json() if self.last_error else None,
+            "devices": self.memory.devices([m for m in self.models.values() if m.server]),
         }
 
     def logs(self, tail: int, since: int | None = None, model_id: str | None = None) -> dict:
@@ -151,6 +153,7 @@ class Supervisor:
             update={key: getattr(self.config.server, key) for key in bound}
         )
         self.config = config
+        self.memory.settings = config.server
         return {"ok": True, "stale": self.stale(), "needs_daemon_restart": ignored}
 
     def stale(self) -> list[str]:
@@ -298,20 +301,20 @@ class Supervisor:
         if model and model.state == State.READY:  # started while this attempt queued
             model.last_used = time.monotonic()
             return SwitchResult(ok=True, model=profile.id, noop=True)
-        evicted, no_room = await self._admit_locked(profile, may_evict=True)
+        evicted, placed = await self._admit_locked(profile, may_evict=True)
         failure: Failure | None
-        if no_room:  # refused before starting: its state does not change
+        if isinstance(placed, str):  # refused before starting: its state does not change
             failure = self._model(profile).failure = self.last_error = Failure(
-                profile.id, no_room, [], kind="room", profile=profile
+                profile.id, placed, [], kind="room", profile=profile
             )
         else:
-            failure = await self._start_locked(profile)
+            failure = await self._start_locked(profile, placed)
         if failure is None:
             return SwitchResult(ok=True, model=profile.id)
         restored = None
         for other in evicted:
-            _, still_no_room = await self._admit_locked(other, may_evict=False)
-            if not still_no_room and await self._start_locked(other) is None:
+            _, room = await self._admit_locked(other, may_evict=False)
+            if not isinstance(room, str) and await self._start_locked(other, room) is None:
                 restored = restored or other.id
         self.last_error = failure  # the switch's own failure is the news, not the restore
         back = restored or previous
@@ -322,24 +325,29 @@ class Supervisor:
     # -- internals (hold the lock) -----------------------------------------------
     async def _admit_locked(
         self, profile: Profile, *, may_evict: bool
-    ) -> tuple[list[Profile], str | None]:
+    ) -> tuple[list[Profile], Placement | str]:
         """The one admission path (daemon/scheduler.py decides): evict what the scheduler
-        names until `profile` fits. Returns what was evicted, and why it cannot start
-        (None: it may)."""
+        names, or wait for the models it needs the room of to finish their requests
+        (up to queue_timeout), until `profile` fits. Returns what was evicted, and where
+        `profile` goes or why it cannot start."""
         evicted: list[Profile] = []
+        deadline = time.monotonic() + self.config.server.queue_timeout
         while True:
             running = [m for m in self.models.values() if m.server and m.id != profile.id]
-            admission = await scheduler.admit(
-                profile,
-                running,
-                max_loaded=self.config.server.max_loaded,
-                memory=self.memory,
-                may_evict=may_evict,
-            )
-            if admission.victim is None:
-                return evicted, admission.refused
-            await self._evict_locked(admission.victim, reason="room", for_model=profile.id)
-            evicted.append(admission.victim.profile)
+            room = await scheduler.admit(profile, running, self.memory, self.config.server)
+            if room.placed is not None and not room.evict:
+                return evicted, room.placed
+            blocking = [self.models[r.id] for r in room.evict or room.wait_for]
+            names = ", ".join(m.id for m in blocking)
+            if room.refused or not may_evict:
+                return evicted, room.refused or f"no room for {profile.id} without stopping {names}"
+            for model in blocking if room.evict else []:
+                await self._evict_locked(model, reason="room", for_model=profile.id)
+                evicted.append(model.profile)
+            if room.wait_for:
+                self.events.publish("room_wait", model=profile.id, serving=names)
+            if room.wait_for and not await any_drains(blocking, deadline):
+                return evicted, f"no room for {profile.id}: {names} still serving requests"
 
     def _model(self, profile: Profile) -> Model:
         model = self.models.get(profile.id)
@@ -347,9 +355,9 @@ class Supervisor:
             model = self.models[profile.id] = Model(profile)
         return model
 
-    async def _start_locked(self, profile: Profile) -> Failure | None:
+    async def _start_locked(self, profile: Profile, placement: Placement) -> Failure | None:
         model = self._model(profile)
-        model.profile, model.failure = profile, None
+        model.profile, model.failure, model.placement = profile, None, placement
         self._enter(model, State.STARTING)
         server: Server | None = None
         try:
@@ -362,7 +370,7 @@ class Supervisor:
             port = free_port()
             try:
                 server = model.server = await launcher.start(
-                    profile, port=port, run_dir=self.run_dir
+                    placement.launched(profile), port=port, run_dir=self.run_dir
                 )
             except OSError as error:
                 program = launcher.command(profile, port)[0]
@@ -393,7 +401,8 @@ class Supervisor:
             reason = str(error) if isinstance(error, RuntimeError) else repr(error)
             return self._fail(model, reason, tail)
         self._enter(model, State.READY, pid=server.pid)
-        model.last_used = time.monotonic()
+        model.last_used = model.loaded_at = time.monotonic()
+        model.placement = self.memory.measure(profile, placement, "\n".join(server.log_tail(500)))
         model.drained.set()
         model.watcher = self._spawn(self._watch(model, server))
         return None
@@ -474,14 +483,14 @@ class Supervisor:
                 if self.models.get(model.id) is not model or model.failure is not failure:
                     return  # someone switched, stopped or restarted it meanwhile
                 profile = self.config.models.get(model.id)
-                no_room: str | None = "its profile was removed"
+                room: Placement | str = "its profile was removed"
                 if profile is not None:
-                    _, no_room = await self._admit_locked(profile, may_evict=False)
-                if profile is None or no_room:
-                    self.events.publish("restart_skipped", model=model.id, reason=no_room)
+                    _, room = await self._admit_locked(profile, may_evict=False)
+                if profile is None or isinstance(room, str):
+                    self.events.publish("restart_skipped", model=model.id, reason=room)
                     return
                 self.events.publish("restart", model=model.id, attempt=len(model.crashes))
-                failed = await self._start_locked(profile)
+                failed = await self._start_locked(profile, room)
                 if failed is None:
                     return
                 failure = failed

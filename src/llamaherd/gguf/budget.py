@@ -3,10 +3,7 @@
 * `estimate_profile(profile, gpus)`: what a profile's llama-server will allocate on each
   device, for the placement the profile asks for (a profile that leaves placement to
   llama.cpp's `--fit` gets the placement `herd plan` would pick). Cached per file.
-* `MemoryCheck.conflict(profile, running)`: the supervisor asks it before starting a
-  model beside others. It only acts where it can be right: when the GPUs' sizes are known
-  (NVML, or $HERD_FAKE_GPUS) and the profile pins its placement (`n_gpu_layers` set, not
-  `fit = true`); llama.cpp's --fit adapts to the free memory by itself.
+* the daemon's scheduler builds on these (daemon/memory.py).
 """
 
 from __future__ import annotations
@@ -111,42 +108,6 @@ def gpu_totals() -> list[gguf_plan.Gpu]:
         for i, g in enumerate(reading.gpus)
         if g.get("memory_total")
     ]
-
-
-class MemoryCheck:
-    """Whether a profile fits on the GPUs beside the profiles running now."""
-
-    def __init__(self, gpus: list[gguf_plan.Gpu] | None = None) -> None:
-        self._gpus = gpus  # None: ask NVML (or the fake) on each check
-
-    def gpus(self) -> list[gguf_plan.Gpu]:
-        return self._gpus if self._gpus is not None else gpu_totals()
-
-    def conflict(self, profile: Profile, running: list[Profile]) -> str | None:
-        """Why `profile` would not fit beside `running`, or None (fits, or cannot tell)."""
-        if not running or not pinned(profile):
-            return None
-        gpus = self.gpus()
-        if not gpus:
-            return None
-        mine = estimate_profile(profile, gpus)
-        if mine is None:
-            return None
-        used = {g.name: 0 for g in gpus}  # by name: a profile may use some GPUs only
-        for other in running:
-            theirs = estimate_profile(other, gpus)
-            for device in theirs.gpus if theirs else []:
-                used[device.name] += device.total - device.overhead
-        for device in mine.gpus:
-            need = device.total - device.overhead
-            if need and used[device.name] + need + device.overhead > (device.budget or 0):
-                return (
-                    f"{profile.id} needs {gguf_plan.format_size(need)} on {device.name}, "
-                    f"{gguf_plan.format_size(used[device.name])} of its "
-                    f"{gguf_plan.format_size(device.budget or 0)} are planned for "
-                    f"{', '.join(p.id for p in running)}"
-                )
-        return None
 
 
 _summaries: dict[tuple[str, str], dict[str, Any] | None] = {}

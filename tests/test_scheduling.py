@@ -1,0 +1,314 @@
+"""Memory-aware scheduling (`max_loaded = "auto"`): keep what fits, evict what is idle,
+place new models where there is room. The policy on plain figures, the memory model on
+realistic GGUF shapes (written sparse), the supervisor on fake GPUs ($HERD_FAKE_GPUS) with
+the fake runtime, and one daemon on real llama-servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fake_runtime import FakeRuntime, Knobs
+from test_supervisor import herd, request, run, wait_until
+
+from llamaherd import control
+from llamaherd.config import parse_config
+from llamaherd.daemon.memory import CPU, Memory
+from llamaherd.daemon.scheduler import Resident, make_room
+from llamaherd.gguf import synth
+from llamaherd.gguf.plan import GiB, Gpu, MiB
+
+EIGHT_B = synth.Shape(
+    n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, n_ff=14336, n_vocab=128256,
+    weight_type="Q8_0", context_length=131072, name="sparse 8b",
+)  # fmt: skip
+THIRTY_TWO_B = synth.Shape(
+    n_embd=5120, n_layer=64, n_head=40, n_head_kv=8, head_dim=128, n_ff=25600,
+    n_vocab=151936, weight_type="Q8_0", context_length=40960, name="sparse 32b",
+)  # fmt: skip
+
+
+# --- the policy on plain figures --------------------------------------------------------
+
+
+def fits_in(need: int):
+    """A model needing `need` bytes on GPU0."""
+    return lambda free: "here" if free.get("GPU0", 0) >= need else None
+
+
+def resident(id: str, gb: int, used: float, **flags) -> Resident:
+    return Resident(id, {"GPU0": gb * GiB}, last_used=used, loaded_at=0.0, **flags)
+
+
+def test_room_is_made_by_the_fewest_bytes_the_oldest_on_a_tie() -> None:
+    residents = [resident("big", 10, 1.0), resident("small", 4, 2.0), resident("other", 4, 3.0)]
+    room = make_room(fits_in(4 * GiB), {"GPU0": 20 * GiB}, residents, now=100)
+    assert [r.id for r in room.evict] == ["small"]  # 4 GB freed; "other" is used more lately
+    room = make_room(fits_in(9 * GiB), {"GPU0": 20 * GiB}, residents, now=100)
+    assert [r.id for r in room.evict] == ["small", "other"]  # 8 GB freed beat big's 10
+    room = make_room(fits_in(11 * GiB), {"GPU0": 20 * GiB}, residents, now=100)
+    assert [r.id for r in room.evict] == ["big"]  # small + other would leave only 10 free
+
+
+def test_busy_and_persistent_models_are_never_evicted() -> None:
+    residents = [
+        resident("busy", 8, 1.0, busy=True),
+        resident("kept", 8, 2.0, persistent=True),
+        resident("idle", 2, 3.0),
+    ]
+    room = make_room(fits_in(8 * GiB), {"GPU0": 20 * GiB}, residents, now=100)
+    assert room.evict == [] and [r.id for r in room.wait_for] == ["busy"]
+    room = make_room(fits_in(30 * GiB), {"GPU0": 20 * GiB}, residents, now=100)
+    assert room.refused and room.evict == [] and room.wait_for == []
+
+
+def test_a_fresh_model_is_evicted_only_when_nothing_else_makes_room() -> None:
+    fresh = Resident("fresh", {"GPU0": 8 * GiB}, last_used=1.0, loaded_at=95.0)
+    settled = Resident("settled", {"GPU0": 8 * GiB}, last_used=2.0, loaded_at=0.0)
+    room = make_room(
+        fits_in(8 * GiB), {"GPU0": 20 * GiB}, [fresh, settled], min_resident=30, now=100
+    )
+    assert [r.id for r in room.evict] == ["settled"]  # though fresh was used less lately
+    room = make_room(
+        fits_in(16 * GiB), {"GPU0": 20 * GiB}, [fresh, settled], min_resident=30, now=100
+    )
+    assert {r.id for r in room.evict} == {"fresh", "settled"}
+
+
+def test_a_count_cap_still_applies() -> None:
+    residents = [resident("a", 1, 1.0), resident("b", 1, 2.0)]
+    room = make_room(fits_in(1 * GiB), {"GPU0": 20 * GiB}, residents, max_loaded=2, now=100)
+    assert [r.id for r in room.evict] == ["a"]
+
+
+# --- the memory model -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sparse_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sparse")
+    synth.write(root / "eight.gguf", EIGHT_B, sparse=True)
+    synth.write(root / "thirty-two.gguf", THIRTY_TWO_B, sparse=True)
+    return root
+
+
+def config_on(models_dir: Path, profiles: str, **server: object):
+    settings = {"gpu_margin_mb": 0, "stop_timeout": 1, "start_timeout": 10, **server}
+    lines = [f'models_dir = "{models_dir}"', "[server]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    return parse_config("\n".join(lines) + "\n" + profiles, models_dir / "herd.toml")
+
+
+EIGHTS = "".join(f'[models.{n}]\nfile = "eight.gguf"\nctx = 8192\n' for n in "abc")
+
+
+def test_a_fit_profile_goes_whole_onto_the_fullest_gpu_that_holds_it(sparse_models) -> None:
+    config = config_on(sparse_models, EIGHTS + '[models.big]\nfile = "thirty-two.gguf"\n')
+    memory = Memory(config.server, gpus=[Gpu("GPU0", 24 * GiB), Gpu("GPU1", 16 * GiB)])
+    a = memory.place(config.models["a"], memory.capacity())
+    assert a is not None and a.gpus == (1,)  # the 16 GB card: the 24 GB one stays whole
+    assert 8 * GiB < a.footprint["GPU1"] < 9 * GiB and a.footprint[CPU] < 1 * GiB
+    free = {**memory.capacity(), "GPU1": 4 * GiB}  # another model holds the 16 GB card
+    assert memory.place(config.models["a"], free).gpus == (0,)
+    # 32B at 40k context needs both cards; with one of them busy it does not fit.
+    big = config.models["big"]
+    assert memory.place(big, memory.capacity()).gpus == (0, 1)
+    assert memory.place(big, free) is None
+
+
+def test_measured_buffers_correct_the_estimate_until_the_file_changes(sparse_models) -> None:
+    config = config_on(sparse_models, EIGHTS)
+    memory = Memory(config.server, sparse_models / "state", gpus=[Gpu("GPU0", 24 * GiB)])
+    profile = config.models["a"]
+    planned = memory.place(profile, memory.capacity())
+    log = "CUDA0 model buffer size = 12288.00 MiB\nCPU_Mapped model buffer size = 500.00 MiB\n"
+    measured = memory.measure(profile, planned, log)
+    assert measured.measured and measured.footprint == {"GPU0": 12 * GiB, CPU: 500 * MiB}
+    again = Memory(config.server, sparse_models / "state", gpus=[Gpu("GPU0", 24 * GiB)])
+    corrected = again.place(profile, again.capacity())  # kept in the state dir
+    assert corrected.measured and abs(corrected.footprint["GPU0"] - 12 * GiB) < MiB
+    cpu_only = memory.measure(config.models["b"], planned, "CPU model buffer size = 9.00 MiB\n")
+    assert not cpu_only.measured  # a CPU build with fake GPUs tells nothing about the plan
+    (sparse_models / "eight.gguf").touch()
+    assert not again.place(profile, again.capacity()).measured
+
+
+# --- the supervisor on fake GPUs ---------------------------------------------------------
+
+
+@pytest.fixture
+def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def set_gpus(*sizes_gb: float) -> None:
+        gpus = [
+            {"name": f"fake {i}", "memory_total": int(gb * GiB)} for i, gb in enumerate(sizes_gb)
+        ]
+        path = tmp_path / "gpus.json"
+        path.write_text(json.dumps({"gpus": gpus}))
+        monkeypatch.setenv("HERD_FAKE_GPUS", str(path))
+
+    return set_gpus
+
+
+def eights(tmp_path: Path, sparse_models: Path, extra: str = "") -> str:
+    """Profiles d, e, f on the 8B file (test_supervisor's a, b, c are placeholders)."""
+    return (
+        "".join(
+            f'[models.{n}]\nfile = "{sparse_models / "eight.gguf"}"\nctx = 8192\n' for n in "def"
+        )
+        + extra
+    )
+
+
+def resident_ids(supervisor) -> set[str]:
+    return {m["model"] for m in supervisor.status()["loaded"]}
+
+
+def test_two_that_fit_stay_and_a_third_evicts_only_the_least_recently_used(
+    tmp_path, sparse_models, fake_gpus
+) -> None:
+    fake_gpus(20)  # two 8B models at 8k context (8.6 GB each), not three
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        async with herd(tmp_path, fake, profiles, max_loaded="auto", gpu_margin_mb=0) as sv:
+            assert (await sv.switch("d")).ok and (await sv.switch("e")).ok
+            assert resident_ids(sv) == {"d", "e"}
+            assert await request(sv, "d") == "d"  # e is now the least recently used
+            assert (await sv.switch("f")).ok
+            assert resident_ids(sv) == {"d", "f"}
+            devices = {d["name"]: d for d in sv.status()["devices"]}
+            assert set(devices["GPU0"]["used"]) == {"d", "f"} and devices["GPU0"]["free"] > 0
+
+    run(scenario)
+
+
+def test_a_request_waits_for_the_stream_on_the_model_whose_room_it_needs(
+    tmp_path, sparse_models, fake_gpus
+) -> None:
+    fake_gpus(12)  # one 8B model at a time
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        async with herd(tmp_path, fake, profiles, max_loaded="auto", gpu_margin_mb=0) as sv:
+            assert (await sv.switch("d")).ok
+            async with sv.serving("d"):  # a long stream on d
+                waiting = asyncio.ensure_future(request(sv, "e"))
+                assert await wait_until(lambda: sv.waiting == 1)
+                assert not waiting.done() and fake.alive("d") and not fake.alive("e")
+            assert await waiting == "e"
+            assert resident_ids(sv) == {"e"} and not fake.alive("d")
+
+    run(scenario)
+
+
+def test_a_persistent_model_holds_its_place(tmp_path, sparse_models, fake_gpus) -> None:
+    fake_gpus(20)
+    fake = FakeRuntime()
+    extra = f'[models.p]\nfile = "{sparse_models / "eight.gguf"}"\nctx = 8192\npersistent = true\n'
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models, extra)
+        async with herd(tmp_path, fake, profiles, max_loaded="auto", gpu_margin_mb=0) as sv:
+            assert (await sv.switch("p")).ok and (await sv.switch("d")).ok
+            assert (await sv.switch("e")).ok  # p is the least recently used: d goes
+            assert resident_ids(sv) == {"p", "e"}
+
+    run(scenario)
+
+
+def test_a_fresh_model_holds_its_place_while_an_older_one_can_go(
+    tmp_path, sparse_models, fake_gpus
+) -> None:
+    fake_gpus(20)
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        server = {"max_loaded": "auto", "gpu_margin_mb": 0, "min_resident": 0.3}
+        async with herd(tmp_path, fake, profiles, **server) as sv:
+            assert (await sv.switch("d")).ok
+            assert await wait_until(lambda: time.monotonic() - sv.models["d"].loaded_at > 0.3)
+            assert (await sv.switch("e")).ok
+            assert await request(sv, "d") == "d"  # e, fresh, is the least recently used
+            assert (await sv.switch("f")).ok
+            assert resident_ids(sv) == {"e", "f"}  # d went: e was loaded < min_resident ago
+
+    run(scenario)
+
+
+def test_no_room_names_the_residents_and_the_need(tmp_path, sparse_models, fake_gpus) -> None:
+    fake_gpus(20)
+    fake = FakeRuntime()
+    extra = (
+        f'[models.p]\nfile = "{sparse_models / "eight.gguf"}"\nctx = 8192\npersistent = true\n'
+        f'[models.huge]\nfile = "{sparse_models / "thirty-two.gguf"}"\n'
+        'placement = { n_gpu_layers = "all" }\n'
+    )
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models, extra)
+        async with herd(tmp_path, fake, profiles, max_loaded="auto", gpu_margin_mb=0) as sv:
+            assert (await sv.switch("p")).ok
+            result = await sv.switch("huge")
+            assert not result.ok and not fake.alive("huge")
+            assert "no room for huge" in result.error and "p (GPU0 8.5" in result.error
+            assert "persistent" in result.error and "it needs GPU0 3" in result.error
+            assert resident_ids(sv) == {"p"} and sv.current == "p"
+
+    run(scenario)
+
+
+def test_models_go_where_the_room_is_and_measured_figures_count(
+    tmp_path, sparse_models, fake_gpus
+) -> None:
+    fake_gpus(24, 16)
+    fake = FakeRuntime()
+    # e reports 16 GiB on its GPU: from then on the scheduler counts that, not 8.6.
+    fake.knobs["e"] = Knobs(load_log=("CUDA0 model buffer size = 16384.00 MiB",))
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        async with herd(tmp_path, fake, profiles, max_loaded="auto", gpu_margin_mb=0) as sv:
+            assert (await sv.switch("d")).ok and (await sv.switch("e")).ok
+            assert fake.alive("d")[0].profile.gpus == [1]  # the 16 GB card held it whole
+            assert fake.alive("e")[0].profile.gpus == [0]  # then the 24 GB one
+            loaded = {m["model"]: m for m in sv.status()["loaded"]}
+            assert loaded["e"]["memory_measured"] and loaded["e"]["gpus"] == [0]
+            assert loaded["e"]["memory"]["GPU0"] == 16 * GiB
+            # 8 GB left on GPU0 and 7.4 on GPU1: f no longer fits on one card (counted at
+            # the estimate, GPU0 would have 15.4 left), so it is split across both.
+            assert (await sv.switch("f")).ok
+            assert fake.alive("f")[0].profile.gpus == [0, 1]
+            assert resident_ids(sv) == {"d", "e", "f"}
+
+    run(scenario)
+
+
+# --- a daemon on real llama-servers -----------------------------------------------------
+
+
+def test_daemon_keeps_what_fits_on_fake_gpus(make_herd, tmp_path, monkeypatch) -> None:
+    copies = "".join(
+        f'\n[models.{name}]\nfile = "dense.gguf"\nctx = 2048\n' for name in ("dense2", "dense3")
+    )
+    herd_config = make_herd(copies, max_loaded="auto", gpu_margin_mb=0, min_resident=0)
+    memory = Memory(herd_config.server, gpus=[Gpu("GPU0", 64 * GiB)])
+    need = memory.alone(herd_config.models["dense"]).footprint["GPU0"]
+    total = 2 * need + need // 2  # two fit, not three
+    fake = tmp_path / "gpus.json"
+    fake.write_text(json.dumps({"gpus": [{"name": "tiny", "memory_total": total}]}))
+    monkeypatch.setenv("HERD_FAKE_GPUS", str(fake))
+    client = control.connect(herd_config)
+    assert control.up(herd_config, "dense").ok
+    assert control.up(herd_config, "dense2").ok
+    assert {m.model for m in client.status().loaded} == {"dense", "dense2"}
+    assert control.up(herd_config, "dense3").ok
+    status = client.status()
+    assert {m.model for m in status.loaded} == {"dense2", "dense3"}  # dense was LRU
+    assert [d.name for d in status.devices] == ["GPU0", "CPU"]
+    assert set(status.devices[0].used) == {"dense2", "dense3"}
