@@ -10,13 +10,18 @@ import json
 import time
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 from fake_runtime import FakeRuntime, Knobs
-from test_supervisor import herd, request, run, wait_until
+from inprocess import herd as in_process_herd
+from test_supervisor import herd, recorder, request, run, wait_until
 
 from llamaherd import control
 from llamaherd.config import parse_config
+from llamaherd.daemon.api import create_app
 from llamaherd.daemon.memory import CPU, Memory
+from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.scheduler import Resident, make_room
 from llamaherd.gguf import synth
 from llamaherd.gguf.plan import GiB, Gpu, MiB
@@ -206,6 +211,36 @@ def test_a_request_waits_for_the_stream_on_the_model_whose_room_it_needs(
     run(scenario)
 
 
+def test_requests_for_a_busy_model_go_first_until_max_swap_wait(
+    tmp_path, sparse_models, fake_gpus
+) -> None:
+    """No swap back and forth while the loaded model has work (llama-swap #790), but a
+    request for another model waits at most max_swap_wait before its swap is next."""
+    fake_gpus(12)  # one 8B model at a time
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        server = {"max_loaded": "auto", "gpu_margin_mb": 0, "max_swap_wait": 1.0}
+        async with herd(tmp_path, fake, profiles, **server) as sv:
+            assert (await sv.switch("d")).ok
+            events = recorder(sv)
+            async with sv.serving("d"):  # a long stream on d
+                for_e = asyncio.ensure_future(request(sv, "e"))
+                assert await wait_until(lambda: any(e["type"] == "room_wait" for e in events))
+                assert await request(sv, "d") == "d"  # served at once: d still has work
+                assert await wait_until(lambda: sv.models["d"].yielding)  # max_swap_wait
+                late = asyncio.ensure_future(request(sv, "d"))
+                assert await wait_until(lambda: sv.status()["queue"] == {"d": 1, "e": 1})
+                assert not late.done() and not for_e.done()
+            assert await for_e == "e"  # e's swap was next
+            assert await late == "d"  # then d's, back again
+            swaps = [e["model"] for e in events if e["type"] == "switch"]
+            assert swaps == ["e", "d"]
+
+    run(scenario)
+
+
 def test_a_persistent_model_holds_its_place(tmp_path, sparse_models, fake_gpus) -> None:
     fake_gpus(20)
     fake = FakeRuntime()
@@ -289,10 +324,41 @@ def test_models_go_where_the_room_is_and_measured_figures_count(
     run(scenario)
 
 
+def test_the_api_says_what_a_start_would_evict_without_starting(
+    tmp_path, sparse_models, fake_gpus
+) -> None:
+    fake_gpus(12)
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        # 1 GiB of RAM for models, whatever this machine has: the 32B cannot spill over.
+        ram_margin = psutil.virtual_memory().total // MiB - 1024
+        server = {"max_loaded": "auto", "gpu_margin_mb": 0, "ram_margin_mb": ram_margin}
+        async with herd(tmp_path, fake, profiles, **server) as sv, httpx.AsyncClient() as http:
+            app = create_app(sv, Metrics(sv, http), on_shutdown=lambda: None, on_reload=dict)
+            api = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api")
+            assert (await sv.switch("d")).ok
+            answer = (await api.post("/admission", json={"model": "e"})).json()
+            assert answer["evict"] == ["d"] and not answer["fits"] and not answer["refused"]
+            assert 8 * GiB < answer["need"]["GPU0"] < 9 * GiB
+            async with sv.serving("d"):
+                answer = (await api.post("/admission", json={"model": "e"})).json()
+                assert answer["wait_for"] == ["d"] and answer["evict"] == []
+            huge = {"file": str(sparse_models / "thirty-two.gguf"), "ctx": 40960}
+            answer = (await api.post("/admission", json=huge)).json()
+            assert answer["refused"] and "no room for plan" in answer["refused"]
+            unknown = await api.post("/admission", json={"model": "nope"})
+            assert unknown.status_code == 404 and unknown.json()["error"] == "unknown model: nope"
+            assert resident_ids(sv) == {"d"} and not fake.alive("e")  # nothing started
+
+    run(scenario)
+
+
 # --- a daemon on real llama-servers -----------------------------------------------------
 
 
-def test_daemon_keeps_what_fits_on_fake_gpus(make_herd, tmp_path, monkeypatch) -> None:
+def test_daemon_keeps_what_fits_on_fake_gpus(make_herd, tmp_path, monkeypatch, capsys) -> None:
     copies = "".join(
         f'\n[models.{name}]\nfile = "dense.gguf"\nctx = 2048\n' for name in ("dense2", "dense3")
     )
@@ -312,3 +378,9 @@ def test_daemon_keeps_what_fits_on_fake_gpus(make_herd, tmp_path, monkeypatch) -
     assert {m.model for m in status.loaded} == {"dense2", "dense3"}  # dense was LRU
     assert [d.name for d in status.devices] == ["GPU0", "CPU"]
     assert set(status.devices[0].used) == {"dense2", "dense3"}
+    # `herd plan --beside-running` asks the daemon: dense again would evict dense2 (LRU).
+    code, out, _ = in_process_herd(
+        capsys, monkeypatch, "--config", str(herd_config.path), "plan",
+        str(herd_config.models["dense"].file), "--ctx", "2048", "--beside-running",
+    )  # fmt: skip
+    assert code == 0 and "after stopping dense2 (idle)" in out and "GPU0" in out

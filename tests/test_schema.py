@@ -26,6 +26,7 @@ CONTRACT = {
     ("get", "/status"): {"200": "Status"},
     ("post", "/switch"): {"200": "SwitchReply", "400": "ErrorAnswer", "404": "ErrorAnswer"},
     ("post", "/stop"): {"200": "Stopped", "404": "ErrorAnswer"},
+    ("post", "/admission"): {"200": "Admission", "400": "ErrorAnswer", "404": "ErrorAnswer"},
     ("post", "/reload"): {"200": "Reloaded", "400": "ReloadRefused"},
     ("get", "/logs"): {"200": "LogPage"},
     ("get", "/system"): {"200": "SystemSnapshot", "503": "ErrorAnswer"},

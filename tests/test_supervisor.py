@@ -17,8 +17,8 @@ from fake_runtime import FakeRuntime, Knobs
 
 from llamaherd.config import parse_config
 from llamaherd.daemon import supervisor as supervisor_module
-from llamaherd.daemon.model import TRANSITIONS, State
-from llamaherd.daemon.supervisor import Busy, Supervisor, Unavailable
+from llamaherd.daemon.model import TRANSITIONS, Busy, State, Unavailable
+from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import ConfigError
 
 

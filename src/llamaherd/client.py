@@ -175,6 +175,12 @@ class DaemonClient(ApiCore):
         answer = self.call("POST", "/switch", json_body=body, timeout=timeout)
         return self.parse(schema.SwitchReply, "/switch", answer).root
 
+    def admission(self, query: schema.AdmissionQuery) -> schema.Admission:
+        """Would this profile or GGUF fit beside the running models? Nothing starts."""
+        body = query.model_dump(exclude_none=True)
+        answer = self.call("POST", "/admission", json_body=body, timeout=60.0)
+        return self.parse(schema.Admission, "/admission", answer)
+
     def reload(self) -> schema.Reloaded:
         """Re-read herd.toml; a bad file raises UsageError with its error (old one stays)."""
         return self.parse(schema.Reloaded, "/reload", self.call("POST", "/reload"))

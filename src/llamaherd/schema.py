@@ -117,6 +117,36 @@ class Device(Answer):
     free: int
 
 
+class AdmissionQuery(BaseModel):
+    """POST /admission: a profile by id, or a GGUF file with the settings that change its
+    memory (what `herd plan FILE --beside-running` sends)."""
+
+    model: str | None = None
+    file: str | None = None
+    ctx: int | None = None
+    parallel: int | None = None
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
+    flash_attn: Literal["on", "off", "auto"] | None = None
+
+
+class Admission(Answer):
+    """Could the model start beside the running ones now, and what would it take?"""
+
+    model: str
+    fits: bool
+    """It starts without stopping anything."""
+    need: dict[str, int]
+    """Bytes per device where it would go (or, with no room, where it would go alone)."""
+    gpus: list[int] | None
+    evict: list[str]
+    """Idle models the scheduler would stop to make room."""
+    wait_for: list[str]
+    """Models serving requests whose room it needs: the start would wait for them."""
+    refused: str | None
+    devices: list[Device]
+
+
 class Failure(Answer):
     """The last failure (`last_error`)."""
 
@@ -133,6 +163,8 @@ class HerdState(ModelStatus):
     loaded: list[ModelStatus]
     stale: list[str]
     waiting: int
+    queue: dict[str, int] = {}
+    """Requests waiting, by the model they wait for."""
     last_error: Failure | None
     devices: list[Device] = []
 

@@ -46,7 +46,7 @@ def render(top: dict[str, Any]) -> str:
         lines.append(
             f"{mark}{m['model']:<19} {m['state']:<9} {_num(m.get('tokens_per_s')):>7} "
             f"{_num(m.get('prompt_tokens_per_s')):>9} {slots:>6} {_num(m.get('in_flight')):>9} "
-            f"{_bytes(m.get('rss')):>10} {_num(m.get('cpu_percent')):>6}"
+            f"{bytes_text(m.get('rss')):>10} {_num(m.get('cpu_percent')):>6}"
         )
     if not top["models"]:
         lines.append(" no model running")
@@ -55,7 +55,7 @@ def render(top: dict[str, Any]) -> str:
         owners = sorted({p["profile"] for p in gpu.get("processes", []) if p.get("profile")})
         lines.append(
             f"GPU {gpu['index']}  {gpu.get('name') or '?'}  "
-            f"VRAM {_bytes(gpu.get('memory_used'))}/{_bytes(gpu.get('memory_total'))}  "
+            f"VRAM {bytes_text(gpu.get('memory_used'))}/{bytes_text(gpu.get('memory_total'))}  "
             f"util {_num(gpu.get('utilization'))}%  {_num(gpu.get('temperature'))}°C  "
             f"power {_num(gpu.get('power_draw'))}/{_num(gpu.get('power_limit'))} W"
             + (f"  [{', '.join(owners)}]" if owners else "")
@@ -67,13 +67,13 @@ def render(top: dict[str, Any]) -> str:
         load = " ".join(f"{x:.2f}" for x in host["load_avg"]) if host.get("load_avg") else "-"
         lines.append(f"CPU   {host['cpu_percent']:.0f}% of {host['cpu_count']} cores  load {load}")
         lines.append(
-            f"RAM   {_bytes(host['memory_used'])}/{_bytes(host['memory_total'])}  "
-            f"swap {_bytes(host['swap_used'])}/{_bytes(host['swap_total'])}"
+            f"RAM   {bytes_text(host['memory_used'])}/{bytes_text(host['memory_total'])}  "
+            f"swap {bytes_text(host['swap_used'])}/{bytes_text(host['swap_total'])}"
         )
         disk = host.get("disk")
         if disk:
             lines.append(
-                f"DISK  {_bytes(disk['used'])}/{_bytes(disk['total'])} "
+                f"DISK  {bytes_text(disk['used'])}/{bytes_text(disk['total'])} "
                 f"({disk['percent']:.0f}%) holding {disk['path']}"
             )
     return "\n".join(lines)
@@ -89,7 +89,7 @@ def _num(value: float | None) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
-def _bytes(value: float | None) -> str:
+def bytes_text(value: float | None) -> str:
     if value is None:
         return "-"
     for unit in ("B", "KiB", "MiB", "GiB"):

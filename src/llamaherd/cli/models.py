@@ -5,14 +5,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from llamaherd.cli.options import config_of, emit_json
-from llamaherd.cli.render import console, err_console
+from llamaherd.cli.options import config_of, emit_json, optional_config
+from llamaherd.cli.render import admission_lines, console, err_console, print_lines
 from llamaherd.config.toml import toml_value
 from llamaherd.errors import HerdError, UsageError
+
+if TYPE_CHECKING:
+    from llamaherd.gguf.plan import Settings
+    from llamaherd.schema import Admission
 
 Decorated = TypeVar("Decorated", bound=Callable[..., Any])
 
@@ -65,6 +69,11 @@ def _plan_options(command: Decorated) -> Decorated:
     help="MiB left free on each GPU.",
 )
 @click.option("--check", is_flag=True, help="Compare with llama.cpp's own llama-fit-params.")
+@click.option(
+    "--beside-running",
+    is_flag=True,
+    help="Ask the daemon: does it fit next to the models running now, what would be evicted?",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def plan_command(
@@ -77,6 +86,7 @@ def plan_command(
     flash_attn: str,
     margin: int,
     check: bool,
+    beside_running: bool,
     as_json: bool,
 ) -> None:
     """Memory per device for FILE, and the best placement for the GPUs given.
@@ -102,9 +112,14 @@ def plan_command(
     )
     result.notes += gguf_search.ram_notes(result.estimate)
     checked = _fit_check(ctx, info.path, result.flags()) if check else None
+    beside = _beside_running(ctx, file, settings) if beside_running else None
     if as_json:
-        emit_json({**result.summary(), "llama_cpp": checked})
-        return
+        summary = {**result.summary(), "llama_cpp": checked}
+        emit_json(summary | ({"beside_running": beside.model_dump()} if beside else {}))
+        sys.exit(1 if beside and beside.refused else 0)
+    if beside:
+        print_lines(admission_lines(beside))
+        sys.exit(1 if beside.refused else 0)
     render.print_plan(console, result, info)
     if checked:
         console.print(
@@ -116,6 +131,21 @@ def plan_command(
             console.print(f"  {device}: {parts}")
     if not result.fits:
         sys.exit(1)
+
+
+def _beside_running(ctx: click.Context, file: Path, settings: Settings) -> Admission:
+    from llamaherd import control
+    from llamaherd.schema import AdmissionQuery
+
+    query = AdmissionQuery(
+        file=str(file.resolve()),
+        ctx=settings.ctx,
+        parallel=settings.parallel,
+        cache_type_k=settings.cache_type_k,
+        cache_type_v=settings.cache_type_v,
+        flash_attn=settings.flash_attn,
+    )
+    return control.connect(optional_config(ctx)).admission(query)
 
 
 def _fit_check(ctx: click.Context, model: Path, flags: list[str]) -> dict:

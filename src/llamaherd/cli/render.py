@@ -11,7 +11,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from llamaherd.schema import ModelRow, Status, SwitchFailed
+    from llamaherd.schema import Admission, Device, ModelRow, Status, SwitchFailed
 
 # Markup off: model names, paths and llama-server log lines often contain [brackets].
 console = Console(soft_wrap=True, markup=False)
@@ -95,8 +95,45 @@ def status_lines(status: Status) -> list[Text | str]:
             f"serving  {d.url}  (OpenAI API at /v1, Anthropic at /v1/messages, web UI at /)"
         )
         lines.append(f"         through the gateway; llama-server itself at {status.url}")
+    others = [m for m in status.loaded if m.model != status.model]
+    if others:
+        lines.append("also     " + ", ".join(f"{m.model} ({m.state})" for m in others))
+    lines += memory_lines(status.devices)
     if status.last_error:
         lines.append(f"last error  {status.last_error.model}: {status.last_error.reason}")
+    return lines
+
+
+def admission_lines(answer: Admission) -> list[Text | str]:
+    """`herd plan FILE --beside-running`: the scheduler's answer, and the devices now."""
+    from llamaherd.top import bytes_text
+
+    need = " + ".join(f"{d} {bytes_text(n)}" for d, n in answer.need.items() if n)
+    where = f" on GPU {', '.join(map(str, answer.gpus))}" if answer.gpus else ""
+    if answer.refused:
+        lines: list[Text | str] = [Text(answer.refused, style="red")]
+    elif answer.fits:
+        lines = [Text(f"fits beside the running models{where}: needs {need}", style="green")]
+    elif answer.evict:
+        lines = [f"fits{where} after stopping {', '.join(answer.evict)} (idle): needs {need}"]
+    else:
+        waits = ", ".join(answer.wait_for)
+        lines = [f"fits{where} once {waits} finish their requests: needs {need}"]
+    return lines + memory_lines(answer.devices)
+
+
+def memory_lines(devices: list[Device]) -> list[Text | str]:
+    """Per device: what the scheduler may use, what each resident model holds, what is
+    free (docs/scheduling.md)."""
+    from llamaherd.top import bytes_text
+
+    lines: list[Text | str] = []
+    for device in devices:
+        held = ", ".join(f"{model} {bytes_text(n)}" for model, n in device.used.items())
+        lines.append(
+            f"{device.name:<8} {bytes_text(device.free)} free of {bytes_text(device.capacity)}"
+            f" (margin {bytes_text(device.margin)} kept)" + (f": {held}" if held else "")
+        )
     return lines
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llamaherd import __version__, profiles, schema
+from llamaherd.daemon import scheduler
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.events import sse
 from llamaherd.daemon.metrics import Metrics
@@ -204,6 +205,31 @@ def create_app(
             status=schema.HerdState.model_validate(supervisor.status()),
         )
         return schema.SwitchReply(failed)
+
+    @app.post("/admission", response_model=schema.Admission, responses=_errors(400, 404))
+    async def admission(query: schema.AdmissionQuery) -> schema.Admission | JSONResponse:
+        """Whether a profile (or a GGUF file) fits beside the running models, and what
+        would be evicted or waited for: the scheduler's answer, nothing is started."""
+        try:
+            profile = scheduler.profile_for(supervisor.config, query)
+        except UsageError as error:
+            if query.model:
+                return _unknown_model(query.model, error)
+            return _error(400, str(error))
+        running = [m for m in supervisor.models.values() if m.server and m.id != profile.id]
+        room = await scheduler.admit(profile, running, supervisor.memory, supervisor.config.server)
+        placed = room.placed if room.placed and not room.evict else None
+        where = room.placed or supervisor.memory.alone(profile)
+        return schema.Admission(
+            model=profile.id,
+            fits=placed is not None,
+            need=where.footprint,
+            gpus=list(where.gpus) if where.gpus is not None else None,
+            evict=[r.id for r in room.evict],
+            wait_for=[r.id for r in room.wait_for],
+            refused=room.refused,
+            devices=[schema.Device.model_validate(d) for d in supervisor.memory.devices(running)],
+        )
 
     @app.post("/stop", response_model=schema.Stopped, responses=_errors(404))
     async def stop(model: str | None = None) -> schema.Stopped | JSONResponse:

@@ -29,7 +29,8 @@ from llamaherd.config import Profile, ServerSettings
 from llamaherd.daemon import routing as route
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.metrics import Metrics
-from llamaherd.daemon.supervisor import Busy, State, Supervisor, Unavailable
+from llamaherd.daemon.model import Busy, State, Unavailable
+from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import UsageError
 from llamaherd.runtime import auth_headers
 

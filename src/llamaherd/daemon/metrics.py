@@ -129,6 +129,11 @@ class _LiveGauges:
         supervisor = self.supervisor
         queue = GaugeMetricFamily("herd_queue_depth", "Requests waiting for a model switch")
         queue.add_metric([], supervisor.waiting)
+        queued = GaugeMetricFamily(
+            "herd_queued", "Requests waiting, by the model they wait for", labels=["model"]
+        )
+        for model_id in supervisor.config.models:
+            queued.add_metric([model_id], supervisor.queued[model_id])
         in_flight = GaugeMetricFamily(
             "herd_in_flight", "Gateway requests being served", labels=["model"]
         )
@@ -137,7 +142,7 @@ class _LiveGauges:
             model = supervisor.models.get(model_id)
             in_flight.add_metric([model_id], model.in_flight if model else 0)
             up.add_metric([model_id], 1 if model and model.state == State.READY else 0)
-        yield from (queue, in_flight, up)
+        yield from (queue, queued, in_flight, up)
 
 
 async def scrape_servers(http: httpx.AsyncClient, models: Iterable) -> dict[str, str | None]:

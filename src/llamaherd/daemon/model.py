@@ -135,6 +135,7 @@ class Model:
     workers: list[rpc.WorkerCheck] = field(default_factory=list)  # checked at each start
     placement: Placement | None = None  # where the scheduler put it, what it holds there
     loaded_at: float = field(default_factory=time.monotonic)  # when it last became ready
+    yielding: bool = False  # new requests wait: a swap waits for this model to drain
 
     @property
     def id(self) -> str:

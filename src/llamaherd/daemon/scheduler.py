@@ -22,11 +22,16 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TypeVar
 
-from llamaherd.config import Profile, ServerSettings
+from pydantic import ValidationError
+
+from llamaherd.config import Config, Profile, ServerSettings
 from llamaherd.daemon.memory import Memory, Placement, describe
 from llamaherd.daemon.model import Model, State
+from llamaherd.errors import UsageError
+from llamaherd.schema import AdmissionQuery
 
 Bytes = dict[str, int]
 Placed = TypeVar("Placed")
@@ -151,6 +156,20 @@ async def admit(
         return room
 
     return await asyncio.to_thread(decide)
+
+
+def profile_for(config: Config, query: AdmissionQuery) -> Profile:
+    """The profile POST /admission asks about: a configured one, or a GGUF file with
+    the settings given (checked like a herd.toml profile)."""
+    if query.model:
+        return config.resolve(query.model)
+    if not query.file:
+        raise UsageError('name a profile in "model" or a GGUF path in "file"')
+    fields = query.model_dump(exclude={"model"}, exclude_none=True)
+    try:
+        return Profile.model_validate({"id": "plan", **fields, "file": Path(query.file)})
+    except ValidationError as error:
+        raise UsageError(f"not a valid profile: {error.errors()[0]['msg']}") from None
 
 
 def _no_room(

@@ -17,10 +17,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,16 @@ from llamaherd.daemon import scheduler
 from llamaherd.daemon.events import EventBus
 from llamaherd.daemon.memory import Memory, Placement
 from llamaherd.daemon.model import (
-    Busy,
     Failure,
     FailureKind,
     Handover,
     Model,
     State,
     SwitchResult,
-    Unavailable,
     any_drains,
     file_stamp,
 )
+from llamaherd.daemon.requests import ServesRequests
 from llamaherd.errors import UsageError
 from llamaherd.runtime import Runtime, Server, rpc
 from llamaherd.runtime.process import free_port
@@ -53,7 +53,7 @@ MAX_BACKOFF = 30.0
 TTL_CHECK_INTERVAL = 1.0
 
 
-class Supervisor:
+class Supervisor(ServesRequests):
     def __init__(
         self,
         config: Config,
@@ -72,7 +72,7 @@ class Supervisor:
         self.models: dict[str, Model] = {}
         self.current: str | None = None  # what requests without a `model` are served by
         self.last_error: Failure | None = None
-        self.waiting = 0  # gateway requests queued behind a switch
+        self.queued: collections.Counter[str] = collections.Counter()  # requests waiting
         self.events = EventBus()
         self.memory = Memory(config.server, run_dir)  # what fits where (daemon/memory.py)
         self._lock = asyncio.Lock()
@@ -101,6 +101,7 @@ class Supervisor:
             "loaded": [m.summary() for m in self.models.values() if m.state != State.STOPPED],
             "stale": self.stale(),
             "waiting": self.waiting,
+            "queue": {model: n for model, n in self.queued.items() if n},
             "last_error": self.last_error.as_json() if self.last_error else None,
             "devices": self.memory.devices([m for m in self.models.values() if m.server]),
         }
@@ -181,63 +182,6 @@ class Supervisor:
         except UsageError as error:  # its GGUF is missing: the daemon serves the others
             log.warning("not starting %s: %s", model_id, error)
 
-    # -- serving gateway requests ------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def serving(self, model_id: str | None) -> AsyncIterator[Model]:
-        """A ready model for `model_id` (None: the current one), held as in flight.
-
-        Starts it first when needed. Raises Busy when the queue is full or the wait too
-        long, Unavailable when no model can serve, ConfigError when its GGUF is missing.
-        """
-        model = self._ready(model_id)
-        if model is not None:
-            model.hold()
-        else:
-            model = await self._wait_for(model_id)  # held already
-        try:
-            yield model
-        finally:
-            model.release()
-
-    def _ready(self, model_id: str | None) -> Model | None:
-        model = self.models.get(model_id or self.current or "")
-        return model if model and model.state == State.READY else None
-
-    async def _wait_for(self, model_id: str | None) -> Model:
-        settings = self.config.server
-        if self.waiting >= settings.queue_size:
-            raise Busy(f"{self.waiting} requests already wait for a model switch")
-        self.waiting += 1
-        deadline = time.monotonic() + settings.queue_timeout
-        try:
-            while (model := self._ready(model_id)) is None:
-                target = model_id or self.current or self.config.default_model
-                if target is None:
-                    raise Unavailable("no model is running; name a profile in `model`")
-                try:
-                    profile = self.config.resolve(target)
-                except UsageError as error:  # e.g. removed by a reload meanwhile
-                    raise Unavailable(str(error)) from None
-                if held := await self._wait_for_start(profile, deadline):
-                    return held
-            model.hold()
-            return model
-        except TimeoutError:
-            raise Busy(f"waited {settings.queue_timeout:g}s for a model switch") from None
-        finally:
-            self.waiting -= 1
-
-    async def _wait_for_start(self, profile: Profile, deadline: float) -> Model | None:
-        """Wait for the start of `profile`; the model, held for this request, when the
-        start handed it over (before any other start could evict it), else None."""
-        attempt = self._attempt_for(profile, retry=False)
-        with self._handover.ticket(profile.id) as ticket:
-            result = await self._await(attempt, profile.id, deadline - time.monotonic())
-        if not result.ok:
-            raise Unavailable(f"{result.model} failed to start: {result.error}")
-        # Held since the start ended, so a stop that began since waits for this request.
-        return ticket.model
-
     # -- starts: the supervisor's own tasks ---------------------------------------
     def _attempt_for(self, profile: Profile, *, retry: bool) -> asyncio.Future[SwitchResult]:
         """The start that makes `profile` current: the one under way, or a new one (or an
@@ -247,7 +191,7 @@ class Supervisor:
             return running
         model = self.models.get(profile.id)
         answer = None
-        if model and model.state == State.READY:
+        if model and model.state == State.READY and not model.yielding:
             self.current = profile.id
             model.last_used = time.monotonic()
             answer = SwitchResult(ok=True, model=profile.id, noop=True)
@@ -330,8 +274,18 @@ class Supervisor:
         names, or wait for the models it needs the room of to finish their requests
         (up to queue_timeout), until `profile` fits. Returns what was evicted, and where
         `profile` goes or why it cannot start."""
+        try:
+            return await self._make_room_locked(profile, may_evict)
+        finally:
+            for model in self.models.values():
+                model.yielding = False
+
+    async def _make_room_locked(
+        self, profile: Profile, may_evict: bool
+    ) -> tuple[list[Profile], Placement | str]:
         evicted: list[Profile] = []
-        deadline = time.monotonic() + self.config.server.queue_timeout
+        began = time.monotonic()
+        deadline = began + self.config.server.queue_timeout
         while True:
             running = [m for m in self.models.values() if m.server and m.id != profile.id]
             room = await scheduler.admit(profile, running, self.memory, self.config.server)
@@ -346,6 +300,12 @@ class Supervisor:
                 evicted.append(model.profile)
             if room.wait_for:
                 self.events.publish("room_wait", model=profile.id, serving=names)
+                # Requests for the busy models are served first (no swap back and forth),
+                # for max_swap_wait; then new ones wait too, so that they drain.
+                swap_next = began + self.config.server.max_swap_wait
+                if not await any_drains(blocking, min(deadline, swap_next)):
+                    for model in blocking:
+                        model.yielding = True
             if room.wait_for and not await any_drains(blocking, deadline):
                 return evicted, f"no room for {profile.id}: {names} still serving requests"
 
