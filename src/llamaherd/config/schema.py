@@ -156,7 +156,9 @@ class ServerSettings(_Strict):
     queue_timeout: PositiveFloat = Field(300.0, examples=[300])
     """Seconds a request may wait for a switch before it gets 503."""
     drain_timeout: PositiveFloat = Field(30.0, examples=[30])
-    """Seconds a switch waits for in-flight requests to finish before stopping a server."""
+    """Seconds a stop (herd down, POST /stop, a restart) waits for in-flight requests to
+    finish before stopping a server. Making room never stops a busy model: it waits for it
+    (up to queue_timeout)."""
     upstream_timeout: PositiveFloat = Field(600.0, examples=[600])
     """Seconds the gateway waits for a byte from llama-server (a hung one): before the
     response starts it answers 504, mid-response the response is cut short."""
