@@ -422,6 +422,9 @@ def test_gpu_panel_shows_the_fake_gpus(make_herd, monkeypatch: pytest.MonkeyPatc
             shown = str(panel.render())
             assert "GPU 0" in shown and "GPU 1" in shown and "RTX 4090" in shown
             assert "84°C" in shown and "VRAM" in shown
+            # The scheduler's split: dense sits whole on one card, the other holds none.
+            await settle(app, pilot, lambda: "herd dense" in str(panel.render()))
+            assert "herd no model" in str(panel.render())
 
     asyncio.run(scenario())
 

@@ -208,7 +208,7 @@ class DashboardApp(App[str | None]):
             note = f"loading {self.loading[0]} {time.monotonic() - self.loading[1]:.0f}s"
         header = self.query_one(DashHeader)
         header.show(status, row.ctx if row else None, self.system, note, row.name if row else None)
-        self.query_one(GpuPanel).show(self.system)
+        self.query_one(GpuPanel).show(self.system, status.devices if status else None)
         self.query_one(SystemPanel).show(self.system)
         self.query_one(FailurePanel).show(self.current_failure())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from llamaherd.schema import Gpu, History, SystemSnapshot
+from llamaherd.schema import Device, Gpu, History, SystemSnapshot
 from llamaherd.tui.panel import TextPanel
 from llamaherd.tui.remote import DASH, bar, fmt, fmt_bytes, num, sparkline
 
@@ -34,11 +34,16 @@ class GpuPanel(TextPanel):
     def on_mount(self) -> None:
         self.border_title = "GPUs"
 
-    def show(self, system: SystemSnapshot | None) -> None:
+    def show(self, system: SystemSnapshot | None, devices: list[Device] | None = None) -> None:
+        """`devices`: the scheduler's view from /status (what each model holds where)."""
         if system is None:
             self.show_text(Text("no samples (this daemon has no /system)", style="dim"))
             return
-        blocks = [self._gpu(gpu, system.history) for gpu in system.gpus]
+        counted = {device.name: device for device in devices or []}
+        blocks = [
+            self._gpu(gpu, system.history) + self._scheduled(counted.get(f"GPU{gpu.index}"))
+            for gpu in system.gpus
+        ]
         if not system.gpus:
             blocks.append(Text(system.gpu_note or "no GPUs", style="dim"))
         blocks.append(self._throughput(system.history))
@@ -67,6 +72,17 @@ class GpuPanel(TextPanel):
         for process in gpu.processes:
             owner = process.profile or "other"
             text.append(f"\n  pid {process.pid} {owner} {fmt_bytes(process.used_memory)}", "dim")
+        return text
+
+    @staticmethod
+    def _scheduled(device: Device | None) -> Text:
+        """herd's split of the GPU: each resident model's bytes, what is left."""
+        if device is None:
+            return Text()
+        held = ", ".join(f"{model} {fmt_bytes(n)}" for model, n in device.used.items())
+        text = Text("\n  herd ", "bold")
+        text.append(f"{held or 'no model'}; {fmt_bytes(device.free)} free")
+        text.append(f" (margin {fmt_bytes(device.margin)})", "dim")
         return text
 
     @staticmethod
