@@ -6,6 +6,7 @@ the fake runtime, and one daemon on real llama-servers."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from conftest import wait_until as wait_until_sync
 from fake_runtime import FakeRuntime, Knobs
 from inprocess import herd as in_process_herd
 from test_supervisor import herd, recorder, request, run, wait_until
@@ -384,3 +386,42 @@ def test_daemon_keeps_what_fits_on_fake_gpus(make_herd, tmp_path, monkeypatch, c
         str(herd_config.models["dense"].file), "--ctx", "2048", "--beside-running",
     )  # fmt: skip
     assert code == 0 and "after stopping dense2 (idle)" in out and "GPU0" in out
+
+
+def test_a_stream_on_real_llama_server_finishes_before_its_room_is_taken(
+    make_herd, tmp_path, monkeypatch
+) -> None:
+    long = '\n[models.long]\nfile = "dense.gguf"\nctx = 4096\n'
+    herd_config = make_herd(long, max_loaded="auto", gpu_margin_mb=0)
+    memory = Memory(herd_config.server, gpus=[Gpu("GPU0", 64 * GiB)])
+    needs = [memory.alone(herd_config.models[m]).footprint["GPU0"] for m in ("long", "moe")]
+    fake = tmp_path / "gpus.json"  # one of them at a time
+    fake.write_text(json.dumps({"gpus": [{"memory_total": max(needs) + min(needs) // 2}]}))
+    monkeypatch.setenv("HERD_FAKE_GPUS", str(fake))
+    assert control.up(herd_config, "long").ok
+    client = control.connect(herd_config)
+    gateway = herd_config.server.public_url
+    stream = {"model": "long", "prompt": "Once", "max_tokens": 3000, "stream": True}
+    stream |= {"ignore_eos": True}  # llama-server's: generate all 3000 tokens
+    chunks: list[dict] = []
+
+    def read_stream() -> None:
+        with httpx.stream("POST", f"{gateway}/v1/completions", json=stream, timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    chunks.append(json.loads(line.removeprefix("data: ")))
+
+    def ask_moe() -> httpx.Response:
+        body = {"model": "moe", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        return httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        streaming = pool.submit(read_stream)
+        assert wait_until_sync(lambda: len(chunks) > 0)
+        for_moe = pool.submit(ask_moe)
+        assert wait_until_sync(lambda: client.status().queue == {"moe": 1})
+        streaming.result()
+        finished = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+        assert finished[-1] == "length"  # all 3000 tokens: not cut short by the swap
+        assert for_moe.result().status_code == 200
+    assert {m.model for m in client.status().loaded} == {"moe"}
