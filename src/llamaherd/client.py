@@ -1,11 +1,11 @@
 """Clients of the management API: one core (URL, key, how an answer or a failure reads)
 with a synchronous face here, for the CLI and scripts, and an asynchronous one in
-tui/remote.py, for the dashboard. Both return the models in schema.py and raise the
+tui/remote.py, for the dashboard. Both return the models in schema/ and raise the
 same errors for the same failures.
 
 The sync face speaks HTTP with the standard library: every `herd` command builds one,
 and httpx (its import and its TLS context) would cost a command more than the rest of
-its start. For the same reason pydantic and schema.py load when the first answer is
+its start. For the same reason pydantic and schema/ load when the first answer is
 parsed: `herd status` with no daemon, or `herd switch` failing to reach one, never
 builds a model class.
 """
@@ -103,7 +103,7 @@ class _Refused(OSError):
 
 class DaemonClient(ApiCore):
     """The synchronous face: each call opens a fresh connection (the CLI makes a few).
-    Each method imports schema.py once an answer has arrived to parse."""
+    Each method imports schema/ once an answer has arrived to parse."""
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
         super().__init__(url, api_key)
