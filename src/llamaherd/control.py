@@ -1,4 +1,8 @@
-"""What the CLI's commands do, as plain functions that tests and scripts can call too."""
+"""What the CLI's commands do, as plain functions that tests and scripts can call too.
+
+The config's models (pydantic) load only in the functions that read profiles: `reach`
+finds the daemon from herd.toml's [server] table alone.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llamaherd import paths
 from llamaherd.client import DaemonClient
-from llamaherd.config import Config, find_config_path, load_config
-from llamaherd.config.checks import missing_model_file
+from llamaherd.config.locate import (
+    DEFAULT_API_PORT,
+    DEFAULT_HOST,
+    DaemonAddress,
+    daemon_address,
+    find_config_path,
+)
 from llamaherd.daemon.record import running_record
-from llamaherd.errors import ConfigError, HerdError
-from llamaherd.schema import SwitchDone, SwitchFailed
+from llamaherd.errors import ConfigError, HerdError, UsageError
+from llamaherd.netaddr import local_url
+
+if TYPE_CHECKING:
+    from llamaherd.config import Config
+    from llamaherd.schema import SwitchDone, SwitchFailed
 
 
 def find_config(explicit: str | Path | None = None) -> Config:
@@ -25,28 +38,57 @@ def find_config(explicit: str | Path | None = None) -> Config:
     So after `herd demo` (whose config lives in the state dir), `herd models` and
     `herd doctor` work from any directory.
     """
+    from llamaherd.config import load_config
+
+    return load_config(_config_path(explicit))
+
+
+def _config_path(explicit: str | Path | None) -> Path:
     try:
-        path = find_config_path(explicit)
+        return find_config_path(explicit)
     except ConfigError:
         record = running_record()
         if explicit or os.environ.get("HERD_CONFIG") or not (record and record.get("config")):
             raise
-        path = Path(record["config"])
-    return load_config(path)
+        return Path(record["config"])
 
 
 def connect(config: Config | None = None, url: str | None = None) -> DaemonClient:
     """A client for the daemon: --url/$HERD_URL, else the running daemon's record, else config."""
-    key = os.environ.get("HERD_API_KEY") or (config.server.api_key if config else None)
+    return _client(_address(config), url)
+
+
+def reach(explicit: str | Path | None = None) -> DaemonClient:
+    """connect(), for the commands that only talk to the daemon (status, switch, logs ...):
+    herd.toml's [server] table is read on its own (locate.daemon_address), so they start
+    without the config's models. The whole file is loaded only when that table is not
+    plainly valid, to report what is wrong as `herd models` would; a herd.toml that is
+    missing or wrong and not named with --config is passed over, as connect(None) is."""
+    try:
+        path = _config_path(explicit)
+        address = daemon_address(path) or _address(find_config(path))
+    except UsageError:
+        if explicit:
+            raise
+        address = None
+    return _client(address)
+
+
+def _address(config: Config | None) -> DaemonAddress | None:
+    return DaemonAddress(config.server.api_url, config.server.api_key) if config else None
+
+
+def _client(address: DaemonAddress | None, url: str | None = None) -> DaemonClient:
+    key = os.environ.get("HERD_API_KEY") or (address.api_key if address else None)
     url = url or os.environ.get("HERD_URL")
     if not url:
         record = running_record()
         if record:
             url = record["api_url"]
-        elif config:
-            url = config.server.api_url
+        elif address:
+            url = address.api_url
         else:
-            url = "http://127.0.0.1:8081"
+            url = local_url(DEFAULT_HOST, DEFAULT_API_PORT)
     return DaemonClient(url, key)
 
 
@@ -56,6 +98,8 @@ def up(config: Config, model: str) -> SwitchDone | SwitchFailed:
     Returns the API's /switch answer: SwitchFailed when the model failed to start (it
     says why, and which model was restored).
     """
+    from llamaherd.config.checks import missing_model_file
+
     profile = config.resolve(model)  # unknown ids fail here, before a daemon starts
     if missing := missing_model_file(config, profile):
         raise missing  # and so does a GGUF not on disk (yet)
@@ -90,6 +134,7 @@ def down(
 def prepare_demo() -> Config:
     """Write the demo models and their herd.toml into the state dir; return that config."""
     from llamaherd import demo  # numpy and gguf write the models: only `herd demo` needs them
+    from llamaherd.config import load_config
 
     return load_config(demo.write_demo(paths.state_dir() / "demo"))
 

@@ -2,6 +2,9 @@
 
 These talk to the daemon through `control` and its HTTP client; the daemon itself (and
 FastAPI with it) loads only in `herd serve`, Textual only for the picker and dashboard.
+The commands that only talk to the daemon find it without loading herd.toml's profiles,
+and parse its answers only when one arrives (`herd status` with no daemon builds no
+pydantic model).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from llamaherd import control, profiles, top
+from llamaherd import control
 from llamaherd.cli.options import (
     config_of,
+    daemon_client,
     emit_json,
     is_fullscreen_terminal,
     is_terminal,
@@ -32,12 +36,11 @@ from llamaherd.cli.render import (
     switch_failure,
 )
 from llamaherd.errors import UsageError
-from llamaherd.schema import SwitchFailed
 
 if TYPE_CHECKING:
     from llamaherd.client import DaemonClient
     from llamaherd.config import Config
-    from llamaherd.schema import ModelRow, SwitchDone
+    from llamaherd.schema import ModelRow, SwitchDone, SwitchFailed
 
 
 @click.command()
@@ -45,6 +48,8 @@ if TYPE_CHECKING:
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
     """List the model profiles, with their state when the daemon runs."""
+    from llamaherd import profiles
+
     config = config_of(ctx)
     live = _live_rows(config)
     rows = profiles.describe_all(
@@ -92,6 +97,8 @@ def up(ctx: click.Context, model: str | None, no_dashboard: bool, as_json: bool)
 
 
 def _pick_model(config: Config) -> str:
+    from llamaherd import profiles
+
     ids = list(config.models)
     if not is_terminal():
         if config.default_model:
@@ -117,6 +124,7 @@ def _picker_rows(config: Config) -> tuple[list[ModelRow], str | None]:
         status = client.status()
         running = status.model if status.state == "ready" else None
         return client.models(), running
+    from llamaherd import profiles
     from llamaherd.gguf import budget
 
     listed = list(config.models.values())
@@ -139,6 +147,8 @@ def _open_dashboard(config: Config | None, url: str | None = None) -> None:
 
 def _report_switch(answer: SwitchDone | SwitchFailed, as_json: bool, client: DaemonClient) -> bool:
     """Print a /switch answer (the status once ready, why not otherwise); True if ok."""
+    from llamaherd.schema import SwitchFailed  # loaded with the answer
+
     if as_json:
         emit_json(answer)
     elif isinstance(answer, SwitchFailed):
@@ -155,7 +165,7 @@ def _report_switch(answer: SwitchDone | SwitchFailed, as_json: bool, client: Dae
 @click.pass_context
 def switch(ctx: click.Context, model: str, restart: bool, as_json: bool) -> None:
     """Switch the running daemon to MODEL; on failure the previous model is restored."""
-    client = control.connect(optional_config(ctx))
+    client = daemon_client(ctx)
     if not _report_switch(client.switch(model, restart=restart), as_json, client):
         sys.exit(1)
 
@@ -169,7 +179,7 @@ def reload(ctx: click.Context, as_json: bool) -> None:
     The daemon also reloads on SIGHUP and when the file changes. Running models keep their
     old profile until `herd switch ID --restart`.
     """
-    answer = control.connect(optional_config(ctx)).reload()
+    answer = daemon_client(ctx).reload()
     if as_json:
         emit_json(answer)
         return
@@ -192,7 +202,7 @@ def reload(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def down(ctx: click.Context, model: str | None, stop_daemon: bool, as_json: bool) -> None:
     """Stop the running models (or only MODEL); with --all, the daemon too."""
-    client = control.connect(optional_config(ctx))
+    client = daemon_client(ctx)
     if not client.alive():
         if as_json:
             emit_json({"stopped": [], "daemon_running": False})
@@ -214,7 +224,7 @@ def down(ctx: click.Context, model: str | None, stop_daemon: bool, as_json: bool
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the daemon, the running model and where it is served."""
-    client = control.connect(optional_config(ctx))
+    client = daemon_client(ctx)
     if not client.alive():
         if as_json:
             emit_json({"daemon": None})
@@ -244,7 +254,9 @@ def top_command(ctx: click.Context, as_json: bool) -> None:
 
     For scripts and terminals without full-screen support; `herd dash` is the live view.
     """
-    client = control.connect(optional_config(ctx))
+    from llamaherd import top
+
+    client = daemon_client(ctx)
     if not client.alive():
         err_console.print(f"no herd daemon at {client.url}; start one with `herd up`")
         sys.exit(1)
@@ -259,7 +271,7 @@ def top_command(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def logs(ctx: click.Context, lines: int, follow: bool, model: str | None) -> None:
     """Print a running model's llama-server log."""
-    client = control.connect(optional_config(ctx))
+    client = daemon_client(ctx)
     answer = client.logs(lines, model=model)
     for line in answer.lines:
         click.echo(line)
@@ -299,7 +311,7 @@ def demo(no_dashboard: bool, as_json: bool) -> None:
     """Create two tiny demo models and serve one, then show it answering a chat request."""
     config = control.prepare_demo()
     answer = control.up(config, "demo-dense")
-    if isinstance(answer, SwitchFailed):
+    if not answer.ok:
         _report_switch(answer, as_json, control.connect(config))
         sys.exit(1)
     gateway = config.server.public_url

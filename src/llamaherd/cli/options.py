@@ -11,6 +11,7 @@ import click
 from llamaherd.errors import UsageError
 
 if TYPE_CHECKING:
+    from llamaherd.client import DaemonClient
     from llamaherd.config import Config
 
 
@@ -28,6 +29,14 @@ def optional_config(ctx: click.Context) -> Config | None:
         if ctx.obj["config"]:
             raise
         return None
+
+
+def daemon_client(ctx: click.Context) -> DaemonClient:
+    """For the commands that only talk to the daemon: it is found from herd.toml's
+    [server] table, without loading the profiles (control.reach)."""
+    from llamaherd import control
+
+    return control.reach(ctx.obj["config"])
 
 
 def emit_json(data: object) -> None:

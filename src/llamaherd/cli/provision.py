@@ -14,7 +14,7 @@ from llamaherd.cli.options import config_of, emit_json, optional_config
 from llamaherd.cli.progress import BuildProgress
 from llamaherd.cli.render import console, print_lines
 from llamaherd.errors import UsageError
-from llamaherd.llamacpp import build
+from llamaherd.llamacpp import build, cmake
 from llamaherd.runtime import rpc
 
 
@@ -26,7 +26,7 @@ from llamaherd.runtime import rpc
 )
 @click.option(
     "--backend",
-    type=click.Choice(list(build.BACKEND_FLAGS)),
+    type=click.Choice(list(cmake.BACKEND_FLAGS)),
     default="cpu",
     show_default=True,
     help="cpu, cuda (NVIDIA; needs nvcc) or vulkan (needs glslc).",

@@ -2,46 +2,53 @@
 
 - schema.py: the pydantic models (`Profile`, `ServerSettings`, `Config` ...), the contract
   the rest of llamaherd codes against;
-- load.py: find the file, read it, merge `extends` chains, apply the port variables;
+- locate.py: which herd.toml, and the daemon's address read from it without pydantic;
+- load.py: read the file, merge `extends` chains, apply the port variables;
 - checks.py: what pydantic cannot express (aliases, reserved `args`, files on disk,
   loopback without an API key);
 - explain.py: a pydantic or TOML error as one ConfigError line (file, profile, key, hint);
 - toml.py: values written as they appear in herd.toml.
 
-`from llamaherd.config import X` is the way in; this module stays as light as its parts
-(pydantic, no runtime), since every `herd` command imports it.
+`from llamaherd.config import X` is the way in. A name is imported from its module when
+it is first asked for: `herd status` uses locate.py only, and pydantic with the config's
+model classes would cost it most of its start.
 """
 
-from llamaherd.config.load import (
-    CONFIG_NAME,
-    PORT_VARIABLES,
-    find_config_path,
-    load_config,
-    parse_config,
-)
-from llamaherd.config.schema import (
-    ID_PATTERN,
-    BenchSettings,
-    ClaudeRoute,
-    ClaudeSettings,
-    Config,
-    DockerSettings,
-    Placement,
-    Profile,
-    Sampling,
-    ServerSettings,
-)
-from llamaherd.config.toml import toml_value
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llamaherd.config.load import load_config, parse_config
+    from llamaherd.config.locate import CONFIG_NAME, PORT_VARIABLES, find_config_path
+    from llamaherd.config.schema import (
+        ID_PATTERN,
+        BenchSettings,
+        ClaudeRoute,
+        ClaudeSettings,
+        Config,
+        DockerSettings,
+        Placement,
+        Profile,
+        Sampling,
+        ServerSettings,
+    )
+    from llamaherd.config.toml import toml_value
+
+# Searched in this order: each module needs (most of) the ones before it, so finding a
+# name imports nothing its own module would not.
+_PARTS = ("locate", "schema", "load", "toml")
 
 __all__ = [
-    "CONFIG_NAME",
-    "ID_PATTERN",
-    "PORT_VARIABLES",
     "BenchSettings",
+    "CONFIG_NAME",
     "ClaudeRoute",
     "ClaudeSettings",
     "Config",
     "DockerSettings",
+    "ID_PATTERN",
+    "PORT_VARIABLES",
     "Placement",
     "Profile",
     "Sampling",
@@ -51,3 +58,12 @@ __all__ = [
     "parse_config",
     "toml_value",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        for part in _PARTS:
+            module = importlib.import_module(f"{__name__}.{part}")
+            if name in vars(module):
+                return vars(module)[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

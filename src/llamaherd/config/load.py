@@ -1,7 +1,8 @@
-"""Find, read and check herd.toml: the search order, `extends`, the port variables.
+"""Read and check herd.toml: `extends`, the port variables.
 
-Reading order: `find_config_path` / `load_config` / `parse_config`, then how profiles are
-merged along `extends` chains. The checks are in checks.py, the messages in explain.py.
+Reading order: `load_config` / `parse_config`, then how profiles are merged along
+`extends` chains. The search order is in locate.py, the checks in checks.py, the
+messages in explain.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from llamaherd import paths
 from llamaherd.config import checks, explain
+from llamaherd.config.locate import CONFIG_NAME, PORT_VARIABLES, find_config_path
 from llamaherd.config.schema import (
     ID_PATTERN,
     BenchSettings,
@@ -29,34 +31,6 @@ from llamaherd.config.schema import (
     ServerSettings,
 )
 from llamaherd.errors import ConfigError
-
-CONFIG_NAME = "herd.toml"
-
-
-def find_config_path(explicit: str | Path | None = None) -> Path:
-    """The herd.toml to use: --config, then $HERD_CONFIG, ./herd.toml, the user config dir.
-
-    An explicit path (or $HERD_CONFIG) that does not exist is an error rather than a
-    fall-through: silently using another file would be far more confusing.
-    """
-    if explicit is not None:
-        return _must_exist(Path(explicit), hint="check the --config path")
-    env = os.environ.get("HERD_CONFIG")
-    if env:
-        return _must_exist(Path(env), hint="$HERD_CONFIG points here; fix it or unset it")
-    here = Path.cwd() / CONFIG_NAME
-    if here.is_file():
-        return here
-    user = paths.config_dir() / CONFIG_NAME
-    if user.is_file():
-        return user
-    raise ConfigError(
-        "no herd.toml found",
-        hint=(
-            f"looked at --config, $HERD_CONFIG, {here} and {user}; "
-            f"run `herd demo` to write one, or create {user} with a [models.<id>] table"
-        ),
-    )
 
 
 def editable_config(explicit: str | Path | None) -> tuple[Path, str]:
@@ -90,11 +64,6 @@ def load_config(path: str | Path | None = None, *, check_files: bool = True) -> 
     config = parse_config(text, found, check_files=check_files)
     config.server = _ports_from_env(config.server, found)
     return config
-
-
-# Environment variables that move the ports without editing the file, so a second daemon
-# (the demo beside your own, a test) can run; the daemon started by `herd up` inherits them.
-PORT_VARIABLES = {"HERD_PORT": "port", "HERD_API_PORT": "api_port"}
 
 
 def _ports_from_env(server: ServerSettings, path: Path) -> ServerSettings:
@@ -337,10 +306,3 @@ def _resolve_path(value: str, base: Path) -> Path:
     """`~` expanded, relative paths anchored at `base`, made absolute without following
     symlinks (messages then show the path the user wrote)."""
     return Path(os.path.normpath(base.absolute() / Path(value).expanduser()))
-
-
-def _must_exist(path: Path, *, hint: str) -> Path:
-    path = path.expanduser().absolute()
-    if not path.is_file():
-        raise ConfigError("config file not found", path=path, hint=hint)
-    return path

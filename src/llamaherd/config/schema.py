@@ -13,7 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llamaherd.config.locate import DEFAULT_API_PORT, DEFAULT_HOST
 from llamaherd.errors import UsageError
+from llamaherd.netaddr import local_url
 
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 """Profile ids travel in URLs, CLI arguments and llama-server's --alias: keep them plain."""
@@ -129,10 +131,10 @@ class Profile(_Strict):
 class ServerSettings(_Strict):
     """The `[server]` table: where herd listens and how long it waits for llama-server."""
 
-    host: str = Field("127.0.0.1", min_length=1, examples=["127.0.0.1"])
+    host: str = Field(DEFAULT_HOST, min_length=1, examples=["127.0.0.1"])
     port: PortNumber = Field(8080, examples=[8080])
     """The public endpoint (OpenAI/Anthropic API, web UI)."""
-    api_port: PortNumber = Field(8081, examples=[8081])
+    api_port: PortNumber = Field(DEFAULT_API_PORT, examples=[8081])
     """The management API (/models, /status, /switch ...)."""
     api_key: str | None = Field(None, min_length=1, examples=["change-me"])
     start_timeout: PositiveFloat = Field(300.0, examples=[300])
@@ -185,18 +187,12 @@ class ServerSettings(_Strict):
     @property
     def public_url(self) -> str:
         """The gateway's address: what clients (web UI, SDKs, Claude Code) point at."""
-        return _url(self.host, self.port)
+        return local_url(self.host, self.port)
 
     @property
     def api_url(self) -> str:
         """The management API's address."""
-        return _url(self.host, self.api_port)
-
-
-def _url(host: str, port: int) -> str:
-    """A URL a local client can use; a wildcard bind is reached through loopback."""
-    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+        return local_url(self.host, self.api_port)
 
 
 class DockerSettings(_Strict):

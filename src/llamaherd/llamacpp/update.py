@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaherd.errors import HerdError
-from llamaherd.llamacpp import binaries, build
+from llamaherd.llamacpp import binaries, build, pin, source
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,13 @@ def update(
     backend: str = "cpu",
     *,
     jobs: int | None = None,
-    progress: build.Progress | None = None,
+    progress: source.Progress | None = None,
     cuda_arch: str | None = None,
     targets: Sequence[str] = build.TARGETS,
     check: Callable[[Path], str | None] = binaries.check_llama_server,
 ) -> UpdateResult:
-    old = build.current_pin()
-    new = build.latest_release()
+    old = pin.current_pin()
+    new = source.latest_release()
     if new.build_number <= old.build_number:
         return UpdateResult(old.version, new.version, None, None)
     result = build.build(
@@ -54,7 +54,7 @@ def update(
             f"llama.cpp b{new.build_number} built but failed herd doctor's check ({problem}); "
             f"still using b{old.build_number} ({old_dir}); the new build is in {result.bin_dir}"
         )
-    build.record_pin(new)
+    pin.record_pin(new)
     removed = None
     if old_dir.exists() and old_dir != result.bin_dir.parent:
         shutil.rmtree(old_dir)

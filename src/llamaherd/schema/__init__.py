@@ -1,0 +1,111 @@
+"""The management API's answers as pydantic models: the one contract between the daemon
+(daemon/api.py declares them as `response_model`, so /openapi.json shows them) and its
+clients (client.py for the CLI and scripts, tui/remote.py for the dashboard), which
+parse every answer into them. docs/api.md explains what each field means.
+
+Unknown fields are ignored, so a client keeps working against a newer daemon that adds
+some. One module per part of the API (common, models, status, system); `from
+llamaherd.schema import X` imports only X's module, so a command builds the classes of
+the answers it parses and no others (`herd models` builds ModelRow's, not /system's).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llamaherd.schema.common import (
+        Answer,
+        ErrorAnswer,
+        Health,
+        ModelState,
+        ProfileState,
+        Reading,
+    )
+    from llamaherd.schema.models import (
+        MemoryEstimate,
+        ModelList,
+        ModelRow,
+    )
+    from llamaherd.schema.status import (
+        Admission,
+        AdmissionQuery,
+        Daemon,
+        Device,
+        Failure,
+        HerdState,
+        LogPage,
+        ModelStatus,
+        Reloaded,
+        ReloadRefused,
+        RpcWorker,
+        ShuttingDown,
+        Status,
+        Stopped,
+        SwitchDone,
+        SwitchFailed,
+        SwitchReply,
+    )
+    from llamaherd.schema.system import (
+        Disk,
+        Gpu,
+        GpuProcess,
+        History,
+        Host,
+        LoadedModel,
+        ServerLive,
+        SystemSnapshot,
+        Top,
+    )
+
+# Searched in this order, the most used first: `herd models` builds common and models
+# only, `herd status` common, models and status.
+_PARTS = ("common", "models", "status", "system")
+
+__all__ = [
+    "Admission",
+    "AdmissionQuery",
+    "Answer",
+    "Daemon",
+    "Device",
+    "Disk",
+    "ErrorAnswer",
+    "Failure",
+    "Gpu",
+    "GpuProcess",
+    "Health",
+    "HerdState",
+    "History",
+    "Host",
+    "LoadedModel",
+    "LogPage",
+    "MemoryEstimate",
+    "ModelList",
+    "ModelRow",
+    "ModelState",
+    "ModelStatus",
+    "ProfileState",
+    "Reading",
+    "ReloadRefused",
+    "Reloaded",
+    "RpcWorker",
+    "ServerLive",
+    "ShuttingDown",
+    "Status",
+    "Stopped",
+    "SwitchDone",
+    "SwitchFailed",
+    "SwitchReply",
+    "SystemSnapshot",
+    "Top",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        for part in _PARTS:
+            module = importlib.import_module(f"{__name__}.{part}")
+            if name in vars(module):
+                return vars(module)[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
