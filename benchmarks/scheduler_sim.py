@@ -66,18 +66,14 @@ START_S = 5.0  # CUDA context, KV cache allocation, warm-up
 # 256), the others are linear attention, so here every layer has one KV head of 128: the
 # same cache bytes. Weight types are uniform (Q4_K for Q4_K_M, Q5_K for UD-Q5_K_XL), so
 # the files come out 1-5% smaller than the real ones (which keep some tensors wider).
-_GLM = dict(
+_GLM = synth.Shape(
     n_embd=2048, n_layer=47, n_head=20, n_head_kv=2, head_dim=128, n_ff=1536,
-    n_vocab=154880, n_expert=64, n_expert_used=4, context_length=202752,
-)  # fmt: skip
-_QWEN = dict(
-    n_embd=2048, n_layer=48, n_head=16, n_head_kv=1, head_dim=128, n_ff=512,
-    n_vocab=151936, n_expert=512, n_expert_used=10, weight_type="Q5_K",
-    context_length=262144,
+    n_vocab=154880, n_expert=64, n_expert_used=4, weight_type="Q8_0",
+    context_length=202752, name="GLM-4.7 Flash Q8_0",
 )  # fmt: skip
 SHAPES = {
-    "glm-q4.gguf": synth.Shape(**_GLM, weight_type="Q4_K", name="GLM-4.7 Flash Q4_K_M"),
-    "glm-q8.gguf": synth.Shape(**_GLM, weight_type="Q8_0", name="GLM-4.7 Flash Q8_0"),
+    "glm-q4.gguf": dataclasses.replace(_GLM, weight_type="Q4_K", name="GLM-4.7 Flash Q4_K_M"),
+    "glm-q8.gguf": _GLM,
     "gpt-oss.gguf": synth.Shape(
         n_embd=2880,
         n_layer=36,
@@ -92,7 +88,20 @@ SHAPES = {
         context_length=131072,
         name="GPT-OSS 120B",
     ),  # fmt: skip
-    "qwen3-next.gguf": synth.Shape(**_QWEN, name="Qwen3-Next-80B-A3B UD-Q5_K_XL"),
+    "qwen3-next.gguf": synth.Shape(
+        n_embd=2048,
+        n_layer=48,
+        n_head=16,
+        n_head_kv=1,
+        head_dim=128,
+        n_ff=512,
+        n_vocab=151936,
+        n_expert=512,
+        n_expert_used=10,
+        weight_type="Q5_K",
+        context_length=262144,
+        name="Qwen3-Next-80B-A3B UD-Q5_K_XL",
+    ),  # fmt: skip
 }
 
 # The original's profiles (README's herd.toml): all placed by `fit`; the experimental GLM
