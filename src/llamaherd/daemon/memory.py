@@ -161,11 +161,10 @@ class Memory:
             gpu = min(whole, key=lambda g: g.memory)  # the fullest GPU that holds it
             est = gguf_plan.estimate(info, settings, _all_layers(info), [gpu])
             return _within(self._placement(profile, est, (_index(gpu.name),)), free)
+        # Beside others, a MoE model may keep more of its experts in RAM, as llama.cpp's
+        # --fit does for it (attention and KV stay on the GPUs); no layer may leave them.
         split = gguf_search.best_plan(info, settings, gpus).estimate
-        as_good = (
-            split.placement.n_gpu_layers >= alone.estimate.placement.n_gpu_layers
-            and split.placement.n_cpu_moe <= alone.estimate.placement.n_cpu_moe
-        )
+        as_good = split.placement.n_gpu_layers >= alone.estimate.placement.n_gpu_layers
         used = tuple(_index(d.name) for d in split.gpus if d.layers)
         return _within(self._placement(profile, split, used or None), free) if as_good else None
 

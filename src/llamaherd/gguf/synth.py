@@ -25,6 +25,19 @@ WEIGHT_TYPES = {
     "F32": gguf.GGMLQuantizationType.F32,
     "F16": gguf.GGMLQuantizationType.F16,
     "Q8_0": gguf.GGMLQuantizationType.Q8_0,
+    # Block quantizations the sparse writer sizes (the scheduling simulation's real-model
+    # shapes); a full write fills their blocks with zero bytes.
+    "Q4_K": gguf.GGMLQuantizationType.Q4_K,
+    "Q5_K": gguf.GGMLQuantizationType.Q5_K,
+    "MXFP4": gguf.GGMLQuantizationType.MXFP4,
+}
+FILE_TYPES = {
+    "F32": gguf.LlamaFileType.ALL_F32,
+    "F16": gguf.LlamaFileType.MOSTLY_F16,
+    "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    "Q4_K": gguf.LlamaFileType.MOSTLY_Q4_K_M,
+    "Q5_K": gguf.LlamaFileType.MOSTLY_Q5_K_M,
+    "MXFP4": gguf.LlamaFileType.MOSTLY_MXFP4_MOE,
 }
 
 
@@ -174,8 +187,7 @@ def _metadata(writer: gguf.GGUFWriter, s: Shape) -> None:
         tokens.append(f"<|filler_{i}|>")
         types.append(int(gguf.TokenType.USER_DEFINED))
     writer.add_name(s.name)
-    file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16}
-    writer.add_file_type(file_type.get(s.weight_type, gguf.LlamaFileType.MOSTLY_Q8_0))
+    writer.add_file_type(FILE_TYPES[s.weight_type])
     writer.add_context_length(s.context_length)
     writer.add_embedding_length(s.n_embd)
     writer.add_block_count(s.n_layer)
