@@ -425,3 +425,23 @@ def test_client_leaving_a_non_streaming_chat_stops_the_generation(make_herd) -> 
         interval=0.02,
     ), "llama-server went on generating for nobody"
     assert wait_until_sync(lambda: not slots_busy(answer), timeout=2)
+
+
+def test_a_missing_gguf_is_named_with_swap_on_request_off_too(tmp_path) -> None:
+    """Issue 14's gap: with swap_on_request off, a missing file answered the generic 400
+    "not running"; the user needs the "model file not found ... download it" line."""
+    fake = FakeRuntime()
+    profiles = '[models.m]\nfile = "m.gguf"\n'
+
+    async def scenario() -> None:
+        async with supervised(tmp_path, fake, profiles, swap_on_request=False) as supervisor:
+            gateway = Gateway(supervisor)
+            try:
+                async with asgi_client(gateway) as http:
+                    response = await http.post(CHAT, json={"model": "m", "messages": []})
+            finally:
+                await gateway.close()
+            assert response.status_code == 404
+            assert "model file not found" in response.json()["error"]["message"]
+
+    run(scenario)

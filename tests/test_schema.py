@@ -108,3 +108,22 @@ def test_the_answers_keep_every_field_the_daemon_reports(tmp_path: Path) -> None
                     assert shape(system) == shape(json.loads(json.dumps(sampler.snapshot())))
 
     run(scenario)
+
+
+def test_bad_parameters_get_400_with_the_field_not_fastapis_422(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with supervised(tmp_path, FakeRuntime()) as supervisor, httpx.AsyncClient() as http:
+            app = create_app(
+                supervisor, Metrics(supervisor, http), on_shutdown=lambda: None, on_reload=dict
+            )
+            transport = httpx.ASGITransport(app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+                logs = await api.get("/logs", params={"tail": "many"})
+                assert logs.status_code == 400
+                assert logs.json()["error"].startswith('"tail": Input should be a valid integer')
+                admission = await api.post("/admission", json={"ctx": "big"})
+                assert admission.status_code == 400 and admission.json()["error"].startswith(
+                    '"ctx": '
+                )
+
+    run(scenario)

@@ -487,3 +487,36 @@ def test_a_missing_first_model_leaves_the_daemon_serving_the_others(tmp_path, ca
             await supervisor.close()
 
     run(scenario)
+
+
+def test_a_restart_of_a_model_whose_gguf_vanished_leaves_it_running(tmp_path) -> None:
+    """Issue 14's gap: `restart` stopped the model, then found its file missing."""
+    fake = FakeRuntime()
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake) as supervisor:
+            assert (await supervisor.switch("a")).ok
+            (tmp_path / "a.gguf").unlink()  # llama-server keeps its mapping: it serves on
+            with pytest.raises(ConfigError, match="model file not found"):
+                await supervisor.switch("a", restart=True)
+            assert supervisor.state_of("a") == State.READY and len(fake.alive("a")) == 1
+
+    run(scenario)
+
+
+def test_a_crashed_model_whose_gguf_vanished_is_not_restarted(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(supervisor_module, "MAX_BACKOFF", 0.05)
+    fake = FakeRuntime()
+    fake.knobs["a"] = Knobs(crash_after=0.1)
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake) as supervisor:
+            events = recorder(supervisor)
+            assert (await supervisor.switch("a")).ok
+            (tmp_path / "a.gguf").unlink()
+            assert await wait_until(lambda: any(e["type"] == "restart_skipped" for e in events))
+            skipped = next(e for e in events if e["type"] == "restart_skipped")
+            assert "model file not found" in skipped["reason"]
+            assert len(fake.servers) == 1, "no start of a file that is gone"
+
+    run(scenario)

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -123,6 +124,13 @@ def create_app(
         message = phrase.lower() if error.detail == phrase else str(error.detail)
         body = schema.ErrorAnswer(error=message).model_dump(exclude_none=True)
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # 400 {"error": ...} like every other answer, not FastAPI's 422 {"detail": [...]}.
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
+        return _error(400, f'"{where}": {first["msg"]}')
 
     @app.middleware("http")
     async def require_key(

@@ -26,6 +26,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import Receive, Scope, Send
 
 from llamaherd.config import Profile, ServerSettings
+from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon import routing as route
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.metrics import Metrics
@@ -137,10 +138,10 @@ class Gateway:
                 "invalid_request_error",
                 "model_not_found",
             )
-        if (
-            not self.settings.swap_on_request
-            and self.supervisor.state_of(profile.id) != State.READY
-        ):
+        idle = self.supervisor.state_of(profile.id) != State.READY
+        if idle and (missing := missing_model_file(self.supervisor.config, profile)):
+            return None, (404, str(missing), "invalid_request_error", "model_not_found")
+        if not self.settings.swap_on_request and idle:
             return None, (
                 400,
                 f"model '{profile.id}' is not running and swap_on_request is off; "

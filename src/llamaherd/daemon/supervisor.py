@@ -121,6 +121,8 @@ class Supervisor(ServesRequests):
         `restart`); a failure brings back what was evicted for it. `retry=False` answers
         a recent start failure without starting again."""
         profile = self.config.resolve(model_id)
+        if restart and (missing := missing_model_file(self.config, profile)):
+            raise missing  # before stopping it: the running server still serves
         if restart:
             async with self._lock:
                 if model := self.models.get(profile.id):
@@ -257,6 +259,8 @@ class Supervisor(ServesRequests):
             return SwitchResult(ok=True, model=profile.id)
         restored = None
         for other in evicted:
+            if missing_model_file(self.config, other):
+                continue  # its file went while it ran: nothing to bring back
             _, room = await self._admit_locked(other, may_evict=False)
             if not isinstance(room, str) and await self._start_locked(other, room) is None:
                 restored = restored or other.id
@@ -444,7 +448,9 @@ class Supervisor(ServesRequests):
                     return  # someone switched, stopped or restarted it meanwhile
                 profile = self.config.models.get(model.id)
                 room: Placement | str = "its profile was removed"
-                if profile is not None:
+                if profile is not None and (missing := missing_model_file(self.config, profile)):
+                    room = str(missing)
+                elif profile is not None:
                     _, room = await self._admit_locked(profile, may_evict=False)
                 if profile is None or isinstance(room, str):
                     self.events.publish("restart_skipped", model=model.id, reason=room)
