@@ -15,10 +15,11 @@ from test_bench import humaneval_data  # noqa: F401 (a fixture)
 from test_claude import claude_binary, user_home  # noqa: F401 (user_home: a fixture)
 from test_observability import metric_samples
 
-from llamaherd.bench import claude_code
+from llamaherd.bench import claude_code, references, report
 from llamaherd.bench.chat import Reply
 from llamaherd.claude import launch as claude_launch
 from llamaherd.errors import HerdError
+from llamaherd.store import Store
 
 
 def test_claude_code_runs_each_task_through_the_gateway_into_the_report(
@@ -116,3 +117,90 @@ def test_claude_code_answers_errors_and_cut_offs_are_told_apart(tmp_path: Path) 
     login = {"is_error": True, "result": "Invalid API key · Please run /login"}
     with pytest.raises(HerdError, match="claude -p --model opus failed .*Invalid API key"):
         ask(fake_claude(tmp_path, login, 1))
+
+
+# -- published references and the rankings ------------------------------------------------
+
+# The original setup's reference-scores.json, row by row: (HumanEval, HumanEval+).
+ORIGINAL_REFERENCES = {
+    "Claude Opus 4.5": (94.2, None),
+    "GPT-5.2 Codex": (91.7, None),
+    "o1-preview (Sep 2024)": (96.3, 89.0),
+    # The original gave index.dev's HumanEval with the leaderboard's HumanEval+ in one
+    # row; here each figure is its own row, with its own source.
+    "Claude 3.5 Sonnet (index.dev)": (92.0, None),
+    "Claude 3.5 Sonnet (Jun 2024)": (87.2, 81.7),
+    "GPT-4o (index.dev)": (90.2, None),
+    "GPT-4o (Aug 2024)": (92.7, 87.2),
+    "DeepSeek-V3": (None, 86.6),
+    "GPT-4 Turbo (Apr 2024)": (90.2, 86.6),
+    "Qwen2.5-Coder-32B-Instruct": (None, 87.2),
+    "Codestral 25.01": (86.6, None),
+    "GLM-4.7 (full, not Flash)": (87.0, None),
+    "Gemini 1.5 Pro": (84.1, None),
+    "Llama 3.1 405B": (82.0, None),
+    "Qwen3-Coder-Next (FP16, official)": (94.1, None),
+    "GPT-OSS 120B (official)": (88.3, None),
+    "GLM-4.7 Flash (no published score)": (None, None),  # the original: "official"
+}
+
+
+def test_reference_rows_are_the_originals_each_with_its_source() -> None:
+    refs = {ref.name: ref for ref in references.references()}
+    for name, scores in ORIGINAL_REFERENCES.items():
+        assert name in refs, name
+        assert (refs[name].humaneval, refs[name].humaneval_plus) == scores, name
+    # The original's local Claude results, thinking too (its README's table).
+    thinking = refs["Claude Opus 4.6 (thinking) (original setup)"]
+    assert (thinking.humaneval, thinking.humaneval_plus) == (99.4, 93.9)
+    sources = references.sources()
+    for ref in refs.values():
+        assert sources[ref.source]["title"] and sources[ref.source]["url"], ref.name
+
+    def matched(*names: str) -> set[str]:
+        return {ref.name for ref in references.matching(*names)}
+
+    # 94.2 is Opus 4.5's; 87.0 is the full GLM-4.7's, never GLM-4.7 Flash's (no published
+    # score: a Flash run is compared with nothing published).
+    assert "Claude Opus 4.5" in matched("claude-opus-4.5") and not any(
+        ref.humaneval == 94.2 for ref in references.matching("Claude Opus 4.6")
+    )
+    flash = references.matching("glm-flash-q4", "GLM-4.7 Flash Q4_K_M")
+    assert "GLM-4.7 (full, not Flash)" not in {ref.name for ref in flash}
+    assert all(ref.humaneval != 87.0 for ref in flash)
+    assert "GLM-4.7 (full, not Flash)" in matched("glm-4.7", "GLM-4.7 UD-Q2_K_XL")
+    assert "GPT-4o" not in {n.split(" (")[0] for n in matched("gpt-4o-mini")}
+
+
+def test_report_ranks_runs_among_the_published_scores(tmp_path: Path) -> None:
+    store = Store()
+    run_id = store.start(
+        "humaneval", "glm-flash-q4", label="GLM-4.7 Flash Q4_K_M", endpoint=None,
+        environment={}, settings={"max_tokens": 4096},
+    )  # fmt: skip
+    store.finish(run_id, {"tasks": 164}, base_pass=0.95, plus_pass=0.5)
+    parts = report.tables(store.runs("speed"), report.latest(store.runs("humaneval")))
+    local = "GLM-4.7 Flash Q4_K_M (glm-flash-q4)"
+    for key, score, metric in (("ranking", 95.0, "humaneval"), ("ranking_plus", 50.0, "plus")):
+        table = parts[key]
+        assert [row[0] for row in table.rows] == [str(n) for n in range(1, len(table.rows) + 1)]
+        values = [float(row[2].rstrip("%")) for row in table.rows]
+        assert values == sorted(values, reverse=True)
+        (mine,) = [row for row in table.rows if row[1] == local]
+        assert mine[2] == f"{score:.1f}%" and mine[3].startswith("measured here (164/164 tasks)")
+        # Every reference with that figure is ranked, and none without it.
+        field = "humaneval" if metric == "humaneval" else "humaneval_plus"
+        published = [r for r in references.references() if getattr(r, field) is not None]
+        assert len(table.rows) == len(published) + 1
+    base = [row[1] for row in parts["ranking"].rows]
+    # 95.0 sits below o1-preview's 96.3 and above Claude Opus 4.5's 94.2.
+    assert base.index("o1-preview (Sep 2024)") < base.index(local) < base.index("Claude Opus 4.5")
+    assert "Claude Opus 4.5" not in [row[1] for row in parts["ranking_plus"].rows]
+
+    result = run_herd("bench", "report", "--out", str(tmp_path / "out"), "--html", "--json")
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    text = Path(written["report"]).read_text()
+    assert "## HumanEval ranking" in text and "## HumanEval+ ranking" in text
+    assert f"| {base.index(local) + 1} | {local} | 95.0% | measured here" in text
+    assert "<h2>HumanEval+ ranking</h2>" in Path(written["html"]).read_text()
