@@ -87,6 +87,11 @@ def test_missing_claude_code_is_exit_2_with_how_to_install(tmp_path: Path) -> No
     assert "npm install -g @anthropic-ai/claude-code" in result.stderr
     no_model = run_herd("--config", str(path), "bench", "humaneval", "--via", "claude-code")
     assert no_model.returncode == 2 and "--via claude-code needs --model" in no_model.stderr
+    both = run_herd(
+        "--config", str(path), "bench", "humaneval", "--via", "claude-code",
+        "--endpoint", "http://127.0.0.1:9/v1", "--model", "m",
+    )  # fmt: skip
+    assert both.returncode == 2 and "give one of them" in both.stderr
 
 
 def fake_claude(folder: Path, answer: dict, code: int = 0) -> Path:
