@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 
 from llamaherd import paths
-from llamaherd.bench.chat import stream_chat
+from llamaherd.bench import claude_code
+from llamaherd.bench.chat import Reply, stream_chat
 from llamaherd.bench.target import Target
 from llamaherd.errors import ConfigError, HerdError, UsageError
 from llamaherd.store import Run, Store
@@ -356,15 +357,19 @@ async def _generate(
     gate = asyncio.Semaphore(parallel)
     done = len(problems) - len(todo)
     extra = request_extra(target)
+
+    async def ask(http: httpx.AsyncClient, messages: list[dict[str, str]]) -> Reply:
+        if target.claude_code:
+            return await claude_code.ask(target, messages, max_tokens=max_tokens)
+        return await stream_chat(http, target, messages, max_tokens=max_tokens, extra=extra)
+
     async with httpx.AsyncClient(timeout=1800) as http:
 
         async def one(task_id: str) -> None:
             nonlocal done
             problem = problems[task_id]
             async with gate:
-                reply = await stream_chat(
-                    http, target, messages_for(problem, target), max_tokens=max_tokens, extra=extra
-                )
+                reply = await ask(http, messages_for(problem, target))
             sample = {
                 "task_id": task_id,
                 "solution": extract(reply.content, problem),

@@ -18,9 +18,11 @@ class Reference:
     humaneval_plus: float | None
     source: str  # key into sources()
     match: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    """Words that make a name not this model (GLM-4.7 is not GLM-4.7 Flash)."""
 
     def to_json(self) -> dict:
-        return {**self.__dict__, "match": list(self.match)}
+        return {**self.__dict__, "match": list(self.match), "exclude": list(self.exclude)}
 
 
 @cache
@@ -38,6 +40,7 @@ def references() -> list[Reference]:
             humaneval_plus=m.get("humaneval_plus"),
             source=m["source"],
             match=tuple(m["match"]),
+            exclude=tuple(m.get("exclude", ())),
         )
         for m in _data()["models"]
     ]
@@ -60,7 +63,11 @@ def matching(*names: str) -> list[Reference]:
     found = [
         r
         for r in references()
-        if any(all(_words(word) in hay for word in r.match) for hay in haystacks)
+        if any(
+            all(_words(word) in hay for word in r.match)
+            and not any(_words(word) in hay for word in r.exclude)
+            for hay in haystacks
+        )
     ]
     found.sort(key=lambda r: (-len(r.match), -sum(len(w) for w in r.match)))
     best: dict[str, Reference] = {}

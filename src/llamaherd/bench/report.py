@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from llamaherd.bench import references
+from llamaherd.bench.charts import (
+    CHARTS,
+    chart_concurrency,
+    chart_history,
+    chart_quality_vs_speed,
+)
 from llamaherd.bench.target import describe
 from llamaherd.errors import UsageError
 from llamaherd.store import Run, Store
 
 DASH = "—"
-CHARTS = {
-    "quality_vs_speed": "HumanEval+ vs generation speed",
-    "concurrency": "Tokens/s vs parallel streams",
-    "speed_history": "Generation speed over time",
-}
 
 
 @dataclass
@@ -95,6 +96,11 @@ def _date(timestamp: float | None) -> str:
 
 def _name(run: Run) -> str:
     return run.label if run.label == run.model else f"{run.label} ({run.model})"
+
+
+def _tasks(run: Run) -> str:
+    mini = " (Mini)" if run.settings.get("mini") else ""
+    return f"{run.results.get('tasks', 0)}/164{mini}"
 
 
 def latest(runs: list[Run]) -> list[Run]:
@@ -177,14 +183,12 @@ def quality_table(runs: list[Run]) -> Table:
         "published scores. cut off: answers that reached max tokens.",
     )
     for run in sorted(runs, key=lambda r: -(r.plus_pass or 0)):
-        tasks = run.results.get("tasks", 0)
-        mini = " (Mini)" if run.settings.get("mini") else ""
         table.rows.append(
             [
                 _name(run),
                 _pct(run.base_pass),
                 _pct(run.plus_pass),
-                f"{tasks}/164{mini}",
+                _tasks(run),
                 str(run.settings.get("max_tokens", DASH)),
                 str(run.results.get("cut_off", DASH)),
                 describe(run.environment),
@@ -243,6 +247,34 @@ def references_table() -> Table:
     return table
 
 
+def ranking_table(runs: list[Run], plus: bool) -> Table:
+    """The original setup's rankings: the runs here and every published score on one
+    scale, highest first (`plus`: HumanEval+, else HumanEval)."""
+    metric = "HumanEval+" if plus else "HumanEval"
+    table = Table(
+        f"{metric} ranking",
+        ["#", "model", metric, "source"],
+        note=f"pass@1. Runs measured here and published scores together; a reference "
+        f"without a {metric} figure is left out. A run over fewer than 164 tasks (or the "
+        "Mini set) ranks on what it covered, not on the full benchmark.",
+    )
+    entries: list[tuple[float, str, str]] = []
+    for run in runs:
+        share = run.plus_pass if plus else run.base_pass
+        if share is not None:
+            where = f"measured here ({_tasks(run)} tasks), {describe(run.environment)}"
+            entries.append((share * 100, _name(run), where))
+    sources = references.sources()
+    for ref in references.references():
+        value = ref.humaneval_plus if plus else ref.humaneval
+        if value is not None:
+            entries.append((value, ref.name, sources[ref.source]["title"].split(",")[0]))
+    # Stable: at equal scores the runs measured here come first.
+    for rank, (value, name, source) in enumerate(sorted(entries, key=lambda e: -e[0]), 1):
+        table.rows.append([str(rank), name, f"{value:.1f}%", source])
+    return table
+
+
 def history_table(runs: list[Run]) -> Table:
     table = Table(
         "Speed history",
@@ -259,129 +291,6 @@ def history_table(runs: list[Run]) -> Table:
     return table
 
 
-# -- charts -------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, never a window
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError(
-            "herd bench report draws charts with matplotlib: pip install 'llamaherd[bench]'"
-        ) from None
-    return plt
-
-
-def chart_quality_vs_speed(quality: list[Run], speeds: list[Run], path: Path) -> Path:
-    plt = _pyplot()
-    speed_of = {(r.model, r.endpoint): r.gen_tps for r in speeds}
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    points = [
-        (speed_of[(r.model, r.endpoint)], (r.plus_pass or 0) * 100, r.label)
-        for r in quality
-        if speed_of.get((r.model, r.endpoint))
-    ]
-    for x, y, label in points:
-        ax.scatter([x], [y], s=50)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    for value, name, label_y in _reference_lines():
-        ax.axhline(value, linestyle=":", linewidth=0.8, color="grey")
-        ax.annotate(
-            name,
-            (1, label_y),
-            xycoords=("axes fraction", "data"),
-            ha="right",
-            va="bottom",
-            fontsize=6,
-            color="grey",
-        )
-    if not points:
-        ax.text(0.5, 0.5, "no model has both a speed and a HumanEval+ result yet",
-                transform=ax.transAxes, ha="center", fontsize=9)  # fmt: skip
-    ax.set_xlabel("generation tokens/s (one stream, median)")
-    ax.set_ylabel("HumanEval+ pass@1 (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(CHARTS["quality_vs_speed"] + " (dotted: published proprietary models)")
-    ax.grid(alpha=0.3)
-    return _save(plt, fig, path)
-
-
-def _reference_lines(spacing: float = 2.4) -> list[tuple[float, str, float]]:
-    """Published proprietary HumanEval+ scores as (value, names, label height): equal
-    scores share one line, and labels are pushed apart so none overlap."""
-    names: dict[float, list[str]] = {}
-    for ref in references.references():
-        if ref.kind == "proprietary" and ref.humaneval_plus is not None:
-            names.setdefault(ref.humaneval_plus, []).append(ref.name)
-    lines = []
-    label_y = 200.0
-    for value in sorted(names, reverse=True):
-        label_y = min(value, label_y - spacing)
-        lines.append((value, " / ".join(names[value]), label_y))
-    return lines
-
-
-def chart_concurrency(speeds: list[Run], path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    ticks: set[int] = set()
-    for run in speeds:
-        levels = run.results.get("concurrency", [])
-        if not levels:
-            continue
-        xs = [level["streams"] for level in levels]
-        stats = [level["aggregate_tps"] for level in levels]
-        ys = [s["median"] for s in stats]
-        # Bars span the repetitions' range: how much to trust each point.
-        spread = [
-            [y - s["min"] for y, s in zip(ys, stats, strict=True)],
-            [s["max"] - y for y, s in zip(ys, stats, strict=True)],
-        ]
-        slots = run.environment.get("slots")
-        label = f"{run.label} ({slots} slots)" if slots else run.label
-        ax.errorbar(xs, ys, yerr=spread, marker="o", capsize=3, label=label)
-        ticks.update(xs)
-    if ticks:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
-    ax.set_xlabel("parallel streams")
-    ax.set_ylabel("total tokens/s (median)")
-    ax.set_title(CHARTS["concurrency"])
-    ax.grid(alpha=0.3)
-    if speeds:
-        ax.legend(fontsize=8)
-    return _save(plt, fig, path)
-
-
-def chart_history(history: list[Run], path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    by_model: dict[str, list[Run]] = {}
-    for run in history:
-        by_model.setdefault(run.label, []).append(run)
-    for label, runs in by_model.items():
-        xs = [datetime.datetime.fromtimestamp(r.finished_at or r.started_at) for r in runs]
-        ax.plot(xs, [r.gen_tps for r in runs], marker="o", label=label)
-    ax.set_ylabel("generation tokens/s (median)")
-    ax.set_title(CHARTS["speed_history"])
-    ax.grid(alpha=0.3)
-    if by_model:
-        ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    return _save(plt, fig, path)
-
-
-def _save(plt: Any, fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -391,6 +300,8 @@ def tables(speed_runs: list[Run], quality: list[Run]) -> dict[str, Table]:
     return {
         "quality": quality_table(quality),
         "versus": versus_table(quality),
+        "ranking": ranking_table(quality, plus=False),
+        "ranking_plus": ranking_table(quality, plus=True),
         "speed": speed_table(speeds),
         "concurrency": concurrency_table(speeds),
         "history": history_table(speed_runs),
@@ -423,12 +334,13 @@ def write(store: Store, out: Path, *, html_page: bool = False) -> dict[str, Any]
         "Every figure was measured by `herd bench` and stored with the hardware, the "
         "llama.cpp build and the profile's command line it was measured with."
     )
-    order = ["quality", "versus", "speed", "concurrency", "history", "references"]
+    order = ["quality", "versus", "ranking", "ranking_plus", "speed", "concurrency", "history"]
+    order.append("references")
     markdown = ["# Benchmark report", "", intro, ""]
-    for key in order[:2]:
+    for key in order[:4]:
         markdown.append(parts[key].markdown())
     markdown += [f"![{CHARTS['quality_vs_speed']}](charts/quality_vs_speed.png)", ""]
-    for key in order[2:4]:
+    for key in order[4:6]:
         markdown.append(parts[key].markdown())
     markdown += [f"![{CHARTS['concurrency']}](charts/concurrency.png)", ""]
     markdown.append(parts["history"].markdown())
@@ -461,7 +373,11 @@ def _html(parts: dict[str, Table], order: list[str], charts: dict[str, Path], in
         data = base64.b64encode(charts[key].read_bytes()).decode()
         return f'<p><img alt="{html.escape(CHARTS[key])}" src="data:image/png;base64,{data}"></p>'
 
-    after = {"versus": "quality_vs_speed", "concurrency": "concurrency", "history": "speed_history"}
+    after = {
+        "ranking_plus": "quality_vs_speed",
+        "concurrency": "concurrency",
+        "history": "speed_history",
+    }
     body = [f"<h1>Benchmark report</h1><p>{html.escape(intro)}</p>"]
     for key in order:
         body.append(parts[key].html())

@@ -2,7 +2,8 @@
 endpoint; and the conditions a result was measured under (hardware, build, argv).
 
 Both kinds are a `Target` with an OpenAI base URL, so speed and HumanEval+ run the very
-same requests against a local profile and against a hosted model.
+same requests against a local profile and against a hosted model. A third kind asks
+Claude Code's CLI instead (bench/claude_code.py): the same prompts, no HTTP of herd's own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from llamaherd.llamacpp import binaries
 from llamaherd.schema import Gpu, SwitchFailed
 
 
+@dataclass(frozen=True)
+class ClaudeCode:
+    """How to run Claude Code for `--via claude-code`: its binary and the environment it
+    runs with (the user's own: their login, config dir, ANTHROPIC_BASE_URL if set)."""
+
+    binary: Path
+    environ: dict[str, str]
+    version: str | None
+
+
 @dataclass
 class Target:
     model: str
@@ -36,6 +47,8 @@ class Target:
     """None for herd's own profiles; the URL for --endpoint (stored with the results)."""
     profile: Profile | None = None
     bench: BenchSettings = field(default_factory=BenchSettings)
+    claude_code: ClaudeCode | None = None
+    """Set for `--via claude-code`: each request is one `claude -p` run, not HTTP."""
 
     @property
     def is_herd(self) -> bool:
@@ -94,6 +107,8 @@ def prepare(config: Config | None, target: Target) -> dict[str, Any]:
     """Make sure the target serves (a profile is switched to, starting the daemon if
     needed) and describe what it runs on: the `environment` stored with its results."""
     env = _host()
+    if target.claude_code:
+        env["claude_code"] = target.claude_code.version
     if not target.is_herd or config is None:
         return {**env, "endpoint": target.endpoint, "gpus": None, "llama_cpp": None, "argv": None}
     answer = control.up(config, target.model)
@@ -171,7 +186,9 @@ def _nvidia_driver() -> str | None:
 def describe(env: dict[str, Any]) -> str:
     """One line for tables: 'RTX 4090 + RTX 5070 Ti, llama.cpp b7100' or the CPU."""
     gpus = env.get("gpus")
-    if env.get("endpoint"):
+    if env.get("claude_code"):
+        where = f"Claude Code {env['claude_code']}"
+    elif env.get("endpoint"):
         where = env["endpoint"]
     elif gpus:
         where = " + ".join(str(g.get("name")) for g in gpus)

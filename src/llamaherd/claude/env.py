@@ -40,9 +40,9 @@ DROPPED = (
 )
 
 
-def find_claude(config: Config) -> Path:
+def find_claude(config: Config | None) -> Path:
     """The `claude` to run: [claude] binary, then PATH, then npm's global package."""
-    configured = config.claude.binary
+    configured = config.claude.binary if config else None
     if configured:
         path = Path(configured).expanduser()
         if not (path.is_file() and os.access(path, os.X_OK)):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from llamaherd.cli.options import config_of, emit_json
+from llamaherd.cli.options import config_of, emit_json, optional_config
 from llamaherd.cli.progress import BuildProgress
 from llamaherd.cli.render import console, err_console, error_line
 from llamaherd.errors import HerdError, UsageError
@@ -32,7 +32,9 @@ def _endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
     command = click.option(
         "--api-key-env", metavar="VAR", help="Environment variable holding the endpoint's key."
     )(command)
-    command = click.option("--model", "endpoint_model", help="Model name for --endpoint.")(command)
+    command = click.option(
+        "--model", "endpoint_model", help="Model name for --endpoint (or --via claude-code)."
+    )(command)
     command = click.option(
         "--endpoint",
         metavar="URL",
@@ -206,6 +208,11 @@ def bench_speed(
 )
 @click.option("--all", "every", is_flag=True, help="Every profile, and --endpoint if given.")
 @_endpoint_options
+@click.option(
+    "--via",
+    type=click.Choice(["claude-code"]),
+    help="Also ask Claude Code's model --model (e.g. opus) through `claude -p`, no tools.",
+)
 @click.option("--mini", is_flag=True, help="HumanEval+ Mini: the same tasks, fewer plus tests.")
 @click.option("--limit", type=click.IntRange(1), help="Only the first N tasks (a smoke test).")
 @click.option("--task", "tasks", multiple=True, help="Only this task (e.g. HumanEval/0); repeat.")
@@ -229,6 +236,7 @@ def bench_humaneval(
     endpoint: str | None,
     endpoint_model: str | None,
     api_key_env: str | None,
+    via: str | None,
     mini: bool,
     limit: int | None,
     tasks: tuple[str, ...],
@@ -238,7 +246,8 @@ def bench_humaneval(
 ) -> None:
     """Score the profiles IDS (or --local, or the running one) on EvalPlus HumanEval+:
     greedy codegen through the gateway with each profile's [models.ID.bench] settings,
-    then the base and plus tests. An interrupted run resumes when started again."""
+    then the base and plus tests. An interrupted run resumes when started again.
+    `--via claude-code --model opus` scores Claude Code's model too (alone, or after IDS)."""
     from llamaherd.bench import humaneval, report
     from llamaherd.bench.target import prepare, restoring
     from llamaherd.store import Store
@@ -249,9 +258,22 @@ def bench_humaneval(
     settings = humaneval.HumanEvalSettings(
         mini=mini, tasks=tasks, limit=limit, parallel=parallel, max_tokens=max_tokens
     )
-    config, targets = _bench_targets(
-        ctx, ids, every, endpoint, endpoint_model, api_key_env, local=local
-    )
+    claude_model = None
+    if via:
+        if endpoint:
+            raise UsageError("--via claude-code and --endpoint: give one of them")
+        if not endpoint_model:
+            raise UsageError("--via claude-code needs --model NAME: Claude Code's model, e.g. opus")
+        claude_model, endpoint_model = endpoint_model, None
+    config: Config | None = None
+    targets: list[Target] = []
+    if not via or ids or every or local:
+        config, targets = _bench_targets(
+            ctx, ids, every, endpoint, endpoint_model, api_key_env, local=local
+        )
+    if claude_model:
+        config = config or optional_config(ctx)
+        targets.append(_claude_code_target(config, claude_model))
     data = humaneval.data_file(config.humaneval_data if config else None, mini)
     dataset = humaneval.load_dataset(data, mini)
     store = Store()
@@ -279,6 +301,18 @@ def bench_humaneval(
         click.echo(report.versus_table(runs).markdown())
     if failures:
         sys.exit(1)
+
+
+def _claude_code_target(config: Config | None, model: str) -> Target:
+    """Claude Code's `model`, with `claude` found as `herd claude` finds it."""
+    from llamaherd.bench import claude_code
+    from llamaherd.claude.env import find_claude
+
+    try:
+        binary = find_claude(config)
+    except HerdError as error:  # nothing to run: the command line asked for the impossible
+        raise UsageError(f"--via claude-code: {error}") from None
+    return claude_code.target(model, binary, os.environ)
 
 
 @bench.command("report")
