@@ -126,6 +126,15 @@ def test_a_fit_profile_goes_whole_onto_the_fullest_gpu_that_holds_it(sparse_mode
     assert memory.place(big, free) is None
 
 
+def test_an_rpc_profile_is_not_counted_on_this_machines_gpus(sparse_models) -> None:
+    """Its workers hold the layers: counting them here refused RPC models that fit."""
+    rpc = '[models.far]\nfile = "thirty-two.gguf"\nrpc = ["10.0.0.2:50052"]\n'
+    config = config_on(sparse_models, rpc)
+    memory = Memory(config.server, gpus=[Gpu("GPU0", 8 * GiB)])
+    placed = memory.place(config.models["far"], {"GPU0": 0, CPU: 0})
+    assert placed is not None and placed.footprint == {}
+
+
 def test_measured_buffers_correct_the_estimate_until_the_file_changes(sparse_models) -> None:
     config = config_on(sparse_models, EIGHTS)
     memory = Memory(config.server, sparse_models / "state", gpus=[Gpu("GPU0", 24 * GiB)])

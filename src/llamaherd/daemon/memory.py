@@ -135,23 +135,27 @@ class Memory:
         """Where `profile` goes with the machine to itself (whether it fits or not): its
         footprint for the "no room" answer and the model list."""
         info = budget.read_cached(profile)
+        if profile.rpc:
+            return Placement({})  # what the workers hold is theirs; the local part unknown
         if info is None:
             return self._unplaced(profile)
         settings = dataclasses.replace(budget.settings_for(profile, info), margin=0)
         gpus = self._gpus_for(profile, self.capacity())
-        if not gpus or profile.rpc or budget.pinned(profile):
+        if not gpus or budget.pinned(profile):
             layout = self._pinned_layout(profile, info, gpus)
             return self._placement(profile, gguf_plan.estimate(info, settings, layout, gpus))
         return self._placement(profile, gguf_search.best_plan(info, settings, gpus).estimate)
 
     def place(self, profile: Profile, free: Bytes) -> Placement | None:
         """Where `profile` goes when `free` is what each device has left; None: no room."""
+        if profile.rpc:
+            return Placement({})  # RPC workers hold most of it: not counted here
         info = budget.read_cached(profile)
         if info is None:  # unreadable header: count its file as RAM, all we can tell
             return _within(self._unplaced(profile), free)
         settings = dataclasses.replace(budget.settings_for(profile, info), margin=0)
         gpus = self._gpus_for(profile, free)
-        if not gpus or profile.rpc or budget.pinned(profile):
+        if not gpus or budget.pinned(profile):
             layout = self._pinned_layout(profile, info, gpus)
             est = gguf_plan.estimate(info, settings, layout, gpus)
             return _within(self._placement(profile, est), free)
