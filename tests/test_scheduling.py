@@ -395,6 +395,10 @@ def test_daemon_keeps_what_fits_on_fake_gpus(make_herd, tmp_path, monkeypatch, c
         str(herd_config.models["dense"].file), "--ctx", "2048", "--beside-running",
     )  # fmt: skip
     assert code == 0 and "after stopping dense2 (idle)" in out and "GPU0" in out
+    code, out, _ = in_process_herd(capsys, monkeypatch, "--config", str(herd_config.path), "status")
+    assert code == 0 and "also     dense2 (ready)" in out
+    gpu_line = next(line for line in out.splitlines() if line.startswith("GPU0"))
+    assert "free of" in gpu_line and "dense2" in gpu_line and "dense3" in gpu_line
 
 
 def test_a_stream_on_real_llama_server_finishes_before_its_room_is_taken(

@@ -194,6 +194,8 @@ class DaemonClient(ApiCore):
         """Would this profile or GGUF fit beside the running models? Nothing starts."""
         body = query.model_dump(exclude_none=True)
         answer = self.call("POST", "/admission", json_body=body, timeout=60.0)
+        from llamaherd import schema
+
         return self.parse(schema.Admission, "/admission", answer)
 
     def reload(self) -> schema.Reloaded:
