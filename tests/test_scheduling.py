@@ -335,6 +335,28 @@ def test_models_go_where_the_room_is_and_measured_figures_count(
     run(scenario)
 
 
+def test_nvmls_figure_for_the_process_counts_its_cuda_context(
+    tmp_path, sparse_models, monkeypatch
+) -> None:
+    fake = FakeRuntime()
+    fake.knobs["d"] = Knobs(load_delay=0.3, load_log=("CUDA0 model buffer size = 8192.00 MiB",))
+
+    async def scenario() -> None:
+        profiles = eights(tmp_path, sparse_models)
+        async with herd(tmp_path, fake, profiles, max_loaded="auto", gpu_margin_mb=0) as sv:
+            starting = asyncio.ensure_future(sv.switch("d"))
+            assert await wait_until(lambda: len(fake.servers) == 1)
+            process = {"pid": fake.servers[0].pid, "used_memory": 9 * GiB}  # buffers + context
+            gpu = {"memory_total": 24 * GiB, "processes": [process]}
+            (tmp_path / "nvml.json").write_text(json.dumps({"gpus": [gpu]}))
+            monkeypatch.setenv("HERD_FAKE_GPUS", str(tmp_path / "nvml.json"))
+            assert (await starting).ok
+            loaded = sv.status()["loaded"][0]
+            assert loaded["memory_measured"] and loaded["memory"]["GPU0"] == 9 * GiB
+
+    run(scenario)
+
+
 def test_the_api_says_what_a_start_would_evict_without_starting(
     tmp_path, sparse_models, fake_gpus
 ) -> None:

@@ -217,17 +217,22 @@ class Memory:
         return Placement({CPU: size})
 
     # -- what llama-server really allocated ------------------------------------------------
-    def measure(self, profile: Profile, placement: Placement, log_text: str) -> Placement:
-        """Record what llama-server reported against what was estimated; returns the
-        placement with the measured footprint where the server used the devices planned."""
-        sizes = gguf_check.buffer_sizes(log_text)
-        if not sizes:
-            return placement
-        visible = placement.gpus
+    def measure(
+        self, profile: Profile, placement: Placement, log_text: str, pid: int | None = None
+    ) -> Placement:
+        """Record what llama-server reported (its buffer lines; NVML's figure for its
+        process `pid` where the driver gives one) against what was estimated; returns
+        the placement with the measured footprint where the server used the devices
+        planned."""
         measured: Bytes = {}
-        for device, parts in sizes.items():
-            name = CPU if device == CPU else _gpu_name(device, visible)
+        for device, parts in gguf_check.buffer_sizes(log_text).items():
+            name = CPU if device == CPU else _gpu_name(device, placement.gpus)
             measured[name] = measured.get(name, 0) + sum(parts.values())
+        for name, used in self._process_memory(pid).items():
+            # NVML's figure also holds the CUDA context the buffer lines leave out.
+            measured[name] = max(measured.get(name, 0), used)
+        if not measured:
+            return placement
         planned = placement.footprint
         if _gpu_total(measured) == 0 and _gpu_total(planned) > 0:
             # The server used no GPU where one was planned (a CPU build, fake GPUs): its
@@ -238,6 +243,24 @@ class Memory:
             self._measured[profile.id] = record
             self._save()
         return Placement(measured, placement.gpus, measured=True)
+
+    def _process_memory(self, pid: int | None) -> Bytes:
+        """GPU memory NVML (or the fake) reports for process `pid`, per GPU."""
+        if pid is None or self._gpus is not None:  # GPUs given: a plan, not this machine
+            return {}
+        from llamaherd.gpus import gpu_source
+
+        source = gpu_source()
+        try:
+            reading = source.sample()
+        finally:
+            source.close()
+        return {
+            f"GPU{gpu.get('index', i)}": int(process["used_memory"])
+            for i, gpu in enumerate(reading.gpus)
+            for process in gpu.get("processes") or []
+            if process.get("pid") == pid and process.get("used_memory")
+        }
 
     def measured(self, profile: Profile) -> dict | None:
         record = self._measured.get(profile.id)

@@ -366,7 +366,8 @@ class Supervisor(ServesRequests):
             return self._fail(model, reason, tail)
         self._enter(model, State.READY, pid=server.pid)
         model.last_used = model.loaded_at = time.monotonic()
-        model.placement = self.memory.measure(profile, placement, "\n".join(server.log_tail(500)))
+        log_text = "\n".join(server.log_tail(500))
+        model.placement = self.memory.measure(profile, placement, log_text, server.pid)
         model.drained.set()
         model.watcher = self._spawn(self._watch(model, server))
         return None
