@@ -240,7 +240,13 @@ class FakeRuntime:
         log_path = run_dir / "logs" / f"{profile.id}.log"
         server = FakeServer(profile, port, knobs, log_path)
         self.servers.append(server)
-        await server.start()
+        try:
+            await server.start()
+        except BaseException:
+            # As asyncio kills a process whose start was cancelled: a start that does not
+            # return its server leaves none behind (the test once raced this window).
+            await server.stop(0)
+            raise
         return server
 
     def alive(self, profile_id: str | None = None) -> list[FakeServer]:

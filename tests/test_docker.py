@@ -124,6 +124,7 @@ def test_container_started_served_and_removed_on_switch(
 ) -> None:
     monkeypatch.setenv("FAKE_DOCKER_LLAMA_SERVER", str(llama_server))
     config = config_for(model_files)
+    config.server.max_loaded = 1  # one at a time: the switch to moe below removes dense
 
     async def scenario() -> None:
         supervisor = Supervisor(config, llama_server, tmp_path / "state")
