@@ -76,7 +76,7 @@ async function refreshModels() {
   $("#model-table tbody").replaceChildren(...rows);
   $("#devices").replaceChildren(...(status.devices || []).map((d) => el("div", {},
     `${d.name}: ${bytes(d.capacity - d.free)} of ${bytes(d.capacity)} used`,
-    el("span", {class: "muted"}, ` (${perDevice(d.used)})`))));
+    perDevice(d.used) ? el("span", {class: "muted"}, ` (${perDevice(d.used)})`) : null)));
   fillLogModels();
 }
 
