@@ -1,4 +1,5 @@
-"""Make the README's pictures: docs/dashboard.svg and docs/picker.svg, and PNGs of them.
+"""Make the README's pictures: docs/dashboard.svg and docs/picker.svg, PNGs of them, and
+docs/console.png (the web console's models page, headless Chromium via selenium).
 
     .venv/bin/python scripts/screenshots.py [--out docs]
 
@@ -65,6 +66,30 @@ def keep_generating(url: str, stop: threading.Event) -> None:
             client.post(f"{url}/v1/completions", json=request)
 
 
+def capture_console(api_url: str, out: Path) -> list[Path]:
+    """The web console's models and system pages, once they show the running model."""
+    from selenium import webdriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--window-size=1280,800"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options)
+    shots = []
+    try:
+        for page, ready in (("models", "td[data-state='ready']"), ("system", "figure.chart")):
+            driver.get(f"{api_url}/#{page}")
+            WebDriverWait(driver, 60).until(
+                lambda d, ready=ready: d.find_elements("css selector", ready)
+            )
+            path = out / f"console-{page}.png"
+            driver.save_screenshot(str(path))
+            shots.append(path)
+    finally:
+        driver.quit()
+    return shots
+
+
 def to_png(svg: Path) -> Path | None:
     try:
         import cairosvg
@@ -102,6 +127,7 @@ def main() -> int:
             client.start()
             try:
                 shots = asyncio.run(capture(config.server.api_url, args.out))
+                pages = capture_console(config.server.api_url, args.out)
             finally:
                 stop.set()
                 client.join()
@@ -110,6 +136,8 @@ def main() -> int:
     for svg in shots:
         png = to_png(svg)
         print(f"wrote {svg}" + (f" and {png}" if png else " (pip install cairosvg for a PNG)"))
+    for page in pages:
+        print(f"wrote {page}")
     return 0
 
 

@@ -76,6 +76,19 @@ class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
 
+    @property
+    def last_report_note(self) -> Path:
+        """Where `herd bench report` notes the REPORT.md it wrote last (the web console
+        shows that one)."""
+        return self.path.with_name("last-report")
+
+    def last_report(self) -> Path | None:
+        try:
+            report = Path(self.last_report_note.read_text().strip())
+        except OSError:
+            return None
+        return report if report.is_file() else None
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)

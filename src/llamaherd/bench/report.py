@@ -348,6 +348,8 @@ def write(store: Store, out: Path, *, html_page: bool = False) -> dict[str, Any]
     markdown.append(parts["references"].markdown())
     report = out / "REPORT.md"
     report.write_text("\n".join(markdown))
+    store.last_report_note.parent.mkdir(parents=True, exist_ok=True)
+    store.last_report_note.write_text(str(report.resolve()))
     written: dict[str, Any] = {
         "report": str(report),
         "charts": {k: str(v) for k, v in charts.items()},

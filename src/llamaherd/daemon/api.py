@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llamaherd import __version__, profiles, schema
-from llamaherd.daemon import scheduler
+from llamaherd.daemon import console, scheduler
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.events import sse
 from llamaherd.daemon.metrics import Metrics
@@ -137,9 +137,10 @@ def create_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         # Read per request, so a reload that sets or changes the key applies at once.
-        # /health stays open so supervisors and load balancers can probe.
+        # /health stays open so supervisors and load balancers can probe; the console's
+        # page holds no data (its calls carry the key).
         expected = supervisor.config.server.api_key
-        open_path = request.url.path == "/health"
+        open_path = request.url.path == "/health" or console.is_open(request.url.path)
         if expected and not open_path and not key_matches(request.headers, expected):
             return _error(401, "missing or wrong API key")
         return await call_next(request)
@@ -320,6 +321,8 @@ def create_app(
         if not sampler.watch() or sampler.latest is None:  # none yet, or without servers
             await sampler.sample()
         return schema.SystemSnapshot.model_validate(sampler.snapshot(points))
+
+    console.mount(app, supervisor)  # the web console at /
 
     @app.post("/shutdown")
     async def shutdown() -> schema.ShuttingDown:

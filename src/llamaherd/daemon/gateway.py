@@ -4,7 +4,8 @@ Every path is forwarded to the running llama-server (OpenAI and Anthropic APIs, 
 /slots, /metrics, the web UI), with status, headers and bodies passed through and
 streams relayed chunk by chunk. A request whose `model` (JSON body, or `?model=` on GET)
 names another profile makes the daemon switch first; it waits in the supervisor's
-bounded queue meanwhile. `GET /v1/models` lists every profile.
+bounded queue meanwhile. `GET /v1/models` lists every profile, and llama.cpp's router
+model API (load, unload, status events) is answered by daemon/router_api.py.
 
 It is a plain ASGI app rather than a framework route so that it controls the stream:
 from the moment the request body is read (while the model starts, while llama-server
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 
 import aiohttp
 from starlette.datastructures import Headers, QueryParams
@@ -31,6 +32,7 @@ from llamaherd.daemon import routing as route
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.model import Busy, State, Unavailable
+from llamaherd.daemon.router_api import RouterApi, RouterError
 from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import UsageError
 from llamaherd.runtime import auth_headers
@@ -68,6 +70,7 @@ class Gateway:
         self.supervisor = supervisor
         self.metrics = metrics
         self._http: aiohttp.ClientSession | None = None
+        self.router = RouterApi(supervisor, lambda: self.http)  # llama.cpp's model API
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -109,8 +112,16 @@ class Gateway:
             return
         except ClientGone:
             return  # an aborted upload: nothing is forwarded, nobody is left to answer
-        if scope["method"] == "GET" and scope["path"] in ("/v1/models", "/models"):
-            await _json(send, 200, self._model_list())
+        try:
+            reply = await self.router.answer(scope, body)
+        except RouterError as error:
+            await _error(send, error.status, str(error), error.kind)
+            return
+        if isinstance(reply, tuple):
+            await _json(send, *reply)
+            return
+        if reply is not None:  # /models/sse
+            await _unless_client_leaves(_stream(send, reply), receive)
             return
         requested = _requested_model(scope, body)
         if route.is_auto(requested) and self._find(requested) is None:
@@ -241,24 +252,6 @@ class Gateway:
                     f"{first} (retried on a fresh connection: {second})"
                 ) from second
 
-    def _model_list(self) -> dict:
-        supervisor = self.supervisor
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": profile.id,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "llamaherd",
-                    "name": profile.name,
-                    "aliases": profile.aliases,
-                    "state": str(supervisor.state_of(profile.id)),
-                }
-                for profile in supervisor.config.models.values()
-            ],
-        }
-
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks, size = [], 0
@@ -316,6 +309,13 @@ async def _relay(upstream: aiohttp.ClientResponse, send: Send, model: str) -> fl
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return first_byte
+
+
+async def _stream(send: Send, chunks: AsyncIterator[bytes]) -> None:
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

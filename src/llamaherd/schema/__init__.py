@@ -4,7 +4,7 @@ clients (client.py for the CLI and scripts, tui/remote.py for the dashboard), wh
 parse every answer into them. docs/api.md explains what each field means.
 
 Unknown fields are ignored, so a client keeps working against a newer daemon that adds
-some. One module per part of the API (common, models, status, system); `from
+some. One module per part of the API (common, models, status, system, router, console); `from
 llamaherd.schema import X` imports only X's module, so a command builds the classes of
 the answers it parses and no others (`herd models` builds ModelRow's, not /system's).
 """
@@ -23,10 +23,19 @@ if TYPE_CHECKING:
         ProfileState,
         Reading,
     )
+    from llamaherd.schema.console import BenchReport, ConsoleConfig
     from llamaherd.schema.models import (
         MemoryEstimate,
         ModelList,
         ModelRow,
+    )
+    from llamaherd.schema.router import (
+        LoadProgress,
+        RouterDone,
+        RouterEvent,
+        RouterModel,
+        RouterModelList,
+        RouterStatus,
     )
     from llamaherd.schema.status import (
         Admission,
@@ -61,12 +70,14 @@ if TYPE_CHECKING:
 
 # Searched in this order, the most used first: `herd models` builds common and models
 # only, `herd status` common, models and status.
-_PARTS = ("common", "models", "status", "system")
+_PARTS = ("common", "models", "status", "system", "router", "console")
 
 __all__ = [
     "Admission",
     "AdmissionQuery",
     "Answer",
+    "BenchReport",
+    "ConsoleConfig",
     "Daemon",
     "Device",
     "Disk",
@@ -78,6 +89,7 @@ __all__ = [
     "HerdState",
     "History",
     "Host",
+    "LoadProgress",
     "LoadedModel",
     "LogPage",
     "MemoryEstimate",
@@ -89,6 +101,11 @@ __all__ = [
     "Reading",
     "ReloadRefused",
     "Reloaded",
+    "RouterDone",
+    "RouterEvent",
+    "RouterModel",
+    "RouterModelList",
+    "RouterStatus",
     "RpcWorker",
     "ServerLive",
     "ShuttingDown",
