@@ -195,6 +195,16 @@ class FakeServer:
     async def _complete(self, request: web.Request, data: dict) -> web.StreamResponse:
         delay = 1.0 / self.knobs.tokens_per_second
         n_tokens = int(data.get("max_tokens") or data.get("n_predict") or self.knobs.tokens)
+        # As llama-server counts: a prompt token per message, `timings` beside `usage`.
+        n_prompt = len(data.get("messages") or []) + 1
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": n_tokens}
+        timings = {
+            "cache_n": 0,
+            "prompt_n": n_prompt,
+            "prompt_per_second": 500.0,
+            "predicted_n": n_tokens,
+            "predicted_per_second": self.knobs.tokens_per_second,
+        }
         if not data.get("stream"):
             await asyncio.sleep(delay * n_tokens)
             message = {"role": "assistant", "content": " tok" * n_tokens}
@@ -203,7 +213,8 @@ class FakeServer:
                     "object": "chat.completion",
                     "model": self.profile.id,
                     "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
-                    "usage": {"completion_tokens": n_tokens},
+                    "usage": usage,
+                    "timings": timings,
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -212,6 +223,10 @@ class FakeServer:
             await asyncio.sleep(delay)
             chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": " tok"}}]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        last: dict = {"object": "chat.completion.chunk", "choices": [], "timings": timings}
+        if (data.get("stream_options") or {}).get("include_usage"):
+            last["usage"] = usage
+        await response.write(f"data: {json.dumps(last)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
