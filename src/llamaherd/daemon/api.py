@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -32,6 +32,7 @@ from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.gguf import budget
 from llamaherd.monitor import Sampler
+from llamaherd.schema import activity as activity_shapes
 
 LOG_POLL_INTERVAL = 0.2
 
@@ -331,15 +332,17 @@ def create_app(
         after: int | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
         follow: bool = False,
+        format: Literal["json", "csv", "markdown"] = "json",
     ) -> schema.ActivityPage | Response:
         """One record per gateway request, newest first (docs/activity.md). `follow=1`:
-        new records as server-sent events instead (as /activity/stream)."""
+        new records as server-sent events instead (as /activity/stream); `format=csv` or
+        `markdown`: the page as a table, oldest first."""
         if activity is None:
             return _error(503, "this daemon keeps no activity log")
         if follow:
             return await activity_stream()
         try:
-            return await asyncio.to_thread(
+            page = await asyncio.to_thread(
                 lambda: activity.page(
                     model=model,
                     status=status,
@@ -354,6 +357,11 @@ def create_app(
             return _error(400, str(error))
         except sqlite3.Error as error:
             return _error(503, f"the activity log cannot be read: {error}")
+        if format == "json":
+            return page
+        write = activity_shapes.to_csv if format == "csv" else activity_shapes.to_markdown
+        media = "text/csv" if format == "csv" else "text/markdown"
+        return Response(write(page.records[::-1]), media_type=f"{media}; charset=utf-8")
 
     @app.get("/activity/stream")
     async def activity_stream() -> StreamingResponse:

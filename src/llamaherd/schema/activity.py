@@ -3,6 +3,10 @@ request (daemon/activity.py writes them; docs/activity.md)."""
 
 from __future__ import annotations
 
+import csv
+import io
+from datetime import UTC, datetime
+
 from llamaherd.schema.common import Answer
 
 
@@ -63,3 +67,35 @@ class Capture(Answer):
     response_body: str = ""
     response_truncated: bool = False
     limit_bytes: int
+
+
+# -- export: `herd activity --csv/--markdown`, GET /activity?format= -------------------
+EXPORT_COLUMNS = tuple(ActivityRecord.model_fields)
+
+
+def to_csv(records: list[ActivityRecord]) -> str:
+    """One header line, then a line per record (time as ISO 8601 UTC)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for record in records:
+        writer.writerow(_cells(record))
+    return out.getvalue()
+
+
+def to_markdown(records: list[ActivityRecord]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = [
+        "| " + " | ".join(EXPORT_COLUMNS) + " |",
+        "|" + "---|" * len(EXPORT_COLUMNS),
+    ]
+    for record in records:
+        cells = [cell.replace("|", "\\|") for cell in _cells(record)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cells(record: ActivityRecord) -> list[str]:
+    values = record.model_dump()
+    values["at"] = datetime.fromtimestamp(record.at, UTC).isoformat(timespec="milliseconds")
+    return ["" if values[name] is None else str(values[name]) for name in EXPORT_COLUMNS]
