@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 from llamaherd.config import Profile
+from llamaherd.runtime.loading import LoadProgress
 from llamaherd.runtime.process import wait_healthy
 
 FAKE_PIDS = itertools.count(10_000_000)  # above any pid_max: never a real process
@@ -58,6 +59,7 @@ class FakeServer:
         self.api_key: str | None = None
         self._pid = next(FAKE_PIDS)
         self.lines: list[str] = []
+        self.loading = LoadProgress()
         self.loaded = False
         self.generating = 0  # requests being answered right now
         self.cancelled = 0  # requests whose client (the gateway) went away mid-answer
@@ -114,6 +116,7 @@ class FakeServer:
 
     def log(self, line: str) -> None:
         self.lines.append(line)
+        self.loading.take(line)
 
     async def start(self) -> None:
         app = web.Application()
