@@ -4,13 +4,18 @@ counts equal the `usage` the clients received)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 from conftest import wait_until
 from inprocess import herd
+from test_tui import SIZE, dashboard, header_text, settle, until
 
 from llamaherd import schema
+from llamaherd.schema import Status
+from llamaherd.tui.activity import ActivityPane
+from llamaherd.tui.app import DashboardApp
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
@@ -75,3 +80,45 @@ def test_activity_stream_sends_a_record_per_request(daemon) -> None:
             if line.startswith("data: ")
         )
     assert record.endpoint == "/v1/models" and record.status == 200
+
+
+def test_dash_shows_the_latest_requests(daemon) -> None:
+    config = daemon()
+    httpx.post(
+        config.server.public_url + "/v1/chat/completions",
+        json={"model": "dense", "messages": MESSAGES, "max_tokens": 3},
+        timeout=120,
+    ).raise_for_status()
+
+    async def scenario() -> str:
+        app = dashboard(config)
+        async with app.run_test(size=SIZE) as pilot:
+            pane = app.query_one(ActivityPane)
+            await settle(app, pilot, lambda: "/v1/chat/completions" in pane.shown_text)
+            return pane.shown_text
+
+    shown = asyncio.run(scenario())
+    assert "200" in shown and "dense" in shown and "out 3" in shown
+
+
+def test_dash_header_shows_a_load_bar_with_the_stage() -> None:
+    daemon = {
+        "pid": 1, "version": "0", "config": None, "started_at": 0.0, "uptime_s": 1.0,
+        "url": "http://127.0.0.1:8080", "api_url": "http://127.0.0.1:8081", "llama_server": "x",
+    }  # fmt: skip
+    status = Status.model_validate(
+        {"daemon": daemon, "model": "big", "state": "starting", "pid": 12345}
+        | {"progress": 0.4, "stage": "reading tensors", "loaded": [], "stale": []}
+        | {"waiting": 0, "last_error": None, "model_name": None, "status": "loading"}
+    )
+
+    async def scenario() -> str:
+        app = DashboardApp("http://127.0.0.1:9", interval=3600)  # nothing answers there
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: "disconnected" in header_text(app))
+            app.status = status
+            app._draw()
+            await pilot.pause()
+            return header_text(app)
+
+    assert "████░░░░░░ 40% reading tensors" in asyncio.run(scenario())
