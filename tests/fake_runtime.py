@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 from llamaherd.config import Profile
+from llamaherd.runtime.loading import LoadProgress
 from llamaherd.runtime.process import wait_healthy
 
 FAKE_PIDS = itertools.count(10_000_000)  # above any pid_max: never a real process
@@ -58,6 +59,7 @@ class FakeServer:
         self.api_key: str | None = None
         self._pid = next(FAKE_PIDS)
         self.lines: list[str] = []
+        self.loading = LoadProgress()
         self.loaded = False
         self.generating = 0  # requests being answered right now
         self.cancelled = 0  # requests whose client (the gateway) went away mid-answer
@@ -114,6 +116,7 @@ class FakeServer:
 
     def log(self, line: str) -> None:
         self.lines.append(line)
+        self.loading.take(line)
 
     async def start(self) -> None:
         app = web.Application()
@@ -195,6 +198,16 @@ class FakeServer:
     async def _complete(self, request: web.Request, data: dict) -> web.StreamResponse:
         delay = 1.0 / self.knobs.tokens_per_second
         n_tokens = int(data.get("max_tokens") or data.get("n_predict") or self.knobs.tokens)
+        # As llama-server counts: a prompt token per message, `timings` beside `usage`.
+        n_prompt = len(data.get("messages") or []) + 1
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": n_tokens}
+        timings = {
+            "cache_n": 0,
+            "prompt_n": n_prompt,
+            "prompt_per_second": 500.0,
+            "predicted_n": n_tokens,
+            "predicted_per_second": self.knobs.tokens_per_second,
+        }
         if not data.get("stream"):
             await asyncio.sleep(delay * n_tokens)
             message = {"role": "assistant", "content": " tok" * n_tokens}
@@ -203,7 +216,8 @@ class FakeServer:
                     "object": "chat.completion",
                     "model": self.profile.id,
                     "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
-                    "usage": {"completion_tokens": n_tokens},
+                    "usage": usage,
+                    "timings": timings,
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -212,6 +226,10 @@ class FakeServer:
             await asyncio.sleep(delay)
             chunk = {"object": "chat.completion.chunk", "choices": [{"delta": {"content": " tok"}}]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        last: dict = {"object": "chat.completion.chunk", "choices": [], "timings": timings}
+        if (data.get("stream_options") or {}).get("include_usage"):
+            last["usage"] = usage
+        await response.write(f"data: {json.dumps(last)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

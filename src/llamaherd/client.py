@@ -228,6 +228,14 @@ class DaemonClient(ApiCore):
 
         return self.parse(schema.LogPage, "/logs", answer)
 
+    def activity(self, **filters: str | int | float | None) -> schema.ActivityPage:
+        """Gateway requests, newest first (with `after`: oldest first); filters as
+        GET /activity takes them (model, status, since, until, before, after, limit)."""
+        answer = self.call("GET", "/activity", params=filters)
+        from llamaherd import schema
+
+        return self.parse(schema.ActivityPage, "/activity", answer)
+
     def shutdown(self) -> schema.ShuttingDown:
         answer = self.call("POST", "/shutdown", timeout=120.0)
         from llamaherd import schema

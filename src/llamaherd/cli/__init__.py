@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 # name -> ("module:function" in this package, the help `herd --help` lists). The summary
 # is the command's docstring opening; tests/test_cli_imports.py checks they agree.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "activity": (
+        "activity:activity",
+        "Show the gateway's requests: model, status, tokens, waits and speeds.",
+    ),
     "add": (
         "models:add_command",
         "Add a model: SOURCE is a .gguf file or a Hugging Face REPO[:QUANT] (downloaded "

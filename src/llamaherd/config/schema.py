@@ -183,6 +183,13 @@ class ServerSettings(_Strict):
     """Seconds a request body may stall (no byte arriving) before the client is cut off."""
     max_connections: PositiveInt = Field(4096, examples=[4096])
     """Open client connections on both ports together; more are closed at once."""
+    activity_days: PositiveFloat = Field(30.0, examples=[30])
+    """Days the activity log (one record per gateway request) keeps a record."""
+    activity_rows: PositiveInt = Field(100_000, examples=[100_000])
+    """Most records the activity log keeps; the oldest go first."""
+    capture: NonNegativeInt = Field(0, examples=[0, 50])
+    """Keep the bodies of the last N gateway requests and responses in memory, for
+    GET /activity/{id}/capture (0: off). Auth headers are never kept."""
 
     @property
     def public_url(self) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llamaherd import __version__, profiles, schema
 from llamaherd.daemon import console, scheduler
+from llamaherd.daemon.activity import ActivityLog
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.events import sse
 from llamaherd.daemon.metrics import Metrics
@@ -31,6 +33,7 @@ from llamaherd.daemon.supervisor import Supervisor
 from llamaherd.errors import ConfigError, UsageError
 from llamaherd.gguf import budget
 from llamaherd.monitor import Sampler
+from llamaherd.schema import activity as activity_shapes
 
 LOG_POLL_INTERVAL = 0.2
 
@@ -109,10 +112,12 @@ def create_app(
     on_shutdown: Callable[[], None],
     on_reload: Callable[[], dict],
     sampler: Sampler | None = None,
+    activity: ActivityLog | None = None,
 ) -> FastAPI:
     """Build the API around one supervisor. `on_shutdown` stops the daemon (POST /shutdown);
     `on_reload` re-reads herd.toml (POST /reload) and raises ConfigError when it is bad;
-    `sampler` is the daemon's running sampler that GET /system reads."""
+    `sampler` is the daemon's running sampler that GET /system reads; `activity` the
+    gateway's activity log that GET /activity reads."""
     app = FastAPI(title="llamaherd management API", version=__version__)
     started_at = time.time()
 
@@ -321,6 +326,76 @@ def create_app(
         if not sampler.watch() or sampler.latest is None:  # none yet, or without servers
             await sampler.sample()
         return schema.SystemSnapshot.model_validate(sampler.snapshot(points))
+
+    @app.get(
+        "/activity",
+        response_model=schema.ActivityPage,
+        responses=_errors(400, 503),
+    )
+    async def activity_page(
+        model: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        follow: bool = False,
+        format: Literal["json", "csv", "markdown"] = "json",
+    ) -> schema.ActivityPage | Response:
+        """One record per gateway request, newest first (docs/activity.md). `follow=1`:
+        new records as server-sent events instead (as /activity/stream); `format=csv` or
+        `markdown`: the page as a table, oldest first."""
+        if activity is None:
+            return _error(503, "this daemon keeps no activity log")
+        if follow:
+            return await activity_stream()
+        try:
+            page = await asyncio.to_thread(
+                lambda: activity.page(
+                    model=model,
+                    status=status,
+                    since=since,
+                    until=until,
+                    before=before,
+                    after=after,
+                    limit=limit,
+                )
+            )
+        except ValueError as error:  # a bad status filter
+            return _error(400, str(error))
+        except sqlite3.Error as error:
+            return _error(503, f"the activity log cannot be read: {error}")
+        if format == "json":
+            return page
+        write = activity_shapes.to_csv if format == "csv" else activity_shapes.to_markdown
+        media = "text/csv" if format == "csv" else "text/markdown"
+        return Response(write(page.records[::-1]), media_type=f"{media}; charset=utf-8")
+
+    @app.get("/activity/stream")
+    async def activity_stream() -> StreamingResponse:
+        """Each new record as a server-sent event (`event: activity`, the record as data)."""
+        log = activity
+
+        async def stream() -> AsyncIterator[bytes]:
+            if log is None:
+                return
+            with log.subscribe() as queue:
+                async for chunk in sse(queue.get):
+                    yield chunk
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get("/activity/{record}/capture", response_model=schema.Capture, responses=_errors(404))
+    async def activity_capture(record: int) -> schema.Capture | JSONResponse:
+        """A captured request and response ([server] capture); 404 when it was not
+        captured or has left the buffer."""
+        kept = activity.capture(record) if activity else None
+        if kept is None:
+            off = not supervisor.config.server.capture
+            hint = "captures are off; set [server] capture = N" if off else None
+            return _error(404, f"no capture of request {record}", hint=hint)
+        return kept
 
     console.mount(app, supervisor)  # the web console at /
 

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from llamaherd.config import Profile, ServerSettings
 from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon import routing as route
+from llamaherd.daemon.activity import ActivityLog, Entry
 from llamaherd.daemon.auth import key_matches
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.model import Busy, State, Unavailable
@@ -66,9 +67,15 @@ class ClientGone(Exception):
 
 
 class Gateway:
-    def __init__(self, supervisor: Supervisor, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        metrics: Metrics | None = None,
+        activity: ActivityLog | None = None,
+    ) -> None:
         self.supervisor = supervisor
         self.metrics = metrics
+        self.activity = activity
         self._http: aiohttp.ClientSession | None = None
         self.router = RouterApi(supervisor, lambda: self.http)  # llama.cpp's model API
 
@@ -98,6 +105,18 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # lifespan and websockets: nothing to do here
+        if self.activity is None:
+            await self._answer(scope, receive, send, None)
+            return
+        entry = self.activity.begin(scope)
+        try:
+            await self._answer(scope, receive, entry.watch(send), entry)
+        finally:
+            self.activity.finish(entry)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, entry: Entry | None
+    ) -> None:
         received = time.monotonic()
         headers = Headers(scope=scope)
         key = self.settings.api_key
@@ -111,7 +130,11 @@ class Gateway:
             await _error(send, 413, f"request body over {limit} ([server] max_request_mb)")
             return
         except ClientGone:
+            if entry:
+                entry.cancelled = True
             return  # an aborted upload: nothing is forwarded, nobody is left to answer
+        if entry:
+            entry.request_body(scope, body)
         try:
             reply = await self.router.answer(scope, body)
         except RouterError as error:
@@ -124,15 +147,19 @@ class Gateway:
             await _unless_client_leaves(_stream(send, reply), receive)
             return
         requested = _requested_model(scope, body)
+        if entry:
+            entry.requested = requested
         if route.is_auto(requested) and self._find(requested) is None:
             requested = route.choose(requested, body, self.supervisor.config)
         model_id, problem = self._choose(requested)
         if problem:
             await _error(send, *problem)
             return
-        await _unless_client_leaves(
-            self._forward(scope, send, headers, body, model_id, received), receive
+        left = await _unless_client_leaves(
+            self._forward(scope, send, headers, body, model_id, received, entry), receive
         )
+        if entry:
+            entry.cancelled = left
 
     def _choose(self, requested: str | None) -> tuple[str | None, tuple | None]:
         """The profile to serve a request with (None: the running one), or an error."""
@@ -175,10 +202,13 @@ class Gateway:
         body: bytes,
         model_id: str | None,
         received: float,
+        entry: Entry | None,
     ) -> None:
         try:
             async with self.supervisor.serving(model_id) as model:
                 assert model.server is not None
+                if entry:
+                    entry.model, entry.wait_s = model.id, time.monotonic() - received
                 url = model.server.url + scope["raw_path"].decode("latin-1")
                 if scope.get("query_string"):
                     url += "?" + scope["query_string"].decode("latin-1")
@@ -282,10 +312,11 @@ def _requested_model(scope: Scope, body: bytes) -> str | None:
     return QueryParams(scope.get("query_string", b"")).get("model")
 
 
-async def _unless_client_leaves(answer: Awaitable[None], receive: Receive) -> None:
+async def _unless_client_leaves(answer: Awaitable[None], receive: Receive) -> bool:
     """Answer the request, or stop answering the moment the client leaves: the answer is
     cancelled wherever it is (waiting for its model, for llama-server's headers,
-    mid-stream), which releases the request and closes its upstream connection."""
+    mid-stream), which releases the request and closes its upstream connection.
+    True when the client left before the answer was complete."""
     answering = asyncio.ensure_future(answer)
     gone = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
@@ -296,6 +327,7 @@ async def _unless_client_leaves(answer: Awaitable[None], receive: Receive) -> No
         await asyncio.gather(answering, gone, return_exceptions=True)
     if not answering.cancelled():
         answering.result()  # the answer's own error, if any
+    return answering.cancelled()
 
 
 async def _relay(upstream: aiohttp.ClientResponse, send: Send, model: str) -> float | None:

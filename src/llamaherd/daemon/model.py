@@ -217,6 +217,8 @@ class Model:
             "argv": server.argv if server else None,
             "log_file": str(server.log_path) if server else None,
             "log_lines": server.line_count if server else None,
+            "progress": server.loading.fraction if server else None,
+            "stage": server.loading.stage if server else None,
             "runtime": self.profile.runtime,
             "rpc": [w.as_json() for w in self.workers],
             "gpus": list(placement.gpus) if placement and placement.gpus is not None else None,

@@ -23,6 +23,7 @@ import uvicorn
 
 from llamaherd import paths
 from llamaherd.config import Config, ServerSettings
+from llamaherd.daemon.activity import DB_NAME, ActivityLog
 from llamaherd.daemon.api import create_app
 from llamaherd.daemon.gateway import Gateway
 from llamaherd.daemon.guard import Guard
@@ -142,16 +143,22 @@ async def _serve(
     http = httpx.AsyncClient(timeout=10.0)
     metrics = Metrics(supervisor, http)
     sampler = Sampler(supervisor, http)  # GPUs, host, servers once a second: GET /system
-    management = create_app(
-        supervisor, metrics, on_shutdown=shutdown, on_reload=reloader.reload, sampler=sampler
-    )
     public_port = config.server.port
 
     def settings() -> ServerSettings:
         return supervisor.config.server
 
+    activity = ActivityLog(state_dir / DB_NAME, settings)  # a record per gateway request
+    management = create_app(
+        supervisor,
+        metrics,
+        on_shutdown=shutdown,
+        on_reload=reloader.reload,
+        sampler=sampler,
+        activity=activity,
+    )
     # Host/Origin checks and herd's own CORS on both ports (daemon/guard.py).
-    gateway = Gateway(supervisor, metrics)
+    gateway = Gateway(supervisor, metrics, activity)
     public = Guard(gateway, settings, config.server.host, openai_errors=True)
     private = Guard(management, settings, config.server.host)
 
@@ -202,6 +209,7 @@ async def _serve(
         await supervisor.close()
         await gateway.close()
         await http.aclose()
+        await asyncio.to_thread(activity.close)  # what is queued is written
 
 
 def _log_event(event: dict) -> None:

@@ -339,10 +339,15 @@ class Supervisor(ServesRequests):
             except OSError as error:
                 program = launcher.command(profile, port)[0]
                 return self._fail(model, f"cannot start {program}: {error}", [])
+            loading = server.loading
             await server.wait_ready(
                 self.config.server.start_timeout,
                 progress=lambda elapsed: self.events.publish(
-                    "loading", model=profile.id, elapsed_s=round(elapsed, 1)
+                    "loading",
+                    model=profile.id,
+                    elapsed_s=round(elapsed, 1),
+                    progress=loading.fraction,
+                    stage=loading.stage,
                 ),
             )
         except asyncio.CancelledError:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from llamaherd.config import Config, Profile
+    from llamaherd.runtime.loading import LoadProgress
 
 
 class Server(Protocol):
@@ -33,6 +34,7 @@ class Server(Protocol):
     # The key llama-server was started with (LLAMA_API_KEY): its port refuses callers
     # without it, so only herd (the gateway, the samplers) reaches it. None: no key.
     api_key: str | None
+    loading: LoadProgress  # how far the model load got, from its log (runtime/loading.py)
 
     @property
     def pid(self) -> int: ...

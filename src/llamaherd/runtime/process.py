@@ -26,6 +26,8 @@ from typing import TextIO
 import httpx
 import psutil
 
+from llamaherd.runtime.loading import LoadProgress
+
 LOG_TAIL_LINES = 2000
 MAX_LINE = 65536  # bytes; a longer log line is kept as several
 LOG_RETRY_S = 2.0  # how often a log file that failed (a full disk) is tried again
@@ -138,6 +140,7 @@ class ServerProcess:
         self.started_at = time.time()
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
         self.line_count = 0  # lines captured since start; lets `herd logs -f` ask for news
+        self.loading = LoadProgress()
         # Run first by stop(grace): the docker runtime stops and removes its container here.
         self.before_stop: Callable[[float], Awaitable[None]] | None = None
         self._log = _LogFile(log_path, self._report_log_error)
@@ -163,6 +166,8 @@ class ServerProcess:
     def _add_line(self, line: str) -> None:
         self.tail.append(line)
         self.line_count += 1
+        if self.loading.fraction < 1:
+            self.loading.take(line)
 
     def _report_log_error(self, message: str) -> None:
         log.warning("%s", message)
@@ -186,6 +191,8 @@ class ServerProcess:
                     pending = pending[MAX_LINE:]
                 for raw in lines:
                     self._take(raw)
+                if pending.endswith(b".") and self.loading.fraction < 1:
+                    self.loading.partial(pending.decode("latin-1"))  # the tensor dots so far
             if pending:
                 self._take(pending)
         finally:

@@ -4,9 +4,10 @@ clients (client.py for the CLI and scripts, tui/remote.py for the dashboard), wh
 parse every answer into them. docs/api.md explains what each field means.
 
 Unknown fields are ignored, so a client keeps working against a newer daemon that adds
-some. One module per part of the API (common, models, status, system, router, console); `from
-llamaherd.schema import X` imports only X's module, so a command builds the classes of
-the answers it parses and no others (`herd models` builds ModelRow's, not /system's).
+some. One module per part of the API (common, models, status, system, router, console,
+activity); `from llamaherd.schema import X` imports only X's module, so a command builds
+the classes of the answers it parses and no others (`herd models` builds ModelRow's, not
+/system's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llamaherd.schema.activity import (
+        ActivityPage,
+        ActivityRecord,
+        Capture,
+    )
     from llamaherd.schema.common import (
         Answer,
         ErrorAnswer,
@@ -70,14 +76,17 @@ if TYPE_CHECKING:
 
 # Searched in this order, the most used first: `herd models` builds common and models
 # only, `herd status` common, models and status.
-_PARTS = ("common", "models", "status", "system", "router", "console")
+_PARTS = ("common", "models", "status", "system", "router", "console", "activity")
 
 __all__ = [
+    "ActivityPage",
+    "ActivityRecord",
     "Admission",
     "AdmissionQuery",
     "Answer",
     "BenchReport",
     "ConsoleConfig",
+    "Capture",
     "Daemon",
     "Device",
     "Disk",

@@ -33,6 +33,10 @@ class ModelStatus(Answer):
     argv: list[str] | None = None
     log_file: str | None = None
     log_lines: int | None = None
+    progress: float | None = None
+    """How far its model load got, 0 to 1, from llama-server's log; 1 once loaded."""
+    stage: str | None = None
+    """The load's stage: loading model, reading tensors, warming up, ..., ready."""
     runtime: Literal["native", "docker"] | None = None
     rpc: list[RpcWorker] = []
     gpus: list[int] | None = None

@@ -24,14 +24,23 @@ from textual.widgets import Footer, Static
 
 from llamaherd.client import Unreachable
 from llamaherd.errors import HerdError
-from llamaherd.schema import Failure, ModelRow, Status, SwitchDone, SwitchFailed, SystemSnapshot
+from llamaherd.schema import (
+    ActivityRecord,
+    Failure,
+    ModelRow,
+    Status,
+    SwitchDone,
+    SwitchFailed,
+    SystemSnapshot,
+)
+from llamaherd.tui.activity import ROWS, ActivityPane
 from llamaherd.tui.gpu import GpuPanel
 from llamaherd.tui.header import DashHeader
 from llamaherd.tui.logchoice import FOLLOW_CURRENT, LogChoice
 from llamaherd.tui.logpane import LogPane
 from llamaherd.tui.panel import TextPanel
 from llamaherd.tui.picker import ModelPicker
-from llamaherd.tui.remote import Remote
+from llamaherd.tui.remote import Remote, bar
 from llamaherd.tui.system import SystemPanel
 
 SIDE_WIDTH = 68  # the GPU and System panels: a GPU's bar, numbers and sparkline
@@ -101,6 +110,7 @@ class DashboardApp(App[str | None]):
         self.resolve_url = resolve_url  # finds a restarted local daemon's (new) address
         self.status: Status | None = None
         self.system: SystemSnapshot | None = None
+        self.activity: list[ActivityRecord] | None = None
         self.models: list[ModelRow] = []
         self.log_model: str | None = None  # None: follow the current model
         self.loading: tuple[str, float] | None = None  # (model, monotonic start) of a switch
@@ -117,6 +127,7 @@ class DashboardApp(App[str | None]):
             with Vertical(id="left"):
                 yield FailurePanel(id="failure")
                 yield LogPane(id="logs")
+                yield ActivityPane(id="activity")
             with Vertical(id="side"):
                 yield GpuPanel(id="gpus")
                 yield SystemPanel(id="system")
@@ -192,6 +203,7 @@ class DashboardApp(App[str | None]):
         self._polls += 1
         self.status = status
         self.system = await self.remote.system()
+        self.activity = await self.remote.activity(ROWS)
         # The log first, then the panels with no await in between: everything a poll
         # changes lands in one screen update instead of two (each costs a compositor pass).
         try:
@@ -206,10 +218,14 @@ class DashboardApp(App[str | None]):
         note = ""
         if self.loading:
             note = f"loading {self.loading[0]} {time.monotonic() - self.loading[1]:.0f}s"
+        if status and status.state == "starting" and status.progress is not None:
+            # llama-server's own progress (runtime/loading.py): a bar and the stage.
+            note = f"{bar(status.progress, 10)} {status.progress:.0%} {status.stage}  {note}"
         header = self.query_one(DashHeader)
         header.show(status, row.ctx if row else None, self.system, note, row.name if row else None)
         self.query_one(GpuPanel).show(self.system, status.devices if status else None)
         self.query_one(SystemPanel).show(self.system)
+        self.query_one(ActivityPane).show(self.activity)
         self.query_one(FailurePanel).show(self.current_failure())
 
     def display_name(self, model: str | None) -> str:

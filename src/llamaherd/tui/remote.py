@@ -66,6 +66,15 @@ class Remote(ApiCore):
         answer = self.read("GET", "/system", response.status_code, response.content)
         return self.parse(schema.SystemSnapshot, "/system", answer)
 
+    async def activity(self, limit: int) -> list[schema.ActivityRecord] | None:
+        """The latest gateway requests; None from a daemon without an activity log."""
+        target = self.target("/activity", {"limit": limit})
+        response = await self._exchange("GET", target, timeout=5.0)
+        if response.status_code in (404, 503):
+            return None
+        answer = self.read("GET", "/activity", response.status_code, response.content)
+        return self.parse(schema.ActivityPage, "/activity", answer).records
+
     async def logs(self, *, tail: int, since: int | None, model: str | None) -> schema.LogPage:
         params = {"tail": tail, "since": since, "model": model}
         answer = await self.call("GET", "/logs", params=params)
