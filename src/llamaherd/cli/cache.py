@@ -15,7 +15,10 @@ from llamaherd.daemon import kvstore
 
 @click.group()
 def cache() -> None:
-    """Prompt caches saved when models were swapped out, restored when they start again."""
+    """List or clear the prompt caches saved when models were swapped out (docs/kv-keep.md).
+
+    Each is restored when its model starts again, unless its model file, llama-server or
+    cache flags changed."""
 
 
 @cache.command("list")
@@ -25,31 +28,31 @@ def list_command(as_json: bool) -> None:
     root = kvstore.kv_dir(paths.state_dir())
     entries = kvstore.entries(root)
     now = time.time()
-    rows = [
-        {
-            "model": e.profile,
-            "slot": e.slot,
-            "tokens": e.tokens,
-            "bytes": e.bytes,
-            "age_s": round(now - e.saved_at, 1),
-            "file": str(e.bin_path(root)),
-        }
-        for e in entries
-    ]
     if as_json:
+        rows = [
+            {
+                "model": e.profile,
+                "slot": e.slot,
+                "tokens": e.tokens,
+                "bytes": e.bytes,
+                "age_s": round(now - e.saved_at, 1),
+                "file": str(e.bin_path(root)),
+            }
+            for e in entries
+        ]
         console.print_json(json.dumps(rows))
         return
-    if not rows:
+    if not entries:
         console.print(f"no saved prompt caches in {root}")
         return
-    for row in rows:
-        size = f"{row['bytes'] / 2**20:.1f} MiB"
+    for e in entries:
+        size = f"{e.bytes / 2**20:.1f} MiB"
         console.print(
-            f"{row['model']:<24} slot {row['slot']:<3} {row['tokens']:>7} tokens"
-            f"  {size:>10}  {ago(row['age_s'])} ago"
+            f"{e.profile:<24} slot {e.slot:<3} {e.tokens:>7} tokens"
+            f"  {size:>10}  {ago(now - e.saved_at)} ago"
         )
-    total = sum(row["bytes"] for row in rows) / 2**20
-    console.print(f"{len(rows)} saved, {total:.1f} MiB in {root}")
+    total = sum(e.bytes for e in entries) / 2**20
+    console.print(f"{len(entries)} saved, {total:.1f} MiB in {root}")
 
 
 @cache.command("clear")
