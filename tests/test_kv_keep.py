@@ -5,12 +5,16 @@ and the request is answered as usual."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import httpx
 from conftest import run_herd, write_config
+from fake_runtime import FakeRuntime, Knobs
+from test_supervisor import herd
 
 from llamaherd import control, paths
 from llamaherd.config import Config, load_config
@@ -35,8 +39,8 @@ def kv_cache(config: Config, model: str) -> KvCache:
     return control.connect(config).status().kv_cache.get(model, KvCache())
 
 
-def kv_files() -> list[Path]:
-    return sorted((paths.state_dir() / "kv").glob("*.bin"))
+def kv_files(state_dir: Path | None = None) -> list[Path]:
+    return sorted(((state_dir or paths.state_dir()) / "kv").glob("*.bin"))
 
 
 def daemon_log() -> str:
@@ -154,3 +158,43 @@ def _ports(config: Config) -> dict[str, object]:
         "stop_timeout": 5,
         "max_loaded": 1,
     }
+
+
+# -- in-process, on the fake runtime: what a real llama-server cannot stage on demand --
+FULL_SLOT = {"id": 0, "n_prompt_tokens": 5000, "is_processing": False}
+
+
+def test_a_slow_save_gives_up_after_the_timeout_and_the_swap_goes_on(tmp_path, caplog) -> None:
+    fake = FakeRuntime(knobs={"a": Knobs(slots=(FULL_SLOT,), slot_action_delay=60)})
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake, kv_keep_save_timeout=0.5) as supervisor:
+            assert (await supervisor.switch("a")).ok
+            began = time.monotonic()
+            assert (await supervisor.switch("b")).ok  # a is saved (slowly), then stopped
+            assert time.monotonic() - began < 5
+            assert fake.alive("a") == []
+
+    asyncio.run(scenario())
+    assert "saving a's prompt cache took over 0.5s: given up" in caplog.text
+    assert kv_files(tmp_path / "state") == []
+
+
+def test_small_prompts_and_opted_out_profiles_are_not_saved(tmp_path) -> None:
+    small = {**FULL_SLOT, "n_prompt_tokens": 1023}
+    fake = FakeRuntime(
+        knobs={"a": Knobs(slots=(small,)), "c": Knobs(slots=(FULL_SLOT,), slot_action_delay=60)}
+    )
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake, "kv_keep = false\n") as supervisor:  # c opts out
+            for model in ("a", "c", "b"):
+                began = time.monotonic()
+                assert (await supervisor.switch(model)).ok
+                assert time.monotonic() - began < 5  # no save was even tried for c
+        posts = [r for s in fake.servers for r in s.requests if r["path"].startswith("/slots/")]
+        assert posts == []
+        argv = {s.profile.id: s.profile.args for s in fake.servers}
+        assert "--slot-save-path" in argv["a"] and "--slot-save-path" not in argv["c"]
+
+    asyncio.run(scenario())
