@@ -8,7 +8,8 @@ chosen instant, a hang).
     supervisor = Supervisor(config, Path("llama-server"), run_dir, runtime_for=fake.runtime_for)
 
 Each server answers `/health` (503 while loading, as llama-server does), the OpenAI chat
-and completion paths (streamed or not, `tokens_per_second`) and echoes any other path.
+and completion paths (streamed or not, `tokens_per_second`), `GET /slots` (`Knobs.slots`)
+and echoes any other path (`POST /slots/{id}` after `slot_action_delay`).
 `fake.generating` counts requests being generated right now, so a test sees the upstream
 being cancelled when a client leaves.
 """
@@ -44,6 +45,8 @@ class Knobs:
     tokens_per_second: float = 1000.0
     stall_headers: bool = False  # accept requests, never answer (a hung llama-server)
     load_log: tuple[str, ...] = ()  # lines logged while loading (e.g. buffer sizes)
+    slots: tuple[dict, ...] = ()  # what GET /slots answers (the prompt cache per slot)
+    slot_action_delay: float = 0.0  # seconds POST /slots/{id} (save, restore) takes
 
 
 class FakeServer:
@@ -186,6 +189,10 @@ class FakeServer:
                 await asyncio.Event().wait()
             if request.path.endswith(("/chat/completions", "/completion", "/completions")):
                 return await self._complete(request, data)
+            if request.path == "/slots":
+                return web.json_response(list(self.knobs.slots))
+            if request.path.startswith("/slots/"):  # a slot save or restore on a slow disk
+                await asyncio.sleep(self.knobs.slot_action_delay)
             return web.json_response(
                 {"path": request.path, "method": request.method, "model": self.profile.id}
             )

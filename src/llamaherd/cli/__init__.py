@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "provision:build_command",
         "Build llama-server (and llama-bench, rpc-server) into herd's cache, or an image.",
     ),
+    "cache": (
+        "cache:cache",
+        "List or clear the prompt caches saved when models were swapped out (docs/kv-keep.md).",
+    ),
     "claude": (
         "claude:claude_command",
         "Run Claude Code on the local models: herd claude [ID] [-- CLAUDE ARGS].",

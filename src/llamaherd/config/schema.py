@@ -119,6 +119,9 @@ class Profile(_Strict):
     """llama.cpp RPC workers (`herd worker`) that hold part of the model (--rpc)."""
     bench: BenchSettings = Field(default_factory=BenchSettings, examples=[{"max_tokens": 4096}])
     """`herd bench humaneval`'s settings for this model (system prompt, reasoning ...)."""
+    kv_keep: bool = Field(True, examples=[False])
+    """Save its prompt cache when it is swapped out and restore it when it starts again
+    (docs/kv-keep.md); false: every start begins with an empty cache."""
 
     @model_validator(mode="before")
     @classmethod
@@ -190,6 +193,14 @@ class ServerSettings(_Strict):
     capture: NonNegativeInt = Field(0, examples=[0, 50])
     """Keep the bodies of the last N gateway requests and responses in memory, for
     GET /activity/{id}/capture (0: off). Auth headers are never kept."""
+    kv_keep_budget_mb: NonNegativeInt = Field(4096, examples=[4096])
+    """MiB of disk for saved prompt caches (state dir, `kv/`); the least recently used
+    files go first. 0: no model's cache is kept (docs/kv-keep.md)."""
+    kv_keep_min_tokens: NonNegativeInt = Field(1024, examples=[1024])
+    """A slot is saved when a model stops only if it holds at least this many tokens."""
+    kv_keep_save_timeout: PositiveFloat = Field(10.0, examples=[10])
+    """Seconds saving (at a stop) or restoring (at a start) may take; then herd gives up
+    and the swap goes on without the cache."""
 
     @property
     def public_url(self) -> str:

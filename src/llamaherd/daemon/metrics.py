@@ -86,6 +86,31 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        # Prompt caches kept across swaps (daemon/kvkeep.py, docs/kv-keep.md).
+        self.kv_saved_tokens = Counter(
+            "herd_kv_saved_tokens",
+            "Prompt tokens saved to disk at a stop",
+            ["model"],
+            registry=self.registry,
+        )
+        self.kv_saved_bytes = Counter(
+            "herd_kv_saved_bytes",
+            "Bytes of prompt cache written to disk",
+            ["model"],
+            registry=self.registry,
+        )
+        self.kv_restored_tokens = Counter(
+            "herd_kv_restored_tokens",
+            "Prompt tokens restored at a start: prompt processing a request did not redo",
+            ["model"],
+            registry=self.registry,
+        )
+        self.kv_discarded = Counter(
+            "herd_kv_discarded",
+            "Saved prompt caches thrown away as invalid",
+            ["model"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveGauges(supervisor))
         supervisor.events.listen(self._on_event)
 
@@ -98,6 +123,13 @@ class Metrics:
             self.crashes.labels(event["model"]).inc()
         elif kind == "restart":
             self.restarts.labels(event["model"]).inc()
+        elif kind == "kv_saved":
+            self.kv_saved_tokens.labels(event["model"]).inc(event["tokens"])
+            self.kv_saved_bytes.labels(event["model"]).inc(event["bytes"])
+        elif kind == "kv_restored":
+            self.kv_restored_tokens.labels(event["model"]).inc(event["tokens"])
+        elif kind == "kv_discarded":
+            self.kv_discarded.labels(event["model"]).inc()
 
     def request_done(
         self, model: str, code: int, first_byte_s: float | None, path: str | None = None

@@ -30,6 +30,7 @@ from llamaherd.config import Config, Profile
 from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon import scheduler
 from llamaherd.daemon.events import EventBus
+from llamaherd.daemon.kvkeep import KvKeep
 from llamaherd.daemon.memory import Memory, Placement
 from llamaherd.daemon.model import (
     Failure,
@@ -74,6 +75,7 @@ class Supervisor(ServesRequests):
         self.last_error: Failure | None = None
         self.queued: collections.Counter[str] = collections.Counter()  # requests waiting
         self.events = EventBus()
+        self.kv = KvKeep(llama_server, run_dir, self.events)  # prompt caches across swaps
         self.memory = Memory(config.server, run_dir)  # what fits where (daemon/memory.py)
         self._lock = asyncio.Lock()
         self._attempts: dict[str, asyncio.Task[SwitchResult]] = {}  # starts under way
@@ -104,6 +106,7 @@ class Supervisor(ServesRequests):
             "queue": {model: n for model, n in self.queued.items() if n},
             "last_error": self.last_error.as_json() if self.last_error else None,
             "devices": self.memory.devices([m for m in self.models.values() if m.server]),
+            "kv_cache": self.kv.status(),
         }
 
     def logs(self, tail: int, since: int | None = None, model_id: str | None = None) -> dict:
@@ -333,8 +336,9 @@ class Supervisor(ServesRequests):
             launcher = self._runtime_for(profile)
             port = free_port()
             try:
+                launched = self.kv.launched(placement.launched(profile), self.config.server)
                 server = model.server = await launcher.start(
-                    placement.launched(profile), port=port, run_dir=self.run_dir
+                    launched, port=port, run_dir=self.run_dir
                 )
             except OSError as error:
                 program = launcher.command(profile, port)[0]
@@ -350,6 +354,7 @@ class Supervisor(ServesRequests):
                     stage=loading.stage,
                 ),
             )
+            await self.kv.restore(profile, server, self.config.server)
         except asyncio.CancelledError:
             # Stopped while starting (POST /stop, shutdown): leave nothing running.
             if server is not None:
@@ -387,6 +392,7 @@ class Supervisor(ServesRequests):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.server.drain_timeout):
                     await model.drained.wait()  # let in-flight requests finish
+            await self.kv.save(model.profile, model.server, self.config.server)
             await self._stop_server(model.server)
             model.server = None
         if model.state != State.STOPPED:

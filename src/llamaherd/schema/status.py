@@ -68,6 +68,31 @@ class Failure(Answer):
     at: float
 
 
+class KvFile(Answer):
+    """One saved prompt cache (docs/kv-keep.md)."""
+
+    slot: int
+    tokens: int
+    bytes: int
+    age_s: float
+
+
+class KvRestore(Answer):
+    """What a profile's last start restored."""
+
+    at: float
+    tokens: int
+    files: int
+    discarded: int
+    """Files thrown away as no longer valid (model or flags changed, corrupt, refused)."""
+    error: str | None = None
+
+
+class KvCache(Answer):
+    saved: list[KvFile] = []
+    last_restore: KvRestore | None = None
+
+
 class HerdState(ModelStatus):
     """What the supervisor reports: the current model, every loaded one, the queue."""
 
@@ -78,6 +103,8 @@ class HerdState(ModelStatus):
     """Requests waiting, by the model they wait for."""
     last_error: Failure | None
     devices: list[Device] = []
+    kv_cache: dict[str, KvCache] = {}
+    """Per profile: its saved prompt caches and what its last start restored."""
 
 
 class Daemon(Answer):
