@@ -64,7 +64,9 @@ def test_console_lists_models_switches_and_streams_the_log(daemon, browser) -> N
     wait_for(browser, lambda _: "llama" in lines.text, lambda: f"no log: {notice(browser)}", 30)
     before = len(lines.text.splitlines())
     chat = {"model": "moe", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    assert httpx.post(f"{herd.server.public_url}/v1/chat/completions", json=chat).status_code == 200
+    answer = httpx.post(f"{herd.server.public_url}/v1/chat/completions", json=chat, timeout=60)
+    assert answer.status_code == 200
+    usage = answer.json()["usage"]
     wait_for(
         browser,
         lambda _: len(lines.text.splitlines()) > before,
@@ -74,6 +76,23 @@ def test_console_lists_models_switches_and_streams_the_log(daemon, browser) -> N
     search = browser.find_element("id", "log-search")
     search.send_keys("no line has this text")
     wait_for(browser, lambda _: lines.text.strip() == "", lambda: "search hid nothing", 10)
+    # The activity page lists the request with the token counts its client received.
+    browser.get(f"{herd.server.api_url}/#activity")
+    expected = ["moe", "200", str(usage["prompt_tokens"]), str(usage["completion_tokens"])]
+
+    def request_row(driver) -> list[str] | None:
+        for row in driver.find_elements("css selector", "#activity-table tbody tr"):
+            cells = [cell.text for cell in row.find_elements("tag name", "td")]
+            if "/v1/chat/completions" in cells[2]:
+                return [cells[3], cells[4], cells[5], cells[7]]
+        return None
+
+    wait_for(
+        browser,
+        lambda d: request_row(d) == expected,
+        lambda: f"activity row {request_row(browser)} != {expected}",
+        timeout=30,
+    )
 
 
 def test_console_asks_for_the_key_and_sends_it_as_a_header(daemon, browser) -> None:  # noqa: F811

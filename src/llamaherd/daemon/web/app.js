@@ -239,13 +239,72 @@ function chart(title, series, top) {
 }
 
 // -- activity ------------------------------------------------------------------------
-// ACTIVITY PANE (issue 16 item 2): the activity log's table, filters and follow go here.
-async function showActivity() {
-  const response = await api("activity");
-  $("#activity-pane").replaceChildren(el("p", {class: "muted"}, response.ok
-    ? "" : "This daemon keeps no activity log yet (GET /activity answered " +
-      `${response.status}).`));
+// -- activity: one row per gateway request (GET /activity, docs/activity.md) ----------
+function activityQuery(extra = {}) {
+  const query = new URLSearchParams({limit: "200", ...extra});
+  if ($("#activity-model").value) query.set("model", $("#activity-model").value);
+  if ($("#activity-status").value) query.set("status", $("#activity-status").value);
+  return query;
 }
+
+const num = (value, digits = 0) => (value === null || value === undefined ? "—"
+  : Number(value).toFixed(digits));
+
+function activityRow(r) {
+  const show = r.captured ? el("button", {type: "button", onclick: () => showCapture(r.id)},
+    "body") : null;
+  const served = r.requested && r.requested !== r.model ? `${r.model} (asked ${r.requested})`
+    : (r.model || r.requested || "—");
+  return el("tr", {class: r.cancelled || (r.status || 500) >= 400 ? "bad" : ""},
+    el("td", {}, new Date(r.at * 1000).toLocaleTimeString()), el("td", {}, r.client || "—"),
+    el("td", {}, `${r.method} ${r.endpoint}`), el("td", {}, served),
+    el("td", {}, r.cancelled ? "cancelled" : String(r.status ?? "—")),
+    el("td", {}, num(r.prompt_tokens)), el("td", {}, num(r.cached_tokens)),
+    el("td", {}, num(r.generated_tokens)), el("td", {}, num(r.wait_s, 2)),
+    el("td", {}, num(r.ttft_s, 2)), el("td", {}, num(r.prompt_tps, 1)),
+    el("td", {}, num(r.generation_tps, 1)), el("td", {}, num(r.duration_s, 2)),
+    el("td", {}, show));
+}
+
+let activityShown = false;  // polled while "Follow" is on; shown once when it is off
+
+async function showActivity(force = false) {
+  if (activityShown && force !== true && !$("#activity-follow").checked) return;
+  activityShown = true;
+  const select = $("#activity-model");
+  if (select.options.length === 1) {
+    for (const m of models) select.append(el("option", {value: m.id}, m.id));
+  }
+  const response = await api(`activity?${activityQuery()}`);
+  const page = await response.json();
+  if (!response.ok) {
+    note(`no activity log: ${page.error || response.status}`, true);
+    return;
+  }
+  $("#activity-table tbody").replaceChildren(...page.records.map(activityRow));
+}
+
+async function showCapture(id) {
+  const capture = await getJson(`activity/${id}/capture`);
+  const pane = $("#activity-capture");
+  pane.hidden = false;
+  pane.textContent = JSON.stringify(capture, null, 2);
+  pane.focus();
+}
+
+async function exportActivity(format) {
+  const response = await api(`activity?${activityQuery({format})}`);
+  const link = el("a", {download: `herd-activity.${format === "csv" ? "csv" : "md"}`,
+    href: URL.createObjectURL(await response.blob())});
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+for (const id of ["#activity-model", "#activity-status"]) {
+  $(id).addEventListener("change", () => showActivity(true).catch((e) => note(e.message, true)));
+}
+$("#activity-csv").addEventListener("click", () => exportActivity("csv"));
+$("#activity-md").addEventListener("click", () => exportActivity("markdown"));
 
 // -- bench, config, failures ---------------------------------------------------------
 async function showReport() {
@@ -304,7 +363,8 @@ function failure(title, reason, tail) {
 const PAGES = {
   models: [refreshModels, true],
   logs: [() => refreshModels().then(() => followLog().catch(streamEnded)), false],
-  system: [refreshSystem, true], activity: [showActivity, false], bench: [showReport, false],
+  system: [refreshSystem, true], bench: [showReport, false],
+  activity: [showActivity, true],
   config: [showConfig, false], failures: [showFailures, true],
 };
 
@@ -317,6 +377,7 @@ function show() {
     else link.removeAttribute("aria-current");
   }
   clearInterval(timer);
+  activityShown = false;
   if (name !== "logs" && logStream) logStream.abort();
   const run = () => load().catch((error) => {
     if (error.name !== "AbortError") note(error.message, true);
