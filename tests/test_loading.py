@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -101,3 +102,29 @@ def test_a_real_llama_server_reports_ready_in_status(daemon) -> None:
         assert api.post("/switch", json={"model": "dense"}).json()["ok"]
         status = api.get("/status").json()
     assert (status["stage"], status["progress"]) == ("ready", 1.0)
+
+
+def test_herd_up_hands_each_polled_fraction_to_its_bar(monkeypatch) -> None:
+    """control.up's watcher: what /status says about the loading model reaches the
+    callback (herd up's bar) in order, other models' entries do not, and it stops with
+    the switch."""
+    from types import SimpleNamespace
+
+    from llamaherd import control
+
+    monkeypatch.setattr(control, "PROGRESS_POLL_S", 0.01)
+    answers = [(None, None), (0.2, "reading tensors"), (0.9, "warming up")]
+    done = threading.Event()
+
+    class Daemon:  # the two calls control makes, answering as the daemon does
+        def status(self) -> SimpleNamespace:
+            progress, stage = answers.pop(0) if answers else (1.0, "ready")
+            if not answers:
+                done.set()
+            other = SimpleNamespace(model="dense", progress=0.5, stage="other")
+            mine = SimpleNamespace(model="moe", progress=progress, stage=stage)
+            return SimpleNamespace(loaded=[other, mine])
+
+    seen: list[tuple[float, str]] = []
+    control._report_progress(Daemon(), "moe", lambda f, s: seen.append((f, s)), done)
+    assert seen[:2] == [(0.2, "reading tensors"), (0.9, "warming up")]

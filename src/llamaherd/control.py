@@ -10,7 +10,9 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,8 @@ from llamaherd.netaddr import local_url
 if TYPE_CHECKING:
     from llamaherd.config import Config
     from llamaherd.schema import SwitchDone, SwitchFailed
+
+PROGRESS_POLL_S = 0.25  # how often `herd up` asks /status how far a load is
 
 
 def find_config(explicit: str | Path | None = None) -> Config:
@@ -92,8 +96,13 @@ def _client(address: DaemonAddress | None, url: str | None = None) -> DaemonClie
     return DaemonClient(url, key)
 
 
-def up(config: Config, model: str) -> SwitchDone | SwitchFailed:
-    """Start the daemon if needed and make `model` the running one.
+def up(
+    config: Config,
+    model: str,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> SwitchDone | SwitchFailed:
+    """Start the daemon if needed and make `model` the running one; `on_progress` gets
+    the load's fraction and stage from /status while it starts.
 
     Returns the API's /switch answer: SwitchFailed when the model failed to start (it
     says why, and which model was restored).
@@ -104,7 +113,36 @@ def up(config: Config, model: str) -> SwitchDone | SwitchFailed:
     if missing := missing_model_file(config, profile):
         raise missing  # and so does a GGUF not on disk (yet)
     client = start_background(config)
-    return client.switch(profile.id, timeout=config.server.start_timeout * 2 + 60)
+    timeout = config.server.start_timeout * 2 + 60
+    if on_progress is None:
+        return client.switch(profile.id, timeout=timeout)
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_report_progress, args=(client, profile.id, on_progress, done), daemon=True
+    )
+    watcher.start()
+    try:
+        return client.switch(profile.id, timeout=timeout)
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _report_progress(
+    client: DaemonClient,
+    model: str,
+    on_progress: Callable[[float, str], None],
+    done: threading.Event,
+) -> None:
+    """Poll /status while a switch runs; a failed poll just waits for the next."""
+    while not done.wait(PROGRESS_POLL_S):
+        try:
+            loaded = {m.model: m for m in client.status().loaded}
+        except HerdError:
+            continue
+        entry = loaded.get(model)
+        if entry is not None and entry.progress is not None:
+            on_progress(entry.progress, entry.stage or "")
 
 
 def down(

@@ -88,9 +88,13 @@ def up(ctx: click.Context, model: str | None, no_dashboard: bool, as_json: bool)
     running. In a terminal it then opens the dashboard (unless --no-dashboard), and with
     no MODEL it first offers a menu of profiles.
     """
+    from llamaherd.cli.progress import LoadProgress
+
     config = config_of(ctx)
     model = model or _pick_model(config)
-    if not _report_switch(control.up(config, model), as_json, control.connect(config)):
+    with LoadProgress(model) as bar:
+        answer = control.up(config, model, on_progress=None if as_json else bar)
+    if not _report_switch(answer, as_json, control.connect(config)):
         sys.exit(1)
     if wants_dashboard(no_dashboard, as_json):
         _open_dashboard(config)

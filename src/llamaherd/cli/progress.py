@@ -56,3 +56,36 @@ class BuildProgress:
         if decile != self.last_decile.get(phase):
             self.last_decile[phase] = decile
             err_console.print(f"{phase}: {decile * 10}% ({done}/{total})")
+
+
+class LoadProgress:
+    """`herd up`'s bar while a model loads (its stage as the label), in a terminal only:
+    a script reads the answer, not a bar."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> LoadProgress:
+        if err_console.is_terminal:
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(f"loading {self.model}", total=1.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        if self.bar and self.task is not None:
+            label = f"loading {self.model}" + (f": {stage}" if stage else "")
+            self.bar.update(self.task, completed=fraction, description=label)
