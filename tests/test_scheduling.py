@@ -25,6 +25,7 @@ from llamaherd.daemon.api import create_app
 from llamaherd.daemon.memory import CPU, Memory
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.scheduler import Resident, make_room
+from llamaherd.daemon.turns import Turns
 from llamaherd.gguf import synth
 from llamaherd.gguf.plan import GiB, Gpu, MiB
 
@@ -248,6 +249,44 @@ def test_requests_for_a_busy_model_go_first_until_max_swap_wait(
             assert await late == "d"  # then d's, back again
             swaps = [e["model"] for e in events if e["type"] == "switch"]
             assert swaps == ["e", "d"]
+
+    run(scenario)
+
+
+def test_waiting_starts_go_by_priority(tmp_path) -> None:
+    fake = FakeRuntime()
+    fake.knobs["a"] = Knobs(load_delay=0.3)  # holds the turn while the others queue
+    profiles = '[models.low]\nfile = "b.gguf"\n[models.high]\nfile = "c.gguf"\npriority = 10\n'
+
+    async def scenario() -> None:
+        async with herd(tmp_path, fake, profiles, max_loaded=1) as sv:
+            first = asyncio.ensure_future(sv.switch("a"))
+            assert await wait_until(lambda: len(fake.servers) == 1)
+            low = asyncio.ensure_future(sv.switch("low"))  # asked first
+            await asyncio.sleep(0)  # low is waiting for its turn before high asks
+            high = asyncio.ensure_future(sv.switch("high"))
+            await asyncio.gather(first, low, high)
+            assert [s.profile.id for s in fake.servers] == ["a", "high", "low"]
+
+    run(scenario)
+
+
+def test_a_start_that_leaves_the_queue_gives_its_turn_on() -> None:
+    async def scenario() -> None:
+        turns = Turns()
+        order: list[str] = []
+
+        async def take(name: str, priority: int) -> None:
+            async with turns.turn(priority):
+                order.append(name)
+
+        async with turns:  # held: the others queue
+            gone = asyncio.ensure_future(take("gone", 5))
+            kept = asyncio.ensure_future(take("kept", 1))
+            await asyncio.sleep(0)
+            gone.cancel()
+        await kept
+        assert order == ["kept"] and not turns.locked()
 
     run(scenario)
 

@@ -105,6 +105,8 @@ class Profile(_Strict):
     extends: str | None = Field(None, examples=["glm-flash-q4"])
     persistent: bool = Field(False, examples=[True])
     """Never evicted to make room for another model."""
+    priority: int = Field(0, examples=[10])
+    """When several starts wait their turn, the highest priority goes first."""
     ttl: PositiveFloat | None = Field(None, examples=[600])
     """Seconds without requests after which the model is unloaded; unset: never."""
     restart: Literal["on-failure", "never"] = Field("on-failure", examples=["never"])

@@ -43,6 +43,7 @@ from llamaherd.daemon.model import (
     file_stamp,
 )
 from llamaherd.daemon.requests import ServesRequests
+from llamaherd.daemon.turns import Turns
 from llamaherd.errors import UsageError
 from llamaherd.runtime import Runtime, Server, rpc
 from llamaherd.runtime.process import free_port
@@ -77,7 +78,7 @@ class Supervisor(ServesRequests):
         self.events = EventBus()
         self.kv = KvKeep(llama_server, run_dir, self.events)  # prompt caches across swaps
         self.memory = Memory(config.server, run_dir)  # what fits where (daemon/memory.py)
-        self._lock = asyncio.Lock()
+        self._lock = Turns()  # one change at a time; waiting starts by priority
         self._attempts: dict[str, asyncio.Task[SwitchResult]] = {}  # starts under way
         self._handover = Handover()  # requests waiting for starts
         self._background: set[asyncio.Task[Any]] = set()
@@ -233,7 +234,7 @@ class Supervisor(ServesRequests):
             raise
 
     async def _attempt(self, profile: Profile) -> SwitchResult:
-        async with self._lock:
+        async with self._lock.turn(profile.priority):
             began = time.monotonic()
             result = await self._switch_locked(profile)
             if result.ok:  # before the lock goes to a start that might evict it
