@@ -119,8 +119,12 @@ class Usage:
             data = json.loads(text)
         except ValueError:
             return
-        if not isinstance(data, dict):
-            return
+        if isinstance(data, dict):
+            self.record(data)
+
+    def record(self, data: dict[str, Any]) -> None:
+        """The figures of one answer (or chunk) of llama-server's, parsed; the gateway
+        calls it for the answers it translates (the Ollama API)."""
         message = data.get("message")  # Anthropic's message_start
         inner = message.get("usage") if isinstance(message, dict) else None
         for usage in (data.get("usage"), inner):

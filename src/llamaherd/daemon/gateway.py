@@ -5,7 +5,9 @@ Every path is forwarded to the running llama-server (OpenAI and Anthropic APIs, 
 streams relayed chunk by chunk. A request whose `model` (JSON body, or `?model=` on GET)
 names another profile makes the daemon switch first; it waits in the supervisor's
 bounded queue meanwhile. `GET /v1/models` lists every profile, and llama.cpp's router
-model API (load, unload, status events) is answered by daemon/router_api.py.
+model API (load, unload, status events) is answered by daemon/router_api.py, Ollama's
+API (`/api/...`) by daemon/ollama.py. A `keep_alive` or `ttl` in a request's body sets
+how long its model stays loaded after it (daemon/lifetime.py).
 
 It is a plain ASGI app rather than a framework route so that it controls the stream:
 from the moment the request body is read (while the model starts, while llama-server
@@ -18,6 +20,7 @@ httpx most of a relayed request's cost was the client itself (docs/performance.m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
@@ -31,10 +34,13 @@ from llamaherd.config.checks import missing_model_file
 from llamaherd.daemon import routing as route
 from llamaherd.daemon.activity import ActivityLog, Entry
 from llamaherd.daemon.auth import key_matches
+from llamaherd.daemon.lifetime import LifetimeError, requested_in
 from llamaherd.daemon.metrics import Metrics
 from llamaherd.daemon.model import Busy, State, Unavailable
+from llamaherd.daemon.ollama import OllamaApi
 from llamaherd.daemon.router_api import RouterApi, RouterError
 from llamaherd.daemon.supervisor import Supervisor
+from llamaherd.daemon.upstream import Exchange, Upstream, UpstreamError, send_json
 from llamaherd.errors import UsageError
 from llamaherd.runtime import auth_headers
 
@@ -78,6 +84,7 @@ class Gateway:
         self.activity = activity
         self._http: aiohttp.ClientSession | None = None
         self.router = RouterApi(supervisor, lambda: self.http)  # llama.cpp's model API
+        self.ollama = OllamaApi(self)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -141,27 +148,39 @@ class Gateway:
             await _error(send, error.status, str(error), error.kind)
             return
         if isinstance(reply, tuple):
-            await _json(send, *reply)
+            await send_json(send, *reply)
             return
         if reply is not None:  # /models/sse
             await _unless_client_leaves(_stream(send, reply), receive)
+            return
+        if scope["path"].startswith("/api/"):  # Ollama's API (daemon/ollama.py)
+            answer = self.ollama.answer(scope, send, body, received, entry)
+            left = await _unless_client_leaves(answer, receive)
+            if entry:
+                entry.cancelled = left
             return
         requested = _requested_model(scope, body)
         if entry:
             entry.requested = requested
         if route.is_auto(requested) and self._find(requested) is None:
             requested = route.choose(requested, body, self.supervisor.config)
-        model_id, problem = self._choose(requested)
+        model_id, problem = self.choose(requested)
         if problem:
             await _error(send, *problem)
             return
+        try:
+            keep_alive = requested_in(body)
+        except LifetimeError as error:
+            await _error(send, 400, str(error))
+            return
         left = await _unless_client_leaves(
-            self._forward(scope, send, headers, body, model_id, received, entry), receive
+            self._forward(scope, send, headers, body, model_id, received, entry, keep_alive),
+            receive,
         )
         if entry:
             entry.cancelled = left
 
-    def _choose(self, requested: str | None) -> tuple[str | None, tuple | None]:
+    def choose(self, requested: str | None) -> tuple[str | None, tuple | None]:
         """The profile to serve a request with (None: the running one), or an error."""
         if requested is None:
             return None, None
@@ -203,56 +222,72 @@ class Gateway:
         model_id: str | None,
         received: float,
         entry: Entry | None,
+        keep_alive: float | None,
     ) -> None:
+        target = scope["raw_path"].decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        forwarded = [(k, v) for k, v in headers.items() if k not in NOT_FORWARDED]
+        request = Upstream(scope["method"], target, forwarded, body, received, entry, keep_alive)
         try:
-            async with self.supervisor.serving(model_id) as model:
+            async with self.upstream(model_id, request) as exchange:
+                with contextlib.suppress(aiohttp.ClientError):
+                    # llama-server broke off, or was silent past upstream_timeout: the
+                    # response ends without its last chunk, so the client sees it cut short.
+                    exchange.first_byte = await _relay(exchange.response, send, exchange.model.id)
+        except UpstreamError as error:
+            await _error(
+                send, error.status, str(error), error.kind, error.code, extra_headers=error.headers
+            )
+
+    @contextlib.asynccontextmanager
+    async def upstream(self, model_id: str | None, request: Upstream) -> AsyncIterator[Exchange]:
+        """llama-server's response to `request`, from the model for `model_id` (None: the
+        current one), held in flight through the supervisor (swaps, the queue) while the
+        caller reads it. What stops it from being answered raises UpstreamError, for the
+        caller to answer in its API's shape."""
+        try:
+            async with self.supervisor.serving(model_id, request.keep_alive) as model:
                 assert model.server is not None
-                if entry:
-                    entry.model, entry.wait_s = model.id, time.monotonic() - received
-                url = model.server.url + scope["raw_path"].decode("latin-1")
-                if scope.get("query_string"):
-                    url += "?" + scope["query_string"].decode("latin-1")
-                forwarded = [(k, v) for k, v in headers.items() if k not in NOT_FORWARDED]
-                forwarded += auth_headers(model.server.api_key).items()
+                if request.entry:
+                    request.entry.model = model.id
+                    request.entry.wait_s = time.monotonic() - request.received
+                url = model.server.url + request.target
+                headers = request.headers + list(auth_headers(model.server.api_key).items())
                 try:
-                    upstream = await self._send(scope["method"], url, forwarded, body)
+                    response = await self._send(request.method, url, headers, request.body)
                 except aiohttp.ServerTimeoutError:
                     waited = f"{self.settings.upstream_timeout:g}s"
                     message = f"llama-server sent nothing for {waited} ([server] upstream_timeout)"
-                    await _error(send, 504, message, "api_error")
-                    return
+                    raise UpstreamError(504, message) from None
                 except aiohttp.ClientError as error:
-                    await _error(send, 502, f"llama-server did not answer: {error}", "api_error")
-                    return
-                first_byte = None
+                    raise UpstreamError(502, f"llama-server did not answer: {error}") from None
+                exchange = Exchange(model, response)
                 try:
-                    first_byte = await _relay(upstream, send, model.id)
-                except aiohttp.ClientError:
-                    # llama-server broke off, or was silent past upstream_timeout: the
-                    # response ends without its last chunk, so the client sees it cut short.
-                    pass
+                    yield exchange
                 finally:
                     # Closing (not releasing) drops the connection: when the client left
                     # or llama-server went silent, that is what stops its generating.
-                    if upstream.content.at_eof():
-                        upstream.release()
+                    if response.content.at_eof():
+                        response.release()
                     else:
-                        upstream.close()
+                        response.close()
                     if self.metrics:
-                        ttfb = first_byte - received if first_byte else None
-                        self.metrics.request_done(
-                            model.id, upstream.status, ttfb, path=scope["path"]
-                        )
+                        first = exchange.first_byte
+                        ttfb = first - request.received if first else None
+                        path = request.target.split("?", 1)[0]
+                        self.metrics.request_done(model.id, response.status, ttfb, path=path)
         except Busy as error:  # worth retrying soon: the queue moves
-            await _error(
-                send, 503, str(error), "overloaded_error", extra_headers=[(b"retry-after", b"5")]
-            )
+            raise UpstreamError(
+                503, str(error), "overloaded_error", headers=[(b"retry-after", b"5")]
+            ) from None
         except UsageError as error:  # its GGUF is missing: "model file not found ..."
-            await _error(send, 404, str(error), "invalid_request_error", "model_not_found")
+            message = str(error)
+            raise UpstreamError(404, message, "invalid_request_error", "model_not_found") from None
         except Unavailable as error:
             # No Retry-After: a model that failed to start fails the same way until its
             # file or profile changes, or retry_failed_after passes.
-            await _error(send, 503, str(error), "api_error")
+            raise UpstreamError(503, str(error)) from None
 
     async def _send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
@@ -355,17 +390,6 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _json(
-    send: Send, status: int, data: object, extra_headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    body = json.dumps(data).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send(
-        {"type": "http.response.start", "status": status, "headers": headers + list(extra_headers)}
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _error(
     send: Send,
     status: int,
@@ -377,4 +401,4 @@ async def _error(
 ) -> None:
     """An error in the OpenAI shape ({"error": {...}}), which Anthropic clients read too."""
     error = {"message": message, "type": kind, "code": code or status}
-    await _json(send, status, {"error": error}, extra_headers)
+    await send_json(send, status, {"error": error}, extra_headers)

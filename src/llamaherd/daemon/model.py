@@ -136,6 +136,13 @@ class Model:
     placement: Placement | None = None  # where the scheduler put it, what it holds there
     loaded_at: float = field(default_factory=time.monotonic)  # when it last became ready
     yielding: bool = False  # new requests wait: a swap waits for this model to drain
+    # The last request's keep_alive/ttl in seconds (inf: never unloaded); None: the profile's.
+    keep_alive: float | None = None
+
+    @property
+    def ttl(self) -> float | None:
+        """Idle seconds before it is unloaded (None or inf: never)."""
+        return self.profile.ttl if self.keep_alive is None else self.keep_alive
 
     @property
     def id(self) -> str:

@@ -3,6 +3,10 @@ request, or queues the request (per model: `queued`) behind the start it needs, 
 by queue_size and queue_timeout. A model that yields its room to a waiting swap
 (max_swap_wait passed, daemon/supervisor.py) is not handed to new requests: they queue
 for it, so it drains and the swap goes ahead.
+
+Each request may say how long its model stays loaded afterwards (`keep_alive`, daemon/
+lifetime.py): kept on the model until the next request, and `scheduler.expired` unloads
+by it, at once when it is 0.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from llamaherd.config import Config, Profile
+from llamaherd.daemon import scheduler
 from llamaherd.daemon.model import Busy, Handover, Model, State, SwitchResult, Unavailable
 from llamaherd.errors import UsageError
 
@@ -27,8 +32,9 @@ class ServesRequests:
     current: str | None
     queued: collections.Counter[str]
     _handover: Handover
+    _lock: asyncio.Lock
 
-    if TYPE_CHECKING:  # the starts, which the supervisor owns
+    if TYPE_CHECKING:  # the starts and stops, which the supervisor owns
 
         def _attempt_for(
             self, profile: Profile, *, retry: bool
@@ -38,9 +44,16 @@ class ServesRequests:
             self, attempt: asyncio.Future[SwitchResult], model_id: str, timeout: float | None = None
         ) -> SwitchResult: ...
 
+        async def _evict_locked(self, model: Model, *, reason: str, **details: object) -> None: ...
+
+        def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
     @contextlib.asynccontextmanager
-    async def serving(self, model_id: str | None) -> AsyncIterator[Model]:
-        """A ready model for `model_id` (None: the current one), held as in flight.
+    async def serving(
+        self, model_id: str | None, keep_alive: float | None = None
+    ) -> AsyncIterator[Model]:
+        """A ready model for `model_id` (None: the current one), held as in flight, to
+        stay loaded `keep_alive` seconds after this request (None: its profile's ttl).
 
         Starts it first when needed. Raises Busy when the queue is full or the wait too
         long, Unavailable when no model can serve, ConfigError when its GGUF is missing.
@@ -50,10 +63,21 @@ class ServesRequests:
             model.hold()
         else:
             model = await self._wait_for(model_id)  # held already
+        model.keep_alive = keep_alive
         try:
             yield model
         finally:
             model.release()
+            if scheduler.expired(model):  # keep_alive 0: now, not at the next TTL check
+                self._spawn(self.expire(model))
+
+    async def expire(self, model: Model) -> None:
+        """Unload `model` when it outlived its ttl; checked again under the lock, as a
+        request may have come in meanwhile."""
+        if scheduler.expired(model):
+            async with self._lock:
+                if self.models.get(model.id) is model and scheduler.expired(model):
+                    await self._evict_locked(model, reason="ttl", ttl=model.ttl)
 
     @property
     def waiting(self) -> int:

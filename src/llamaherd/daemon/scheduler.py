@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -204,11 +205,13 @@ def resident(model: Model) -> Resident:
 
 
 def expired(model: Model) -> bool:
-    """Ready, idle, and unused for longer than its profile's `ttl`."""
-    ttl = model.profile.ttl
-    return bool(
-        ttl
+    """Ready, idle, and unused for its `ttl` (the profile's, or the last request's
+    keep_alive: 0 expires the moment its request ends)."""
+    ttl = model.ttl
+    return (
+        ttl is not None
+        and ttl != math.inf
         and model.state == State.READY
         and model.in_flight == 0
-        and time.monotonic() - model.last_used > ttl
+        and time.monotonic() - model.last_used >= ttl
     )

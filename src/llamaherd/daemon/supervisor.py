@@ -480,8 +480,4 @@ class Supervisor(ServesRequests):
         while True:
             await asyncio.sleep(TTL_CHECK_INTERVAL)
             for model in list(self.models.values()):
-                if scheduler.expired(model):
-                    async with self._lock:
-                        # Checked again: a request may have come in while we waited.
-                        if self.models.get(model.id) is model and scheduler.expired(model):
-                            await self._evict_locked(model, reason="ttl", ttl=model.profile.ttl)
+                await self.expire(model)

@@ -5,7 +5,7 @@ parse every answer into them. docs/api.md explains what each field means.
 
 Unknown fields are ignored, so a client keeps working against a newer daemon that adds
 some. One module per part of the API (common, models, status, system, router, console,
-activity); `from llamaherd.schema import X` imports only X's module, so a command builds
+activity, ollama); `from llamaherd.schema import X` imports only X's module, so a command builds
 the classes of the answers it parses and no others (`herd models` builds ModelRow's, not
 /system's).
 """
@@ -34,6 +34,25 @@ if TYPE_CHECKING:
         MemoryEstimate,
         ModelList,
         ModelRow,
+    )
+    from llamaherd.schema.ollama import (
+        OllamaChatChunk,
+        OllamaChatRequest,
+        OllamaDetails,
+        OllamaEmbed,
+        OllamaEmbedding,
+        OllamaEmbedRequest,
+        OllamaError,
+        OllamaGenerateChunk,
+        OllamaGenerateRequest,
+        OllamaMessage,
+        OllamaPs,
+        OllamaRunning,
+        OllamaShow,
+        OllamaShowRequest,
+        OllamaTag,
+        OllamaTags,
+        OllamaVersion,
     )
     from llamaherd.schema.router import (
         LoadProgress,
@@ -79,7 +98,7 @@ if TYPE_CHECKING:
 
 # Searched in this order, the most used first: `herd models` builds common and models
 # only, `herd status` common, models and status.
-_PARTS = ("common", "models", "status", "system", "router", "console", "activity")
+_PARTS = ("common", "models", "status", "system", "router", "console", "activity", "ollama")
 
 __all__ = [
     "ActivityPage",
@@ -112,6 +131,23 @@ __all__ = [
     "ModelRow",
     "ModelState",
     "ModelStatus",
+    "OllamaChatChunk",
+    "OllamaChatRequest",
+    "OllamaDetails",
+    "OllamaEmbed",
+    "OllamaEmbedRequest",
+    "OllamaEmbedding",
+    "OllamaError",
+    "OllamaGenerateChunk",
+    "OllamaGenerateRequest",
+    "OllamaMessage",
+    "OllamaPs",
+    "OllamaRunning",
+    "OllamaShow",
+    "OllamaShowRequest",
+    "OllamaTag",
+    "OllamaTags",
+    "OllamaVersion",
     "ProfileState",
     "Reading",
     "ReloadRefused",
