@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llamaherd.config import Config, Profile
 from llamaherd.daemon import scheduler
 from llamaherd.daemon.model import Busy, Handover, Model, State, SwitchResult, Unavailable
+from llamaherd.daemon.turns import Turns
 from llamaherd.errors import UsageError
 
 
@@ -32,7 +33,7 @@ class ServesRequests:
     current: str | None
     queued: collections.Counter[str]
     _handover: Handover
-    _lock: asyncio.Lock
+    _lock: Turns
 
     if TYPE_CHECKING:  # the starts and stops, which the supervisor owns
 
