@@ -25,6 +25,8 @@ WEIGHT_TYPES = {
     "F32": gguf.GGMLQuantizationType.F32,
     "F16": gguf.GGMLQuantizationType.F16,
     "Q8_0": gguf.GGMLQuantizationType.Q8_0,
+    "Q4_0": gguf.GGMLQuantizationType.Q4_0,  # zero blocks are valid in every type
+    "Q4_K": gguf.GGMLQuantizationType.Q4_K,
 }
 
 
