@@ -5,7 +5,7 @@ its own ChatML template) and Gemma 3 270M (sliding-window attention, no chat tem
 What the random-weight models cannot show: answers that make sense through the model's
 own template, streamed and through the Anthropic API; the planner against what
 llama-server allocates for a real quantization mix (repacked Q4_K weights); HumanEval
-scored above zero; and `herd bench speed` against llama.cpp's own llama-bench.
+scored above zero.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -38,7 +37,7 @@ PROFILES = f"""
 file = "{SMOLLM2}"
 ctx = {CTX}
 
-[models.smollm2-1t]  # one thread: see test_bench_speed_agrees_with_llama_bench
+[models.smollm2-1t]  # one thread: two collapse on a shared 2-core machine
 file = "{SMOLLM2}"
 ctx = {CTX}
 args = ["-t", "1"]
@@ -194,40 +193,6 @@ def test_humaneval_scores_smollm2_through_the_gateway(
     assert 0 < run["base_pass"] < 1  # pass@1 as a fraction: neither none nor all
     assert run["results"]["base_passed"] == round(run["base_pass"] * 24)
     assert run["results"]["statuses"]["HumanEval/23"]["base"] == "pass"
-
-
-def llama_bench(llama_server: Path, model: Path) -> dict[str, float]:
-    """llama.cpp's own figures, same build and thread count: tokens/s of a 512-token
-    prompt and of 128 generated tokens."""
-    argv = [str(llama_server.with_name("llama-bench")), "-m", str(model), "-p", "512"]
-    argv += ["-n", "128", "-r", "3", "-t", "1", "-o", "json"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=True)
-    rows = json.loads(done.stdout)
-    return {
-        "prompt": next(r["avg_ts"] for r in rows if r["n_prompt"] == 512),
-        "generation": next(r["avg_ts"] for r in rows if r["n_gen"] == 128),
-    }
-
-
-def test_bench_speed_agrees_with_llama_bench(real_herd: Config, llama_server: Path) -> None:
-    """Both sides on one thread: on a 2-core machine shared with other jobs, two
-    spin-waiting threads collapse (SmolLM2 generated 1 t/s on two, 19 t/s on one, beside
-    a busy test run), and the comparison would measure the neighbours."""
-    config = ["--config", str(real_herd.path)]
-    speed = ["--prompt-lengths", "512", "--gen-tokens", "128", "--reps", "3"]
-    result = run_herd(
-        *config, "bench", "speed", "smollm2-1t", *speed, "--concurrency", "1", "--json", timeout=600
-    )
-    assert result.returncode == 0, result.stderr
-    (run,) = json.loads(result.stdout)
-    figures = run["results"]
-    herd = {
-        "prompt": figures["prompt"][0]["tps"]["median"],
-        "generation": figures["generation"]["tps"]["median"],
-    }
-    reference = llama_bench(llama_server, realmodels.SMOLLM2.path)
-    for kind, value in herd.items():
-        assert value == pytest.approx(reference[kind], rel=0.15), (kind, herd, reference)
 
 
 def test_demo_answers_with_smollm2_and_switches_to_gemma(
