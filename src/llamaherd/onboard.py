@@ -47,6 +47,7 @@ class Added:
     replaced: bool
     downloaded: list[Path] = field(default_factory=list)
     test: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class Added:
             "downloaded": [str(p) for p in self.downloaded],
             "plan": self.plan.summary(),
             "test": self.test,
+            "warnings": self.warnings,
         }
 
 
@@ -133,7 +135,14 @@ def add(
     new_text = tomlkit.dumps(doc)
     parse_config(new_text, config_path, check_files=False)  # never write a broken file
     fsutil.write_text_if_changed(config_path, new_text)
-    return Added(pid, config_path, model_path, table, plan, sampling_source, replaced, downloaded)
+    added = Added(pid, config_path, model_path, table, plan, sampling_source, replaced, downloaded)
+    if not info.chat_template:
+        added.warnings.append(
+            f"{model_path.name} has no chat template (a base model?): chat requests get "
+            "llama-server's fallback format; send it /v1/completions, or choose a template "
+            'with args = ["--chat-template", "NAME"]'
+        )
+    return added
 
 
 def profile_table(

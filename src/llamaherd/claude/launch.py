@@ -47,6 +47,29 @@ def choose_model(config: Config, requested: str | None) -> str:
     return env.main_model(config, requested, running)
 
 
+# Claude Code's first request (Claude Code 2.1.197, `claude -p`): its system prompt and 24
+# tool schemas counted with real tokenizers are 20,911 tokens (SmolLM2's) and 20,152
+# (Gemma 3's), 17-18k of them the tool schemas. A smaller context fails at once.
+FIRST_REQUEST_TOKENS = 21_000
+
+
+def context_warning(config: Config, model: str) -> str | None:
+    """Why Claude Code's first request will not fit the profile's context, if it won't."""
+    profile = config.resolve(model)
+    if not profile.ctx:
+        return None  # the model's trained context: unknown without reading the file
+    per_slot = profile.ctx // (profile.parallel or 1)  # an unset parallel shares one cache
+    if per_slot >= FIRST_REQUEST_TOKENS:
+        return None
+    return (
+        f"{profile.id} has a context of {per_slot} tokens"
+        + (" per slot" if (profile.parallel or 1) > 1 else "")
+        + f", but Claude Code's first request alone is about {FIRST_REQUEST_TOKENS // 1000}k "
+        f"tokens (its system prompt and tool schemas); set ctx = 32768 or more in "
+        f"[models.{profile.id}]"
+    )
+
+
 def herd_environment(config: Config, model: str, *, routed: bool = False) -> dict[str, str]:
     """herd's variables for Claude Code, with its config dir seeded (so an editor that
     uses these exports finds the same settings)."""

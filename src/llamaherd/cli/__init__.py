@@ -59,7 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dash": ("lifecycle:dash", "The live dashboard: model, log, GPUs, system."),
     "demo": (
         "lifecycle:demo",
-        "Create two tiny demo models and serve one, then show it answering a chat request.",
+        "Serve a small real model (fetched once) and show it answering a question.",
     ),
     "doctor": (
         "provision:doctor_command",

@@ -60,6 +60,8 @@ def claude_command(
 
     config = config_of(ctx)
     chosen = launch.choose_model(config, model)
+    if warning := launch.context_warning(config, chosen):
+        err_console.print(f"herd: warning: {warning}")
     if print_env:
         click.echo(env.exports(launch.herd_environment(config, chosen, routed=route)))
         return

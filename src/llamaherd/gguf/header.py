@@ -78,6 +78,19 @@ class WeightTable:
     token_embd: int
     dense: list[int]  # per layer 0..n_layer (the last: blocks past the trunk), no experts
     experts: list[int]  # per layer: the expert tensors --n-cpu-moe moves
+    repack: list[int]  # per layer: dense bytes the CPU backend copies (REPACK_TYPES)
+    repack_experts: list[int]  # the same of the expert tensors
+    repack_output: int = 0  # the same of output.weight
+
+
+# Weight types llama.cpp's CPU backend repacks into interleaved rows for its AVX2/AVX-512
+# matrix kernels (ggml-cpu/repack.cpp, 8 rows at a time). The copy is a CPU_REPACK buffer
+# on top of the mapped file, for matrices of layers left on the CPU; embeddings (a row
+# lookup) stay as they are. Seen on the pinned build: a Q4_K_M Gemma 3 repacks exactly
+# its Q4_K matrices (12.66 MiB), not its Q5_0, Q6_K or Q8_0 ones; of models in one type,
+# Q4_0, Q4_K, IQ4_NL and Q2_K repack, Q8_0, Q4_1, Q3_K, Q5_K and Q6_K do not.
+REPACK_TYPES = ("Q4_0", "Q4_K", "IQ4_NL", "Q2_K")
+REPACK_ROWS = 8
 
 
 @dataclass
@@ -124,18 +137,25 @@ class ModelInfo:
     @cached_property
     def weight_table(self) -> WeightTable:
         n = self.n_layer
-        table = WeightTable(0, 0, 0, [0] * (n + 1), [0] * (n + 1))
+        zeros = [0] * (n + 1)
+        table = WeightTable(0, 0, 0, zeros, zeros.copy(), zeros.copy(), zeros.copy())
         for t in self.tensors:
+            repacked = (
+                t.type in REPACK_TYPES and len(t.shape) >= 2 and t.shape[1] % REPACK_ROWS == 0
+            )
             if t.layer is None:
                 if t.group == "output":
                     table.output += t.n_bytes
+                    table.repack_output += t.n_bytes * (repacked and t.name == "output.weight")
                 else:
                     table.cpu += t.n_bytes
                 if t.name == "token_embd.weight":
                     table.token_embd = t.n_bytes
                 continue
-            per_layer = table.experts if t.group == "ffn_experts" else table.dense
-            per_layer[min(t.layer, n)] += t.n_bytes
+            experts = t.group == "ffn_experts"
+            (table.experts if experts else table.dense)[min(t.layer, n)] += t.n_bytes
+            if repacked:
+                (table.repack_experts if experts else table.repack)[min(t.layer, n)] += t.n_bytes
         return table
 
     def summary(self) -> dict[str, Any]:

@@ -391,9 +391,14 @@ def estimate(
     table = info.weight_table
     cpu.weights += table.cpu
     output_dev.weights += table.output
+    cpu.weights += table.repack_output * (output_dev is cpu)
     for il in range(info.n_layer + 1):  # index n_layer: MTP/nextn blocks past the trunk
         device(where[il]).weights += table.dense[il]
-        (cpu if il < placement.n_cpu_moe else device(where[il])).weights += table.experts[il]
+        experts_dev = cpu if il < placement.n_cpu_moe else device(where[il])
+        experts_dev.weights += table.experts[il]
+        # The CPU's repacked copies (header.REPACK_TYPES) of the matrices it computes with.
+        cpu.weights += table.repack[il] * (where[il] < 0)
+        cpu.weights += table.repack_experts[il] * (experts_dev is cpu)
     if info.tied_output and output_dev is not cpu:
         output_dev.weights += table.token_embd  # TENSOR_DUPLICATED: a copy for the output
 

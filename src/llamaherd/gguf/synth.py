@@ -25,14 +25,16 @@ WEIGHT_TYPES = {
     "F32": gguf.GGMLQuantizationType.F32,
     "F16": gguf.GGMLQuantizationType.F16,
     "Q8_0": gguf.GGMLQuantizationType.Q8_0,
-    # Block quantizations the sparse writer sizes (the scheduling simulation's real-model
-    # shapes); a full write fills their blocks with zero bytes.
+    # Block quantizations: the scheduling simulation's real-model shapes (sparse), the
+    # repack tests (zero blocks are valid in every type).
+    "Q4_0": gguf.GGMLQuantizationType.Q4_0,
     "Q4_K": gguf.GGMLQuantizationType.Q4_K,
     "Q5_K": gguf.GGMLQuantizationType.Q5_K,
     "MXFP4": gguf.GGMLQuantizationType.MXFP4,
 }
 FILE_TYPES = {
     "F32": gguf.LlamaFileType.ALL_F32,
+    "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
     "F16": gguf.LlamaFileType.MOSTLY_F16,
     "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     "Q4_K": gguf.LlamaFileType.MOSTLY_Q4_K_M,

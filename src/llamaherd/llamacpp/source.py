@@ -6,24 +6,17 @@ names with ``--source``; and the registry's newest release for `herd build --upd
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
-from llamaherd import paths
+from llamaherd import paths, registry
 from llamaherd.errors import HerdError, UsageError
 from llamaherd.llamacpp.pin import PINNED_PACKAGE, Pin, current_pin
 
 Progress = Callable[[str, int, int], None]
 """progress(phase, done, total): phase is 'download' (bytes) or 'build' (steps)."""
-
-
-def _index_url() -> str:
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
 def fetch_pinned_source(progress: Progress | None = None, pin: Pin | None = None) -> Path:
@@ -36,9 +29,10 @@ def fetch_pinned_source(progress: Progress | None = None, pin: Pin | None = None
         return tree
     archive = paths.cache_dir() / "sources" / f"{name}.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
-    if not (archive.exists() and _sha256(archive) == pin.sha256):
-        _download(_sdist_url(f"{name}.tar.gz"), archive, progress)
-        if _sha256(archive) != pin.sha256:
+    if not (archive.exists() and registry.sha256(archive) == pin.sha256):
+        received = (lambda done, total: progress("download", done, total)) if progress else None
+        registry.download(_sdist_url(f"{name}.tar.gz"), archive, received)
+        if registry.sha256(archive) != pin.sha256:
             archive.unlink()
             raise HerdError(
                 f"{archive.name}: checksum mismatch; the download was corrupted, run again"
@@ -50,31 +44,15 @@ def fetch_pinned_source(progress: Progress | None = None, pin: Pin | None = None
     return tree
 
 
+NO_INDEX_HINT = "set PIP_INDEX_URL or build from a checkout with --source DIR"
+
+
 def _index_files() -> list[dict]:
-    """The package's files on the registry, through its JSON simple API (PEP 691)."""
-    index = _index_url()
-    try:
-        response = httpx.get(
-            f"{index}/{PINNED_PACKAGE}/",
-            headers={"Accept": "application/vnd.pypi.simple.v1+json"},
-            follow_redirects=True,
-            timeout=60,
-        )
-        response.raise_for_status()
-    except httpx.HTTPError as error:
-        raise HerdError(
-            f"cannot reach the package index {index} ({error}); "
-            "set PIP_INDEX_URL or build from a checkout with --source DIR"
-        ) from error
-    base = httpx.URL(f"{index}/{PINNED_PACKAGE}/")
-    return [{**entry, "url": str(base.join(entry["url"]))} for entry in response.json()["files"]]
+    return registry.index_files(PINNED_PACKAGE, NO_INDEX_HINT)
 
 
 def _sdist_url(filename: str) -> str:
-    for entry in _index_files():
-        if entry["filename"] == filename:
-            return entry["url"]
-    raise HerdError(f"{filename} is not on {_index_url()}; build from a checkout with --source DIR")
+    return registry.file_entry(PINNED_PACKAGE, filename, NO_INDEX_HINT)["url"]
 
 
 def latest_release() -> Pin:
@@ -86,32 +64,9 @@ def latest_release() -> Pin:
         if (match := pattern.fullmatch(entry["filename"])) and not entry.get("yanked")
     ]
     if not releases:
-        raise HerdError(f"no {PINNED_PACKAGE} sdist on {_index_url()}")
+        raise HerdError(f"no {PINNED_PACKAGE} sdist on {registry.index_url()}")
     _, version, entry = max(releases, key=lambda release: release[0])
     return Pin(version, entry["hashes"]["sha256"])
-
-
-def _download(url: str, target: Path, progress: Progress | None) -> None:
-    partial = target.with_suffix(".part")
-    with httpx.stream("GET", url, follow_redirects=True, timeout=120) as response:
-        response.raise_for_status()
-        total = int(response.headers.get("content-length", 0))
-        done = 0
-        with partial.open("wb") as out:
-            for chunk in response.iter_bytes(1 << 20):
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress("download", done, total)
-    partial.replace(target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_source(
