@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint llama-server clean claude-code sandbox-tools browser-tools
+.PHONY: demo test lint llama-server clean claude-code agents sandbox-tools browser-tools
 
 # The virtualenv with herd installed (editable) and the test tools.
 $(BIN)/herd: pyproject.toml
@@ -24,7 +24,7 @@ lint: $(BIN)/herd
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: llama-server lint claude-code sandbox-tools browser-tools
+test: llama-server lint claude-code agents sandbox-tools browser-tools
 	$(BIN)/pytest
 
 clean:
@@ -45,6 +45,23 @@ $(CLAUDE_CODE_STAMP):
 	cd $(CLAUDE_CODE_DIR) && npm install --no-audit --no-fund --loglevel=error \
 		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 	$(CLAUDE_CODE_DIR)/node_modules/.bin/claude --version
+	touch $@
+
+# `herd launch`'s tests run opencode and Codex for real: both from the npm registry into
+# .cache/agents (ignored); quick when already there.
+OPENCODE_VERSION ?= 1.18.33
+CODEX_VERSION    ?= 0.171.0
+AGENTS_DIR       := .cache/agents
+AGENTS_STAMP     := $(AGENTS_DIR)/.installed-opencode-$(OPENCODE_VERSION)-codex-$(CODEX_VERSION)
+
+agents: $(AGENTS_STAMP)
+
+$(AGENTS_STAMP):
+	mkdir -p $(AGENTS_DIR)
+	cd $(AGENTS_DIR) && npm install --no-audit --no-fund --loglevel=error \
+		opencode-ai@$(OPENCODE_VERSION) @openai/codex@$(CODEX_VERSION)
+	$(AGENTS_DIR)/node_modules/.bin/opencode --version
+	$(AGENTS_DIR)/node_modules/.bin/codex --version
 	touch $@
 
 sandbox-tools:

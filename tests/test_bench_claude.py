@@ -15,9 +15,10 @@ from test_bench import humaneval_data  # noqa: F401 (a fixture)
 from test_claude import claude_binary, user_home  # noqa: F401 (user_home: a fixture)
 from test_observability import metric_samples
 
+from llamaherd.agents import launch as claude_launch
+from llamaherd.agents.claude.agent import CLAUDE
 from llamaherd.bench import claude_code, references, report
 from llamaherd.bench.chat import Reply
-from llamaherd.claude import launch as claude_launch
 from llamaherd.errors import HerdError
 from llamaherd.store import Store
 
@@ -35,7 +36,7 @@ def test_claude_code_runs_each_task_through_the_gateway_into_the_report(
     config = make_herd(f'{long}\n[claude]\nbinary = "{binary}"\n')
     # Claude Code as a user would have pointed it at herd (the variables `herd claude`
     # sets); `opus` then names the long profile, as ANTHROPIC_DEFAULT_OPUS_MODEL says.
-    variables = claude_launch.herd_environment(config, "long")
+    variables = claude_launch.herd_environment(CLAUDE, config, "long")
     env = {**variables, "HUMANEVAL_OVERRIDE_PATH": str(humaneval_data)}
     herd = ["--config", str(config.path)]
     assert run_herd(*herd, "up", "long").returncode == 0

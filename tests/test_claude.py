@@ -22,8 +22,10 @@ from conftest import run_herd
 from test_observability import metric_samples
 
 from llamaherd import control
-from llamaherd.claude import env, home, relay, sandbox
-from llamaherd.claude import launch as claude_launch
+from llamaherd.agents import base, relay, sandbox
+from llamaherd.agents import launch as claude_launch
+from llamaherd.agents.claude import env, home
+from llamaherd.agents.claude.agent import CLAUDE
 from llamaherd.config import Config, load_config, parse_config
 from llamaherd.daemon import routing as route
 from llamaherd.daemon.record import running_record
@@ -97,13 +99,13 @@ def profiles(claude: str = "") -> Config:
 
 def test_a_context_smaller_than_claude_codes_first_request_is_warned_about() -> None:
     config = profiles('[models.shared]\nfile = "c.gguf"\nctx = 65536\nparallel = 4\n')
-    small = claude_launch.context_warning(config, "s")
+    small = claude_launch.context_warning(CLAUDE, config, "s")
     assert small is not None and "small has a context of 4096 tokens" in small
     assert "about 21k tokens" in small and "ctx = 32768 or more in [models.small]" in small
-    shared = claude_launch.context_warning(config, "shared")
+    shared = claude_launch.context_warning(CLAUDE, config, "shared")
     assert shared is not None and "16384 tokens per slot" in shared
-    assert claude_launch.context_warning(config, "coder") is None
-    assert claude_launch.context_warning(config, "big") is None
+    assert claude_launch.context_warning(CLAUDE, config, "coder") is None
+    assert claude_launch.context_warning(CLAUDE, config, "big") is None
 
 
 def test_claude_table_maps_model_classes_to_profiles_by_id_or_alias() -> None:
@@ -151,7 +153,7 @@ def test_environment_points_claude_code_at_the_gateway_and_nowhere_else(
     assert variables["CLAUDE_CONFIG_DIR"] == str(user_home / ".claude-local")
 
     users = {"ANTHROPIC_API_KEY": "sk-ant-real", "PATH": "/usr/bin", "ANTHROPIC_MODEL": "x"}
-    full = env.full_environment(users, variables)
+    full = base.full_environment(CLAUDE, users, variables)
     assert "ANTHROPIC_API_KEY" not in full  # the cloud key never reaches the gateway
     assert full["PATH"] == "/usr/bin" and full["ANTHROPIC_MODEL"] == "small"
 
@@ -165,7 +167,7 @@ def test_environment_points_claude_code_at_the_gateway_and_nowhere_else(
 
 def test_config_dir_is_seeded_once_and_the_users_claude_is_untouched(user_home: Path) -> None:
     users_claude = sorted((p, p.stat().st_mtime_ns) for p in (user_home / ".claude").rglob("*"))
-    variables = claude_launch.herd_environment(profiles(), "small")
+    variables = claude_launch.herd_environment(CLAUDE, profiles(), "small")
     local = user_home / ".claude-local"
     assert variables["CLAUDE_CONFIG_DIR"] == str(local)
     assert stat.S_IMODE(local.stat().st_mode) == 0o700
@@ -188,7 +190,7 @@ def test_seeded_settings_give_the_originals_bash_timeouts_and_the_ide_link(
 ) -> None:
     # The original claude-local's settings.json gave local models 5 minutes per bash
     # command (10 at most) and linked ide/ to ~/.claude/ide for VS Code's /ide.
-    local = Path(claude_launch.herd_environment(profiles(), "small")["CLAUDE_CONFIG_DIR"])
+    local = Path(claude_launch.herd_environment(CLAUDE, profiles(), "small")["CLAUDE_CONFIG_DIR"])
     variables = json.loads((local / "settings.json").read_text())["env"]
     assert variables["BASH_DEFAULT_TIMEOUT_MS"] == "300000"
     assert variables["BASH_MAX_TIMEOUT_MS"] == "600000"
@@ -213,7 +215,7 @@ def test_claude_codes_own_sandbox_without_socat_is_refused_clearly(
     monkeypatch.setattr(relay, "socat_path", lambda: None)
     # herd's own sandbox off: Claude Code's (on in the seeded settings) still needs socat.
     with pytest.raises(HerdError) as refused:
-        claude_launch.prepare(config, "small", mode="off")
+        claude_launch.prepare(CLAUDE, config, "small", mode="off")
     message = str(refused.value)
     settings = user_home / ".claude-local" / "settings.json"
     assert "Claude Code's own bash sandbox is on" in message and str(settings) in message
@@ -223,7 +225,7 @@ def test_claude_codes_own_sandbox_without_socat_is_refused_clearly(
     chosen = json.loads(settings.read_text())
     chosen["sandbox"]["enabled"] = False
     settings.write_text(json.dumps(chosen))
-    plan = claude_launch.prepare(config, "small", mode="off", args=["-p", "hi"])
+    plan = claude_launch.prepare(CLAUDE, config, "small", mode="off", args=["-p", "hi"])
     assert plan.argv == [sys.executable, "-p", "hi"]
 
 
@@ -448,7 +450,7 @@ def test_sandbox_refused_clearly_when_asked_for_and_unavailable(
     monkeypatch.setattr(sandbox, "unavailable_reason", lambda: "bwrap not found; install it")
     for mode in ("on", "strict"):
         with pytest.raises(HerdError, match=f"sandbox '{mode}'.*: bwrap not found"):
-            claude_launch.prepare(config, "small", mode=mode)
-    plan = claude_launch.prepare(config, "small", mode="auto", args=["-p", "hi"])
+            claude_launch.prepare(CLAUDE, config, "small", mode=mode)
+    plan = claude_launch.prepare(CLAUDE, config, "small", mode="auto", args=["-p", "hi"])
     assert not plan.sandboxed and "running without a sandbox" in (plan.note or "")
     assert plan.argv == [sys.executable, "-p", "hi"]

@@ -24,7 +24,8 @@ from conftest import write_config
 from test_claude import require_sandbox
 
 from llamaherd import control
-from llamaherd.claude import launch, relay, sandbox, secrets
+from llamaherd.agents import launch, relay, sandbox, secrets
+from llamaherd.agents.claude.agent import CLAUDE
 from llamaherd.config import load_config
 from llamaherd.errors import ConfigError, HerdError, UsageError
 
@@ -160,7 +161,7 @@ def run_probe(planted_home: Path, model_files: Path, llama_server: Path, mode: s
     # The llama-server port answers from outside: what the sandbox blocks is really there.
     assert httpx.get(f"http://127.0.0.1:{status.port}/health", timeout=10).status_code == 200
     plan = launch.prepare(
-        config, "dense", mode=mode, args=["-c", PROBE, json.dumps(spec)], project=project
+        CLAUDE, config, "dense", mode=mode, args=["-c", PROBE, json.dumps(spec)], project=project
     )
     assert plan.sandboxed
     assert launch.run(plan) == 0

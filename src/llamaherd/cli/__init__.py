@@ -49,7 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "List or clear the prompt caches saved when models were swapped out (docs/kv-keep.md).",
     ),
     "claude": (
-        "claude:claude_command",
+        "agents:claude_command",
         "Run Claude Code on the local models: herd claude [ID] [-- CLAUDE ARGS].",
     ),
     "compose": (
@@ -76,6 +76,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": (
         "models:inspect_command",
         "Show what a GGUF file holds (header only; split files: any part).",
+    ),
+    "launch": (
+        "agents:launch_command",
+        "Run a coding agent on the local models: herd launch AGENT [ID] [-- AGENT ARGS].",
     ),
     "logs": ("lifecycle:logs", "Print a running model's llama-server log."),
     "models": (

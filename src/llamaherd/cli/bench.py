@@ -305,8 +305,8 @@ def bench_humaneval(
 
 def _claude_code_target(config: Config | None, model: str) -> Target:
     """Claude Code's `model`, with `claude` found as `herd claude` finds it."""
+    from llamaherd.agents.claude.env import find_claude
     from llamaherd.bench import claude_code
-    from llamaherd.claude.env import find_claude
 
     try:
         binary = find_claude(config)

@@ -8,23 +8,21 @@ the rest (`/model <profile>` inside a session switches models).
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping
 from pathlib import Path
 
+from llamaherd.agents.base import PLACEHOLDER_KEY, gateway_url, pick_model
 from llamaherd.config import Config
 from llamaherd.daemon import routing as route
-from llamaherd.daemon.record import running_record
-from llamaherd.errors import HerdError, UsageError
+from llamaherd.errors import HerdError
 
 NPM_PACKAGE = "@anthropic-ai/claude-code"
 INSTALL_HINT = (
     f"install Claude Code with `npm install -g {NPM_PACKAGE}` (Node.js 18+), "
     "or set [claude] binary in herd.toml"
 )
-PLACEHOLDER_TOKEN = "herd-local"
+PLACEHOLDER_TOKEN = PLACEHOLDER_KEY
 """Sent as the bearer token when the gateway wants none: Claude Code insists on one."""
 
 # Variables of the user's shell that would send Claude Code elsewhere than the gateway,
@@ -80,19 +78,10 @@ def config_dir(config: Config) -> Path:
     return Path(os.path.expanduser(config.claude.config_dir)).absolute()
 
 
-def gateway_url(config: Config) -> str:
-    """The running daemon's gateway (it may run with other ports), else the config's."""
-    record = running_record() or {}
-    return record.get("url") or config.server.public_url
-
-
 def main_model(config: Config, requested: str | None, running: str | None) -> str:
     """The profile for ANTHROPIC_MODEL: the one asked for, [claude] main, the one running
     now, default_model, in that order."""
-    name = requested or config.claude.main or running or config.default_model
-    if name is None:
-        raise UsageError(f"which model? give an id: {', '.join(config.models)}")
-    return config.resolve(name).id
+    return pick_model(config, requested, config.claude.main, running)
 
 
 def claude_env(config: Config, model: str, *, routed: bool = False) -> dict[str, str]:
@@ -124,16 +113,3 @@ def claude_env(config: Config, model: str, *, routed: bool = False) -> dict[str,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "API_TIMEOUT_MS": str(claude.api_timeout_ms),
     }
-
-
-def full_environment(base: Mapping[str, str], herd: Mapping[str, str]) -> dict[str, str]:
-    """The process environment for Claude Code: the user's, minus what would redirect it,
-    plus herd's."""
-    return {k: v for k, v in base.items() if k not in DROPPED} | dict(herd)
-
-
-def exports(herd: Mapping[str, str]) -> str:
-    """`export NAME=value` lines for a shell (or to copy into an editor's settings)."""
-    lines = [f"unset {' '.join(DROPPED)}"]
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in herd.items()]
-    return "\n".join(lines)

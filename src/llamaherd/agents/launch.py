@@ -1,8 +1,9 @@
-"""`herd claude`: everything needed to run Claude Code on the local models, put together.
+"""`herd launch AGENT` (and `herd claude`): everything needed to run a coding agent on
+the local models, the same way for every agent in agents/table.py.
 
 The CLI makes sure the daemon serves the model (control.up), then runs what `prepare`
-returns: the `claude` command line (inside bubblewrap when sandboxed) and its environment,
-with `run`, which keeps the sandbox's gateway relay up while Claude Code runs.
+returns: the agent's command line (inside bubblewrap when sandboxed) and its environment,
+with `run`, which keeps the sandbox's gateway relay up while the agent runs.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from llamaherd import control, paths
-from llamaherd.claude import env, home, relay, sandbox, secrets
+from llamaherd.agents import relay, sandbox, secrets
+from llamaherd.agents.base import Agent, Setup, full_environment, gateway_url, pick_model
 from llamaherd.config import Config
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import HerdError, UsageError
@@ -26,7 +27,7 @@ from llamaherd.errors import HerdError, UsageError
 class Launch:
     argv: list[str]
     environ: dict[str, str]
-    """The whole environment Claude Code runs with."""
+    """The whole environment the agent runs with."""
     herd_env: dict[str, str]
     """Only what herd sets (what --print-env prints)."""
     model: str
@@ -37,45 +38,75 @@ class Launch:
     """The relay that brings the gateway into the sandbox (run starts and stops it)."""
 
 
-def choose_model(config: Config, requested: str | None) -> str:
-    """The profile Claude Code starts on: the one asked for, [claude] main, the model the
-    daemon runs now, default_model."""
-    client = control.connect(config)
+def choose_model(agent: Agent, config: Config, requested: str | None) -> str:
+    """The profile the agent starts on: the one asked for, the one herd.toml names for
+    it ([claude] main), the model the daemon runs now, default_model."""
+    preferred = agent.preferred(config) if agent.preferred else None
     running = None
-    if not requested and not config.claude.main and client.alive():
-        running = client.status().model
-    return env.main_model(config, requested, running)
+    if not (requested or preferred):
+        client = control.connect(config)
+        running = client.status().model if client.alive() else None
+    return pick_model(config, requested, preferred, running)
 
 
-# Claude Code's first request (Claude Code 2.1.197, `claude -p`): its system prompt and 24
-# tool schemas counted with real tokenizers are 20,911 tokens (SmolLM2's) and 20,152
-# (Gemma 3's), 17-18k of them the tool schemas. A smaller context fails at once.
-FIRST_REQUEST_TOKENS = 21_000
-
-
-def context_warning(config: Config, model: str) -> str | None:
-    """Why Claude Code's first request will not fit the profile's context, if it won't."""
+def context_warning(agent: Agent, config: Config, model: str) -> str | None:
+    """Why the agent's first request will not fit the profile's context, if it won't."""
+    if agent.first_request_tokens is None:
+        return None
     profile = config.resolve(model)
     if not profile.ctx:
         return None  # the model's trained context: unknown without reading the file
     per_slot = profile.ctx // (profile.parallel or 1)  # an unset parallel shares one cache
-    if per_slot >= FIRST_REQUEST_TOKENS:
+    if per_slot >= agent.first_request_tokens:
         return None
     return (
         f"{profile.id} has a context of {per_slot} tokens"
         + (" per slot" if (profile.parallel or 1) > 1 else "")
-        + f", but Claude Code's first request alone is about {FIRST_REQUEST_TOKENS // 1000}k "
-        f"tokens (its system prompt and tool schemas); set ctx = 32768 or more in "
-        f"[models.{profile.id}]"
+        + f", but {agent.title}'s first request alone is about "
+        f"{agent.first_request_tokens // 1000}k tokens (its system prompt and tool schemas); "
+        f"set ctx = 32768 or more in [models.{profile.id}]"
     )
 
 
-def herd_environment(config: Config, model: str, *, routed: bool = False) -> dict[str, str]:
-    """herd's variables for Claude Code, with its config dir seeded (so an editor that
-    uses these exports finds the same settings)."""
-    variables = env.claude_env(config, model, routed=routed)
-    home.seed(Path(variables["CLAUDE_CONFIG_DIR"]))
-    return variables
+def setup(
+    agent: Agent, config: Config, model: str, *, routed: bool = False, url: str | None = None
+) -> Setup:
+    """What the agent is configured from; `url`: the gateway as it reaches it."""
+    return Setup(config, model, url or gateway_url(config), agent.config_dir(config), routed)
+
+
+def configure(agent: Agent, plan: Setup) -> dict[str, str]:
+    """herd's variables for the agent, with its config dir written (so an editor or a
+    shell that uses these exports finds the same settings)."""
+    if agent.seed is not None:
+        agent.seed(plan.directory)
+    else:
+        write_files(plan.directory, agent.files(plan))
+    return agent.environment(plan)
+
+
+def herd_environment(
+    agent: Agent, config: Config, model: str, *, routed: bool = False
+) -> dict[str, str]:
+    """herd's variables for the agent outside a sandbox (what --print-env prints)."""
+    return configure(agent, setup(agent, config, model, routed=routed))
+
+
+def write_files(directory: Path, files: Mapping[str, str]) -> list[Path]:
+    """herd's config files for an agent, in its private config dir, replaced whole (a
+    reader never sees half a file)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.herd-partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        partial.replace(path)
+        written.append(path)
+    return written
 
 
 def sandbox_mode(config: Config, flag: bool | None, strict: bool) -> str:
@@ -91,6 +122,7 @@ def sandbox_mode(config: Config, flag: bool | None, strict: bool) -> str:
 
 
 def prepare(
+    agent: Agent,
     config: Config,
     model: str,
     *,
@@ -100,34 +132,36 @@ def prepare(
     project: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Launch:
-    """The command line and environment that run Claude Code on `model`.
+    """The command line and environment that run `agent` on `model`.
 
     `mode` (sandbox_mode): "on" and "strict" require the sandbox (an error when it cannot
     run), "off" turns it off, "auto" uses it when it can run and says so when it cannot.
     """
-    binary = env.find_claude(config)
+    binary = agent.executable(config)
     base = dict(os.environ if environ is None else environ)
-    variables = herd_environment(config, model, routed=routed)
     argv = [str(binary), *args]
-    check_own_sandbox(Path(variables["CLAUDE_CONFIG_DIR"]))
     use_sandbox, note = _sandbox_choice(mode)
-    if not use_sandbox:
-        full = env.full_environment(base, variables)
+    gateway = relay.Relay.for_gateway(gateway_url(config)) if use_sandbox else None
+    inside = gateway.inside_url if gateway else None
+    plan = setup(agent, config, model, routed=routed, url=inside)
+    variables = configure(agent, plan)
+    if agent.check is not None:
+        agent.check(plan.directory)
+    if gateway is None:
+        full = full_environment(agent, base, variables)
         return Launch(argv, full, variables, model, sandboxed=False, note=note)
-    gateway = relay.Relay.for_gateway(variables["ANTHROPIC_BASE_URL"])
-    variables["ANTHROPIC_BASE_URL"] = gateway.inside_url
     strict = mode == "strict"
     clean = secrets.scrub(base, keep=config.claude.pass_env, strict=strict)
     home_dir = Path(base.get("HOME") or Path.home())
     runtime = base.get("XDG_RUNTIME_DIR")
     project = (project or Path.cwd()).absolute()
     if project in (home_dir.absolute(), Path("/")):
-        note = f"the sandbox lets Claude Code write all of {project}; start it in a project"
+        note = f"the sandbox lets {agent.title} write all of {project}; start it in a project"
     argv = sandbox.wrap(
         argv,
         project=project,
         home=home_dir,
-        writable=[Path(variables["CLAUDE_CONFIG_DIR"])],
+        writable=[plan.directory],
         read_only=read_only_paths(config, project),
         hidden=[paths.state_dir()],
         runtime_dir=Path(runtime) if runtime else None,
@@ -135,7 +169,7 @@ def prepare(
         gateway=gateway,
         bwrap=sandbox.bwrap_path() or "bwrap",
     )
-    full = env.full_environment(clean, variables)
+    full = full_environment(agent, clean, variables)
     return Launch(argv, full, variables, model, sandboxed=True, note=note, gateway=gateway)
 
 
@@ -157,8 +191,8 @@ def read_only_paths(config: Config, project: Path) -> list[Path]:
 def run(plan: Launch) -> int:
     """Run the plan to its end and return its exit status (128+N when signal N ended it).
 
-    Without a sandbox herd simply becomes Claude Code (exec). With one, herd stays to keep
-    the gateway relay up, leaves Ctrl-C to Claude Code and passes SIGTERM and SIGHUP on.
+    Without a sandbox herd simply becomes the agent (exec). With one, herd stays to keep
+    the gateway relay up, leaves Ctrl-C to the agent and passes SIGTERM and SIGHUP on.
     """
     if plan.gateway is None:
         os.execvpe(plan.argv[0], plan.argv, plan.environ)
@@ -178,23 +212,6 @@ def run(plan: Launch) -> int:
             signal.signal(sig, handler)
         plan.gateway.close(outside)
     return 128 - code if code < 0 else code
-
-
-def check_own_sandbox(config_dir: Path) -> None:
-    """Claude Code's own bash sandbox (on in the seeded settings.json) needs bubblewrap
-    and socat on Linux; without them it cannot wrap bash commands, and says so only
-    inside the session. Refuse up front with both ways out."""
-    if not sys.platform.startswith("linux") or not home.own_sandbox_enabled(config_dir):
-        return
-    tools = {relay.INSTALL_HINT: relay.socat_path(), sandbox.INSTALL_HINT: sandbox.bwrap_path()}
-    missing = [hint for hint, found in tools.items() if found is None]
-    if missing:
-        settings = config_dir / "settings.json"
-        raise HerdError(
-            f'Claude Code\'s own bash sandbox is on ("sandbox": {{"enabled": true}} in '
-            f"{settings}) and needs socat and bubblewrap: {'; '.join(missing)}; or set "
-            f'"enabled": false there to run bash commands without it'
-        )
 
 
 def _sandbox_choice(mode: str) -> tuple[bool, str | None]:

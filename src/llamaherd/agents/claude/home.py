@@ -26,16 +26,21 @@ the first start goes straight to work instead of offering an Anthropic login."""
 
 
 def template(name: str) -> str:
-    return resources.files("llamaherd.claude").joinpath("templates", name).read_text("utf-8")
+    return resources.files("llamaherd.agents.claude").joinpath("templates", name).read_text("utf-8")
+
+
+def files() -> dict[str, str]:
+    """What a new config dir is seeded with (what --print-config prints)."""
+    seeded = {name: template(name) for name in TEMPLATES}
+    seeded[STATE_FILE] = json.dumps({"hasCompletedOnboarding": True}, indent=2) + "\n"
+    return seeded
 
 
 def seed(directory: Path) -> list[Path]:
-    """Create `directory` (private) with the templates it lacks; return the files written."""
+    """Create `directory` (private) with the files it lacks; return the files written."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     written = []
-    files = {name: template(name) for name in TEMPLATES}
-    files[STATE_FILE] = json.dumps({"hasCompletedOnboarding": True}, indent=2) + "\n"
-    for name, text in files.items():
+    for name, text in files().items():
         path = directory / name
         if path.exists():
             continue

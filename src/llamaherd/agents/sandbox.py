@@ -1,7 +1,7 @@
-"""The bubblewrap (`bwrap`) command line that wraps Claude Code with `--sandbox`.
+"""The bubblewrap (`bwrap`) command line that wraps an agent (`herd launch`, `herd claude`).
 
-Inside: the whole filesystem read-only; read-write only the project directory, Claude
-Code's config dir and a private /tmp; herd.toml and the user's herd config read-only
+Inside: the whole filesystem read-only; read-write only the project directory, the
+agent's config dir and a private /tmp; herd.toml and the user's herd config read-only
 even inside the project, herd's state dir and the usual credential stores replaced by
 empty ones (secrets.py); own pid, IPC, hostname and network namespaces, with the gateway
 brought in through a relay (relay.py) and nothing else of the network. Strict mode
@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from llamaherd.claude import relay, secrets
+from llamaherd.agents import relay, secrets
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: `sudo apt install bubblewrap`)"
 
@@ -183,11 +183,16 @@ def _program_dirs_in_tmp(program: str) -> list[Path]:
 
 def _hide(path: Path, writable: list[Path]) -> list[str]:
     """Mounts that replace `path` with an empty one; none when it does not exist, or when
-    it is (or holds) a path the sandbox must write, e.g. a config dir set to ~/.claude."""
+    it is a path the sandbox must write, e.g. a config dir set to ~/.claude. A writable
+    path inside it (an agent's config dir in herd's state dir) is bound again on top."""
     if not path.exists() and not path.is_symlink():
         return []
-    if any(w == path or path in w.parents for w in writable):
+    if path in writable:
         return []
-    if path.is_dir():
-        return ["--tmpfs", str(path)]
-    return ["--ro-bind", "/dev/null", str(path)]
+    if not path.is_dir():
+        return ["--ro-bind", "/dev/null", str(path)]
+    inside = [w for w in writable if path in w.parents]
+    mounts = ["--tmpfs", str(path)]
+    for directory in inside:
+        mounts += ["--bind", str(directory), str(directory)]
+    return mounts
