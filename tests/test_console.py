@@ -163,3 +163,19 @@ def test_the_llama_cpp_web_ui_lists_herds_profiles_and_switches(daemon, browser)
     assert click("[role=option]", "moe")  # picking a model loads it (POST /models/load)
     now = lambda: control.connect(herd).status()  # noqa: E731
     assert wait_until(lambda: (now().model, now().state) == ("moe", "ready"), timeout=90), now()
+
+
+def test_console_shows_a_profiles_saved_prompt_cache(make_herd, browser) -> None:  # noqa: F811
+    from test_kv_keep import swap_out_long
+
+    herd, _ = swap_out_long(make_herd)  # long's 2k-token prompt saved as moe came in
+    saved = control.connect(herd).status().kv_cache["long"].saved[0]
+    browser.get(f"{herd.server.api_url}/")
+    caches = browser.find_element("id", "kv-caches")
+    wait_for(
+        browser,
+        lambda _: f"slot {saved.slot}: {saved.tokens} tokens" in caches.text,
+        lambda: f"the saved cache is not shown: {caches.text!r}",
+        timeout=30,
+    )
+    assert caches.text.startswith("long ")

@@ -66,6 +66,16 @@ const bytes = (n) => n == null ? "" : n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)
 const perDevice = (memory) => memory ? Object.entries(memory)
   .filter(([, n]) => n > 0).map(([device, n]) => `${device} ${bytes(n)}`).join(", ") : "";
 
+// A profile's saved prompt caches and what its last start restored (docs/kv-keep.md).
+function kvLine([model, cache]) {
+  const saved = cache.saved.map((f) => `slot ${f.slot}: ${f.tokens} tokens, ` +
+    `${bytes(f.bytes)}, ${Math.round(f.age_s)} s old`).join("; ");
+  const last = cache.last_restore;
+  const restored = last ? ` · last start restored ${last.tokens} tokens from ${last.files} ` +
+    `file(s)${last.discarded ? `, discarded ${last.discarded}` : ""}` : "";
+  return el("div", {}, el("strong", {}, model), ` ${saved || "nothing saved"}${restored}`);
+}
+
 // -- models --------------------------------------------------------------------------
 async function refreshModels() {
   [status, {models}] = await Promise.all([getJson("status"), getJson("models")]);
@@ -77,6 +87,7 @@ async function refreshModels() {
   $("#devices").replaceChildren(...(status.devices || []).map((d) => el("div", {},
     `${d.name}: ${bytes(d.capacity - d.free)} of ${bytes(d.capacity)} used`,
     perDevice(d.used) ? el("span", {class: "muted"}, ` (${perDevice(d.used)})`) : null)));
+  $("#kv-caches").replaceChildren(...Object.entries(status.kv_cache || {}).map(kvLine));
   fillLogModels();
 }
 
