@@ -198,3 +198,22 @@ def test_small_prompts_and_opted_out_profiles_are_not_saved(tmp_path) -> None:
         assert "--slot-save-path" in argv["a"] and "--slot-save-path" not in argv["c"]
 
     asyncio.run(scenario())
+
+
+def test_the_dashboard_says_when_a_start_restored_the_prompt_cache(make_herd) -> None:
+    import asyncio
+
+    from test_tui import SIZE, dashboard, header_text, settle
+
+    herd, prompt_n = swap_out_long(make_herd)
+    control.up(herd, "long")  # back: its saved prompt comes with it
+    restored = kv_cache(herd, "long").last_restore
+    assert restored is not None and restored.tokens >= prompt_n
+
+    async def scenario() -> None:
+        app = dashboard(herd)
+        async with app.run_test(size=SIZE) as pilot:
+            expected = f"prompt cache restored: {restored.tokens} tokens"
+            await settle(app, pilot, lambda: expected in header_text(app))
+
+    asyncio.run(scenario())

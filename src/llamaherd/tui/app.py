@@ -221,6 +221,10 @@ class DashboardApp(App[str | None]):
         if status and status.state == "starting" and status.progress is not None:
             # llama-server's own progress (runtime/loading.py): a bar and the stage.
             note = f"{bar(status.progress, 10)} {status.progress:.0%} {status.stage}  {note}"
+        kept = status.kv_cache.get(current or "") if status else None
+        restored = kept.last_restore.tokens if kept and kept.last_restore else 0
+        if not note and status and status.state == "ready" and restored:
+            note = f"prompt cache restored: {restored} tokens"  # docs/kv-keep.md
         header = self.query_one(DashHeader)
         header.show(status, row.ctx if row else None, self.system, note, row.name if row else None)
         self.query_one(GpuPanel).show(self.system, status.devices if status else None)
