@@ -69,8 +69,11 @@ def test_a_long_prompt_is_not_processed_again_after_a_swap_back(make_herd) -> No
     restore = kv_cache(herd, "long").last_restore
     assert restore is not None and restore.files == 1 and restore.tokens >= prompt_n
     assert restore.discarded == 0
+    # The prompt it did not process again, at the speed long processed it the first time.
+    assert restore.seconds_saved > 0
     metrics = httpx.get(f"{herd.server.api_url}/metrics", timeout=10).text
     assert f'herd_kv_restored_tokens_total{{model="long"}} {float(restore.tokens)}' in metrics
+    assert 'herd_kv_prompt_seconds_saved_total{model="long"}' in metrics
 
     listed = run_herd("cache", "list")
     assert listed.returncode == 0 and listed.stdout.startswith("long ")

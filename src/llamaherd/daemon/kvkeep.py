@@ -24,6 +24,7 @@ from llamaherd.daemon import kvstore
 from llamaherd.daemon.events import EventBus
 from llamaherd.daemon.kvstore import Entry
 from llamaherd.runtime import Server, auth_headers
+from llamaherd.runtime.server_metrics import parse_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class LastRestore:
     files: int = 0
     discarded: int = 0
     error: str | None = None
+    seconds_saved: float = 0.0  # the restored tokens at their server's prompt speed
 
 
 class KvKeep:
@@ -86,17 +88,23 @@ class KvKeep:
         ident = kvstore.identity(profile, self.llama_server)
         async with _client(server) as http:
             slots = await _slots(http)
+            speed = await _prompt_speed(http)
             for slot in slots:
                 tokens = int(slot.get("n_prompt_tokens") or 0)
                 if slot.get("is_processing") or tokens < settings.kv_keep_min_tokens:
                     continue
-                await self._save_slot(http, profile, ident, int(slot["id"]))
+                await self._save_slot(http, profile, ident, int(slot["id"]), speed)
         # A start restores one file per slot: older ones would never be used again.
         for old in kvstore.entries(self.root, profile.id)[max(1, len(slots)) :]:
             kvstore.discard(self.root, old)
 
     async def _save_slot(
-        self, http: httpx.AsyncClient, profile: Profile, ident: str, slot: int
+        self,
+        http: httpx.AsyncClient,
+        profile: Profile,
+        ident: str,
+        slot: int,
+        prompt_tps: float | None,
     ) -> None:
         name = kvstore.new_name(profile, ident)
         began = time.monotonic()
@@ -122,6 +130,7 @@ class KvKeep:
             bytes=path.stat().st_size,
             sha256=digest,
             saved_at=time.time(),
+            prompt_tps=prompt_tps,
         )
         kvstore.record(self.root, entry)
         seconds = round(time.monotonic() - began, 3)
@@ -171,9 +180,14 @@ class KvKeep:
                     kvstore.touch(self.root, entry)
                     outcome.tokens += entry.tokens
                     outcome.files += 1
+                    if entry.prompt_tps:
+                        outcome.seconds_saved += entry.tokens / entry.prompt_tps
         if outcome.files:
             log.info("restored %s's prompt cache: %d tokens", profile.id, outcome.tokens)
-            self.events.publish("kv_restored", model=profile.id, tokens=outcome.tokens)
+            saved = round(outcome.seconds_saved, 3)
+            self.events.publish(
+                "kv_restored", model=profile.id, tokens=outcome.tokens, seconds_saved=saved
+            )
 
     async def _restore_slot(self, http: httpx.AsyncClient, entry: Entry, slot: int) -> str | None:
         """Restore one file; why it was refused (None: restored as saved)."""
@@ -227,6 +241,17 @@ async def _slots(http: httpx.AsyncClient) -> list[dict]:
     reply.raise_for_status()
     slots = reply.json()
     return [slot for slot in slots if isinstance(slot, dict)] if isinstance(slots, list) else []
+
+
+async def _prompt_speed(http: httpx.AsyncClient) -> float | None:
+    """The server's average prompt processing speed (tokens/s) so far, from /metrics."""
+    try:
+        reply = await http.get("/metrics")
+    except httpx.HTTPError:
+        return None
+    if reply.status_code != 200:
+        return None
+    return parse_metrics(reply.text).get("prompt_tokens_seconds") or None
 
 
 def _message(reply: httpx.Response) -> str:

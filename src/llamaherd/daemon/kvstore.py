@@ -72,6 +72,7 @@ class Entry:
     bytes: int
     sha256: str
     saved_at: float
+    prompt_tps: float | None = None  # its server's prompt speed: what a restore saves
 
     def bin_path(self, root: Path) -> Path:
         return root / self.name

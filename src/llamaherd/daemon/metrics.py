@@ -105,6 +105,12 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.kv_seconds_saved = Counter(
+            "herd_kv_prompt_seconds_saved",
+            "Seconds of prompt processing restored caches saved (at the server's prompt speed)",
+            ["model"],
+            registry=self.registry,
+        )
         self.kv_discarded = Counter(
             "herd_kv_discarded",
             "Saved prompt caches thrown away as invalid",
@@ -128,6 +134,7 @@ class Metrics:
             self.kv_saved_bytes.labels(event["model"]).inc(event["bytes"])
         elif kind == "kv_restored":
             self.kv_restored_tokens.labels(event["model"]).inc(event["tokens"])
+            self.kv_seconds_saved.labels(event["model"]).inc(event.get("seconds_saved", 0))
         elif kind == "kv_discarded":
             self.kv_discarded.labels(event["model"]).inc()
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from llamaherd.runtime import auth_headers
+from llamaherd.runtime.server_metrics import parse_metrics
 
 TIMEOUT = 2.0
 
@@ -60,17 +60,6 @@ class Rate:
         if previous is None or at <= previous[1]:
             return None
         return max(0.0, total - previous[0]) / (at - previous[1])
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """llama-server's unlabelled `llamacpp:*` samples, keyed without the prefix."""
-    values: dict[str, float] = {}
-    with contextlib.suppress(ValueError):
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name.startswith("llamacpp:") and not sample.labels:
-                    values[sample.name.removeprefix("llamacpp:")] = sample.value
-    return values
 
 
 def parse_slots(slots: list[dict[str, Any]]) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class KvRestore(Answer):
     discarded: int
     """Files thrown away as no longer valid (model or flags changed, corrupt, refused)."""
     error: str | None = None
+    seconds_saved: float = 0.0
+    """The restored tokens at the prompt speed their server had when it saved them."""
 
 
 class KvCache(Answer):
