@@ -52,10 +52,15 @@ from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
 from llamaherd.daemon.record import running_record
 from llamaherd.errors import HerdError
+from llamaherd.gguf import realmodels
 from llamaherd.llamacpp import build
 from llamaherd.runtime import SERVER_KEY_ENV, auth_headers, process
 
 PROFILE = "dense"
+MODELS = {
+    "generated": "generated tiny dense (llamaherd.demo.write_dense_model)",
+    "smollm2": "SmolLM2-135M-Instruct Q4_1 (gguf/realmodels.py)",
+}
 PROMPT = "Hello world"
 TARGET_ADDED_P50_MS = 1.0
 TARGET_STREAM_RATIO = 0.97
@@ -145,7 +150,7 @@ class Throughput:
 # --- the daemon ------------------------------------------------------------------------
 
 
-def write_config(directory: Path, *, streams: int, threads: int) -> Config:
+def write_config(directory: Path, *, streams: int, threads: int, model: str) -> Config:
     """A herd.toml with one dense profile on free ports, parallel enough for all streams.
 
     `parallel` = number of streams, so llama-server decodes them together instead of
@@ -159,7 +164,10 @@ def write_config(directory: Path, *, streams: int, threads: int) -> Config:
         raise HerdError(f"no llama-server at {binary}: run `herd build` (make llama-server)")
     models = directory / "models"
     models.mkdir()
-    demo.write_dense_model(models / "dense.gguf")
+    if model == "smollm2":  # a real model, fetched once into herd's cache
+        (models / "dense.gguf").symlink_to(realmodels.fetch(realmodels.SMOLLM2))
+    else:
+        demo.write_dense_model(models / "dense.gguf")
     path = directory / "herd.toml"
     path.write_text(
         f'models_dir = "{models}"\n'
@@ -178,7 +186,7 @@ def write_config(directory: Path, *, streams: int, threads: int) -> Config:
 
 
 @contextlib.contextmanager
-def running_herd(streams: int, threads: int = 1) -> Iterator[Herd]:
+def running_herd(streams: int, threads: int = 1, model: str = "generated") -> Iterator[Herd]:
     """Start a private daemon with the dense model running; always shut it down after.
 
     The state dir is a fresh temp dir (HERD_STATE_DIR), and HERD_URL/HERD_API_KEY are
@@ -190,22 +198,20 @@ def running_herd(streams: int, threads: int = 1) -> Iterator[Herd]:
         os.environ["HERD_CONFIG_DIR"] = str(base / "config")
         for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
             os.environ.pop(name, None)
-        config = write_config(base, streams=streams, threads=threads)
+        config = write_config(base, streams=streams, threads=threads, model=model)
         client = DaemonClient(config.server.api_url)
         try:
             answer = control.up(config, PROFILE)
-            if not answer.get("ok"):
-                raise HerdError(f"{PROFILE} did not start: {answer.get('error')}")
+            if not answer.ok:
+                raise HerdError(f"{PROFILE} did not start: {getattr(answer, 'error', '')}")
             status = client.status()
             yield Herd(
                 config=config,
-                direct_url=status["url"],
-                gateway_url=status["daemon"]["url"],
-                daemon_pid=status["daemon"]["pid"],
-                llama_server=Path(status["daemon"]["llama_server"]),
-                direct_auth=auth_headers(
-                    psutil.Process(status["pid"]).environ().get(SERVER_KEY_ENV)
-                ),
+                direct_url=status.url or "",
+                gateway_url=status.daemon.url,
+                daemon_pid=status.daemon.pid,
+                llama_server=Path(status.daemon.llama_server or ""),
+                direct_auth=auth_headers(psutil.Process(status.pid).environ().get(SERVER_KEY_ENV)),
             )
         finally:
             stop_daemon(client)
@@ -380,7 +386,7 @@ def run(args: argparse.Namespace) -> dict:
     with contextlib.ExitStack() as stack:
         stack.enter_context(progress)
         starting = progress.add_task("starting the daemon", total=None)
-        herd = stack.enter_context(running_herd(args.streams, args.threads))
+        herd = stack.enter_context(running_herd(args.streams, args.threads, args.model))
         progress.update(starting, total=1, completed=1)
         props = httpx.get(herd.direct_url + "/props", headers=herd.direct_auth, timeout=10).json()
         footprint_before = daemon_footprint(herd.daemon_pid)
@@ -426,7 +432,7 @@ def run(args: argparse.Namespace) -> dict:
             "threads": args.threads or "default",
             "parallel": args.streams,
         },
-        "model": "generated tiny dense (llamaherd.demo.write_dense_model)",
+        "model": MODELS[args.model],
         "latency_1_token": completion_summary,
         "latency_health": health.summary(),
         "streaming": stream_summary,
@@ -529,6 +535,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="llama-server threads, 0: its default (1)"
     )
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per side (10)")
+    parser.add_argument(
+        "--model", choices=sorted(MODELS), default="generated", help="the model served (generated)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
     if args.requests < 2 or min(args.rounds, args.streams, args.warmup) < 1 or args.threads < 0:
