@@ -36,19 +36,23 @@ from llamaherd import control, demo
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
 from llamaherd.errors import HerdError
+from llamaherd.gguf import realmodels
 from llamaherd.llamacpp import build
 from llamaherd.runtime import process
 
 TARGET_CUT = 5.0
 
 
-def write_config(directory: Path, ctx: int) -> Config:
+def write_config(directory: Path, ctx: int, model: str = "generated") -> Config:
     binary = build.pinned_build_dir() / "bin" / "llama-server"
     if not binary.exists():
         raise HerdError(f"no llama-server at {binary}: run `herd build` (make llama-server)")
     models = directory / "models"
     models.mkdir()
-    demo.write_dense_model(models / "dense.gguf")
+    if model == "smollm2":  # the real model, fetched once into herd's cache
+        (models / "dense.gguf").symlink_to(realmodels.fetch(realmodels.SMOLLM2))
+    else:
+        demo.write_dense_model(models / "dense.gguf")
     demo.write_moe_model(models / "moe.gguf")
     path = directory / "herd.toml"
     long = f'file = "dense.gguf"\nctx = {ctx}\nparallel = 1\n'
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
         os.environ["HERD_CONFIG_DIR"] = str(base / "config")
         for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
             os.environ.pop(name, None)
-        config = write_config(base, args.ctx)
+        config = write_config(base, args.ctx, args.model)
         try:
             report = {"keep": swap_back(config, "keep", prefix)}
             report["drop"] = swap_back(config, "drop", prefix)
@@ -123,6 +127,7 @@ def run(args: argparse.Namespace) -> dict:
             stop_daemon(DaemonClient(config.server.api_url))
     keep, drop = report["keep"]["ttft_after_swap_back_s"], report["drop"]["ttft_after_swap_back_s"]
     report["cut"] = round(drop / keep, 1) if keep else None
+    report["model"] = args.model
     report["target_cut"] = TARGET_CUT
     return report
 
@@ -140,6 +145,7 @@ def print_report(report: dict, console: Console) -> None:
     ]
     for label, key in rows:
         table.add_row(label, str(keep[key]), str(drop[key]))
+    console.print(f"A is the {report['model']} model")
     console.print(table)
     verdict = "met" if (report["cut"] or 0) >= TARGET_CUT else "NOT met"
     console.print(f"time to first token cut {report['cut']}x (target {TARGET_CUT:g}x: {verdict})")
@@ -151,6 +157,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--words", type=int, default=1900, help="prefix words (~4.3 tokens each: ~8k tokens)"
     )
     parser.add_argument("--ctx", type=int, default=16384, help="the long profiles' context")
+    parser.add_argument(
+        "--model",
+        choices=["generated", "smollm2"],
+        default="generated",
+        help="A's model: the generated tiny dense one, or SmolLM2-135M (fetched once)",
+    )
     parser.add_argument("--json", action="store_true", help="Print JSON.")
     return parser.parse_args(argv)
 
