@@ -208,10 +208,13 @@ def test_demo_answers_with_smollm2_and_switches_to_gemma(
         switched = run_herd("switch", "gemma3-270m", "--json", timeout=300, **env)
         assert switched.returncode == 0, switched.stderr
         models = json.loads(run_herd("models", "--json", **env).stdout)
+        # Both fit in RAM beside each other: the scheduler (max_loaded = "auto") keeps
+        # SmolLM2 loaded, and Gemma is the current model.
         assert {row["id"]: row["state"] for row in models} == {
-            "smollm2": "stopped",
+            "smollm2": "ready",
             "gemma3-270m": "ready",
         }
+        assert json.loads(run_herd("status", "--json", **env).stdout)["model"] == "gemma3-270m"
     finally:
         run_herd("down", "--all", **env)
 
