@@ -109,15 +109,18 @@ def test_a_slow_start_outlasting_the_queue_timeout_leaves_one_tracked_server(
     slow.chmod(0o755)
     herd = load_config(write_config(tmp_path, model_files, slow, queue_timeout=0.3))
     client = control.start_background(herd)  # the daemon, no model yet
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: ask(herd, "dense").status_code, range(4)))
-    assert answers == [503] * 4, "each request gave up waiting"
-    assert wait_until(lambda: client.status().state == "ready", timeout=60)
-    assert ask(herd, "dense").status_code == 200
-    running = servers_for(model_files)
-    assert [p.pid for p in running] == [client.status().pid], "one llama-server, tracked"
-    assert client.stop().stopped == ["dense"]
-    assert wait_until(lambda: not servers_for(model_files), timeout=10)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: ask(herd, "dense").status_code, range(4)))
+        assert answers == [503] * 4, "each request gave up waiting"
+        assert wait_until(lambda: client.status().state == "ready", timeout=60)
+        assert ask(herd, "dense").status_code == 200
+        running = servers_for(model_files)
+        assert [p.pid for p in running] == [client.status().pid], "one llama-server, tracked"
+        assert client.stop().stopped == ["dense"]
+        assert wait_until(lambda: not servers_for(model_files), timeout=10)
+    finally:
+        control.down(client, stop_daemon=True)  # it outlived the test run before
 
 
 def test_a_crash_restart_never_exceeds_max_loaded(herd: Config, model_files) -> None:
