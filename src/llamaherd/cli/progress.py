@@ -27,13 +27,7 @@ class BuildProgress:
 
     def __enter__(self) -> BuildProgress:
         if self.enabled and err_console.is_terminal:
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-            )
+            self.bar = _bar()
             self.bar.start()
         return self
 
@@ -69,14 +63,7 @@ class LoadProgress:
 
     def __enter__(self) -> LoadProgress:
         if err_console.is_terminal:
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            )
+            self.bar = _bar(transient=True)
             self.bar.start()
             self.task = self.bar.add_task(f"loading {self.model}", total=1.0)
         return self
@@ -89,3 +76,15 @@ class LoadProgress:
         if self.bar and self.task is not None:
             label = f"loading {self.model}" + (f": {stage}" if stage else "")
             self.bar.update(self.task, completed=fraction, description=label)
+
+
+def _bar(*, transient: bool = False) -> Progress:
+    """A bar on stderr: label, bar, percentage, time elapsed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+    )

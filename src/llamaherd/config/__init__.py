@@ -16,8 +16,9 @@ model classes would cost it most of its start.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from llamaherd.lazy import attribute_loader
 
 if TYPE_CHECKING:
     from llamaherd.config.load import load_config, parse_config
@@ -60,10 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        for part in _PARTS:
-            module = importlib.import_module(f"{__name__}.{part}")
-            if name in vars(module):
-                return vars(module)[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = attribute_loader(__name__, __all__, _PARTS)

@@ -12,8 +12,9 @@ the classes of the answers it parses and no others (`herd models` builds ModelRo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from llamaherd.lazy import attribute_loader
 
 if TYPE_CHECKING:
     from llamaherd.schema.activity import (
@@ -170,10 +171,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        for part in _PARTS:
-            module = importlib.import_module(f"{__name__}.{part}")
-            if name in vars(module):
-                return vars(module)[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = attribute_loader(__name__, __all__, _PARTS)
