@@ -89,6 +89,7 @@ class Memory:
         self._path = state_dir / "footprints.json" if state_dir else None
         self._lock = threading.Lock()
         self._capacity: tuple[float, Bytes] | None = None
+        self._alone_plans: dict[tuple[str, int, tuple[tuple[str, int], ...]], gguf_plan.Plan] = {}
         self._measured: dict[str, dict] = self._load()
 
     # -- what the machine has ----------------------------------------------------------
@@ -140,14 +141,19 @@ class Memory:
         if info is None:
             return self._unplaced(profile)
         settings = dataclasses.replace(budget.settings_for(profile, info), margin=0)
-        gpus = self._gpus_for(profile, self.capacity())
+        capacity = self.capacity()
+        gpus = self._gpus_for(profile, capacity)
         if not gpus or budget.pinned(profile):
             layout = self._pinned_layout(profile, info, gpus)
             return self._placement(profile, gguf_plan.estimate(info, settings, layout, gpus))
-        return self._placement(profile, gguf_search.best_plan(info, settings, gpus).estimate)
+        plan = self._alone_plan(profile, info, settings, capacity)
+        return self._placement(profile, plan.estimate)
 
-    def place(self, profile: Profile, free: Bytes) -> Placement | None:
-        """Where `profile` goes when `free` is what each device has left; None: no room."""
+    def place(
+        self, profile: Profile, free: Bytes, capacity: Bytes | None = None
+    ) -> Placement | None:
+        """Where `profile` goes when `free` is what each device has left; None: no room.
+        `capacity` (default: read now) is what the devices hold in all."""
         if profile.rpc:
             return Placement({})  # RPC workers hold most of it: not counted here
         info = budget.read_cached(profile)
@@ -159,12 +165,14 @@ class Memory:
             layout = self._pinned_layout(profile, info, gpus)
             est = gguf_plan.estimate(info, settings, layout, gpus)
             return _within(self._placement(profile, est), free)
-        alone = gguf_search.best_plan(info, settings, self._gpus_for(profile, self.capacity()))
-        whole = [g for g in gpus if self._fits_whole(info, settings, g, free)]
-        if whole and alone.estimate.placement.n_gpu_layers >= info.n_layer + 1:
-            gpu = min(whole, key=lambda g: g.memory)  # the fullest GPU that holds it
-            est = gguf_plan.estimate(info, settings, _all_layers(info), [gpu])
-            return _within(self._placement(profile, est, (_index(gpu.name),)), free)
+        capacity = self.capacity() if capacity is None else capacity
+        alone = self._alone_plan(profile, info, settings, capacity)
+        if alone.estimate.placement.n_gpu_layers >= info.n_layer + 1:
+            on_one = [(g, gguf_plan.estimate(info, settings, _all_layers(info), [g])) for g in gpus]
+            whole = [(g, e) for g, e in on_one if e.fits and e.cpu.total <= free.get(CPU, 0)]
+            if whole:
+                gpu, est = min(whole, key=lambda pair: pair[0].memory)  # the fullest that fits
+                return _within(self._placement(profile, est, (_index(gpu.name),)), free)
         # Beside others, a MoE model may keep more of its experts in RAM, as llama.cpp's
         # --fit does for it (attention and KV stay on the GPUs); no layer may leave them.
         split = gguf_search.best_plan(info, settings, gpus).estimate
@@ -179,15 +187,20 @@ class Memory:
             gpus = [g for g in gpus if _index(g.name) in profile.gpus]
         return gpus
 
-    @staticmethod
-    def _fits_whole(
+    def _alone_plan(
+        self,
+        profile: Profile,
         info: budget.gguf_header.ModelInfo,
         settings: gguf_plan.Settings,
-        gpu: gguf_plan.Gpu,
-        free: Bytes,
-    ) -> bool:
-        est = gguf_plan.estimate(info, settings, _all_layers(info), [gpu])
-        return est.fits and est.cpu.total <= free.get(CPU, 0)
+        capacity: Bytes,
+    ) -> gguf_plan.Plan:
+        """`herd plan`'s placement with the GPUs to itself; kept, since the scheduler asks
+        for it at each set of evictions it tries (a search takes a moment on big models)."""
+        key = (profile.model_dump_json(), info.file_size, tuple(capacity.items()))
+        if key not in self._alone_plans:
+            gpus = self._gpus_for(profile, capacity)
+            self._alone_plans[key] = gguf_search.best_plan(info, settings, gpus)
+        return self._alone_plans[key]
 
     @staticmethod
     def _pinned_layout(

@@ -81,11 +81,11 @@ def make_room(
             return None
         return place(free_after(capacity, residents, gone))
 
-    placed = attempt(())
-    if placed is not None:
-        return Room(placed=placed)
+    beside = place(free_after(capacity, residents))
+    if beside is not None and (max_loaded is None or len(residents) < max_loaded):
+        return Room(placed=beside)
     # Short of a slot only (max_loaded), not of memory: bytes do not matter, age does.
-    by_bytes = place(free_after(capacity, residents)) is None
+    by_bytes = beside is None
     evictable = [r for r in residents if not r.persistent]
     idle = [r for r in evictable if not r.busy]
     settled = [r for r in idle if now - r.loaded_at >= min_resident]
@@ -146,7 +146,7 @@ async def admit(
     def decide() -> Room[Placement]:
         capacity = memory.capacity()
         room = make_room(
-            lambda free: memory.place(profile, free),
+            lambda free: memory.place(profile, free, capacity),
             capacity,
             residents,
             max_loaded=None if cap == "auto" else cap,
