@@ -159,15 +159,7 @@ def write_config(directory: Path, *, streams: int, threads: int, model: str) -> 
     threads spin while they wait for each other, so on a small machine they fight the
     client and the daemon for the cores and the figures swing by 2x between rounds.
     """
-    binary = build.pinned_build_dir() / "bin" / "llama-server"
-    if not binary.exists():
-        raise HerdError(f"no llama-server at {binary}: run `herd build` (make llama-server)")
-    models = directory / "models"
-    models.mkdir()
-    if model == "smollm2":  # a real model, fetched once into herd's cache
-        (models / "dense.gguf").symlink_to(realmodels.fetch(realmodels.SMOLLM2))
-    else:
-        demo.write_dense_model(models / "dense.gguf")
+    binary, models = binary_and_models(directory, model)
     path = directory / "herd.toml"
     path.write_text(
         f'models_dir = "{models}"\n'
@@ -183,6 +175,21 @@ def write_config(directory: Path, *, streams: int, threads: int, model: str) -> 
         f"parallel = {streams}\n" + (f"threads = {threads}\n" if threads else "")
     )
     return load_config(path)
+
+
+def binary_and_models(directory: Path, model: str) -> tuple[Path, Path]:
+    """The llama-server herd builds, and DIR/models holding dense.gguf: the generated tiny
+    model, or SmolLM2-135M (`model` "smollm2", fetched once into herd's cache)."""
+    binary = build.pinned_build_dir() / "bin" / "llama-server"
+    if not binary.exists():
+        raise HerdError(f"no llama-server at {binary}: run `herd build` (make llama-server)")
+    models = directory / "models"
+    models.mkdir()
+    if model == "smollm2":
+        (models / "dense.gguf").symlink_to(realmodels.fetch(realmodels.SMOLLM2))
+    else:
+        demo.write_dense_model(models / "dense.gguf")
+    return binary, models
 
 
 @contextlib.contextmanager

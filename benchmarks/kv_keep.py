@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
-from gateway import run_and_print, stop_daemon
+from gateway import MODELS, binary_and_models, run_and_print, stop_daemon
 from rich.console import Console
 from rich.table import Table
 
@@ -36,23 +36,13 @@ from llamaherd import control, demo
 from llamaherd.client import DaemonClient
 from llamaherd.config import Config, load_config
 from llamaherd.errors import HerdError
-from llamaherd.gguf import realmodels
-from llamaherd.llamacpp import build
 from llamaherd.runtime import process
 
 TARGET_CUT = 5.0
 
 
 def write_config(directory: Path, ctx: int, model: str = "generated") -> Config:
-    binary = build.pinned_build_dir() / "bin" / "llama-server"
-    if not binary.exists():
-        raise HerdError(f"no llama-server at {binary}: run `herd build` (make llama-server)")
-    models = directory / "models"
-    models.mkdir()
-    if model == "smollm2":  # the real model, fetched once into herd's cache
-        (models / "dense.gguf").symlink_to(realmodels.fetch(realmodels.SMOLLM2))
-    else:
-        demo.write_dense_model(models / "dense.gguf")
+    binary, models = binary_and_models(directory, model)
     demo.write_moe_model(models / "moe.gguf")
     path = directory / "herd.toml"
     long = f'file = "dense.gguf"\nctx = {ctx}\nparallel = 1\n'
@@ -159,7 +149,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ctx", type=int, default=16384, help="the long profiles' context")
     parser.add_argument(
         "--model",
-        choices=["generated", "smollm2"],
+        choices=sorted(MODELS),
         default="generated",
         help="A's model: the generated tiny dense one, or SmolLM2-135M (fetched once)",
     )
