@@ -520,3 +520,36 @@ def test_a_crashed_model_whose_gguf_vanished_is_not_restarted(tmp_path, monkeypa
             assert len(fake.servers) == 1, "no start of a file that is gone"
 
     run(scenario)
+
+
+def test_a_switch_to_the_ready_model_waits_for_the_switch_under_way(tmp_path, monkeypatch) -> None:
+    """A switch to a ready model answered at once, even while another switch held the
+    turn and was about to evict that model: the last switch asked "won" with a model that
+    was then stopped (test_daemon's concurrent switches saw `stopped`)."""
+    fake = FakeRuntime()
+    admitting = asyncio.Event()
+    admitted = None
+
+    async def scenario() -> None:
+        nonlocal admitted
+        admitted = asyncio.Event()
+        admit = supervisor_module.scheduler.admit
+
+        async def held_admit(*args, **kwargs):
+            admitting.set()
+            await admitted.wait()  # the switch to b holds the turn here, a still ready
+            return await admit(*args, **kwargs)
+
+        async with herd(tmp_path, fake) as supervisor:
+            assert (await supervisor.switch("a")).ok
+            monkeypatch.setattr(supervisor_module.scheduler, "admit", held_admit)
+            to_b = asyncio.ensure_future(supervisor.switch("b"))
+            await admitting.wait()
+            back_to_a = asyncio.ensure_future(supervisor.switch("a"))
+            await asyncio.sleep(0)  # let it answer at once, as it used to
+            admitted.set()
+            assert (await to_b).ok and (await back_to_a).ok
+            assert supervisor.current == "a"  # the last switch asked
+            assert supervisor.state_of("a") == State.READY
+
+    run(scenario)

@@ -197,7 +197,8 @@ class Supervisor(ServesRequests):
             return running
         model = self.models.get(profile.id)
         answer = None
-        if model and model.state == State.READY and not model.yielding:
+        # Ready, and no change under way that might stop it: else it waits its turn.
+        if model and model.state == State.READY and not model.yielding and not self._lock.locked():
             self.current = profile.id
             model.last_used = time.monotonic()
             answer = SwitchResult(ok=True, model=profile.id, noop=True)
