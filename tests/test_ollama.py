@@ -68,12 +68,13 @@ def test_chat_and_generate_streamed_and_not(herd: Config, client: ollama.Client)
     assert [c.done for c in chunks][-1] is True and not any(c.done for c in chunks[:-1])
     assert "".join(c.message.content or "" for c in chunks[:-1])
     assert chunks[-1].eval_count == 5
-    generated = client.generate("dense", prompt="Once", options={"num_predict": 3})
+    greedy = {"num_predict": 3, "temperature": 0}  # random weights: sampling may stop early
+    generated = client.generate("dense", prompt="Once", options=greedy)
     assert generated.done and generated.response and generated.eval_count == 3
     options = {"num_predict": 3, "temperature": 0}
     raw = list(client.generate("dense", prompt="Once", raw=True, stream=True, options=options))
     assert raw[-1].done and "".join(r.response or "" for r in raw)
-    assert client.chat("moe", messages=HI, options={"num_predict": 2}).done
+    assert client.chat("moe", messages=HI, options={"num_predict": 2, "temperature": 0}).done
     assert loaded(herd) == ["moe"]  # the request for moe swapped dense out (max_loaded 1)
     # The activity log has a record for each, with llama-server's figures.
     records = httpx.get(f"{herd.server.api_url}/activity", timeout=10).json()["records"]
