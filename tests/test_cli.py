@@ -202,7 +202,7 @@ def test_doctor_reports_the_llama_server_it_would_use(config_path: Path) -> None
 
 
 def test_herd_models_and_the_api_describe_a_profile_alike(herd) -> None:
-    # One description (profiles.describe_all): the CLI's rows are the daemon's rows.
+    # One description (profiles.rows): the CLI's rows are the daemon's rows.
     assert control.up(herd, "dense").ok
     result = run_herd("--config", str(herd.path), "models", "--json")
     assert result.returncode == 0, result.stderr

@@ -124,7 +124,6 @@ MODEL_CLASSES = [
     "pydantic",
     "llamaherd.config.schema",
     "llamaherd.config.load",
-    "llamaherd.profiles",
     "llamaherd.schema.common",
     "llamaherd.schema.models",
     "llamaherd.schema.status",
@@ -145,14 +144,40 @@ def test_commands_that_only_talk_to_the_daemon_build_no_model_class(
     assert ran["heavy"] == [], f"herd {' '.join(args)} imported {ran['heavy']}"
 
 
-def test_models_builds_the_config_and_the_rows_only(
+def test_models_validates_a_herd_toml_once_until_it_changes(
     small_herd: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ran = probe(["models"], small_herd, monkeypatch, MODEL_CLASSES)
-    assert ran["code"] == 0 and "Large" in ran["out"], ran
-    # The profiles are validated and listed as ModelRows; /status's and /system's answer
-    # classes are not built.
-    assert ran["heavy"] == MODEL_CLASSES[:-2], ran["heavy"]
+    # The first listing validates the profiles; an unchanged file is then listed from
+    # what that validation kept, building no model class at all.
+    first = probe(["models"], small_herd, monkeypatch, MODEL_CLASSES)
+    assert first["code"] == 0 and "Large" in first["out"], first
+    assert "llamaherd.config.schema" in first["heavy"], first["heavy"]
+    again = probe(["models", "--json"], small_herd, monkeypatch, MODEL_CLASSES)
+    assert again["code"] == 0 and again["heavy"] == [], again["heavy"]
+    assert [row["name"] for row in json.loads(again["out"])] == ["Small", "Large"]
+
+    # Any change to the file is validated again: a new name shows, a typo is an error.
+    path = Path(small_herd["HERD_CONFIG"])
+    path.write_text(path.read_text().replace('"Large"', '"Larger"'))
+    renamed = probe(["models"], small_herd, monkeypatch, MODEL_CLASSES)
+    assert "Larger" in renamed["out"] and "llamaherd.config.schema" in renamed["heavy"]
+    path.write_text(path.read_text().replace("name =", "nmae =", 1))
+    for _ in range(2):  # a broken file is never remembered as valid
+        typo = probe(["models"], small_herd, monkeypatch, MODEL_CLASSES)
+        assert typo["code"] == 2 and "nmae" in typo["err"], typo
+
+
+def test_models_notices_a_model_file_that_became_a_directory(
+    small_herd: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert probe(["models"], small_herd, monkeypatch)["code"] == 0
+    model = Path(small_herd["HERD_CONFIG"]).parent / "models" / "large.gguf"
+    model.unlink()
+    gone = probe(["models", "--json"], small_herd, monkeypatch)
+    assert [row["state"] for row in json.loads(gone["out"])] == ["stopped", "missing"]
+    model.mkdir()
+    ran = probe(["models"], small_herd, monkeypatch)
+    assert ran["code"] == 2 and "is a directory" in ran["err"], ran
 
 
 def write_server(small_herd: dict[str, str], server: str, *, profile: str = "") -> Path:

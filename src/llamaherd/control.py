@@ -44,10 +44,11 @@ def find_config(explicit: str | Path | None = None) -> Config:
     """
     from llamaherd.config import load_config
 
-    return load_config(_config_path(explicit))
+    return load_config(config_path(explicit))
 
 
-def _config_path(explicit: str | Path | None) -> Path:
+def config_path(explicit: str | Path | None) -> Path:
+    """The herd.toml find_config loads."""
     try:
         return find_config_path(explicit)
     except ConfigError:
@@ -69,7 +70,7 @@ def reach(explicit: str | Path | None = None) -> DaemonClient:
     plainly valid, to report what is wrong as `herd models` would; a herd.toml that is
     missing or wrong and not named with --config is passed over, as connect(None) is."""
     try:
-        path = _config_path(explicit)
+        path = config_path(explicit)
         address = daemon_address(path) or _address(find_config(path))
     except UsageError:
         if explicit:

@@ -50,26 +50,24 @@ def models(ctx: click.Context, as_json: bool) -> None:
     """List the model profiles, with their state when the daemon runs."""
     from llamaherd import profiles
 
-    config = config_of(ctx)
-    live = _live_rows(config)
-    rows = profiles.describe_all(
-        config.models.values(),
-        states={id_: row.state for id_, row in live.items()},
-        memory={id_: row.memory for id_, row in live.items()},
-        current=next((id_ for id_, row in live.items() if row.active), None),
+    # An unchanged herd.toml is listed from the fields its last validation kept, so this
+    # command usually builds no pydantic model (issue 13); any change is validated anew.
+    path = control.config_path(ctx.obj["config"])
+    fields = profiles.listed_fields(path)
+    if fields is None:
+        fields = profiles.remember_fields(control.find_config(path))
+    client = control.reach(path)
+    live = client.models() if client.alive() else []
+    rows = profiles.rows(
+        fields,
+        states={row.id: row.state for row in live},
+        memory={row.id: row.memory.model_dump(mode="json") for row in live if row.memory},
+        current=next((row.id for row in live if row.active), None),
     )
     if as_json:
         emit_json(rows)
         return
     console.print(models_table(rows))
-
-
-def _live_rows(config: Config) -> dict[str, ModelRow]:
-    """The running daemon's rows by id (states, memory estimates); {} without one."""
-    client = control.connect(config)
-    if not client.alive():
-        return {}
-    return {m.id: m for m in client.models()}
 
 
 @click.command()

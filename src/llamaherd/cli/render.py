@@ -3,7 +3,7 @@ command prints it (and decides the exit code)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -31,15 +31,14 @@ def speed_text(speed_tps: float | None) -> str:
     return f"{speed_tps:.0f} t/s" if speed_tps else "—"
 
 
-def models_table(rows: list[ModelRow]) -> Table:
-    """`herd models`: the profile rows (profiles.describe) as a table."""
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    """`herd models`: the profile rows (profiles.rows, ModelRow's JSON) as a table."""
     from rich.table import Table  # not needed by `herd status`
 
     table = Table("id", "name", "speed", "ctx", "best for", "state")
     for row in rows:
-        table.add_row(
-            row.id, row.name, speed_text(row.speed_tps), ctx_text(row.ctx), row.best_for, row.state
-        )
+        speed, ctx = speed_text(row["speed_tps"]), ctx_text(row["ctx"])
+        table.add_row(row["id"], row["name"], speed, ctx, row["best_for"], row["state"])
     return table
 
 
