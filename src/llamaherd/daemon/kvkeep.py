@@ -58,6 +58,8 @@ class Waiting:
     server: Server
     entries: list[Entry]
     outcome: LastRestore
+    # One client for the server's life: making one (its TLS context) costs ~50 ms.
+    http: httpx.AsyncClient
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tokens: dict[str, array] = field(default_factory=dict)  # each file's, read once
 
@@ -95,7 +97,7 @@ class KvKeep:
     # -- on the way out ---------------------------------------------------------------
     async def save(self, profile: Profile, server: Server, settings: ServerSettings) -> None:
         """Save the slots worth keeping; gives up after kv_keep_save_timeout."""
-        self.waiting.pop(profile.id, None)  # its server stops: nothing restores into it
+        await self._forget(profile.id)  # its server stops: nothing restores into it
         if not self.enabled(profile, settings) or server.returncode is not None:
             return
         timeout = settings.kv_keep_save_timeout
@@ -192,7 +194,9 @@ class KvKeep:
             else:
                 self._discard(entry, "its model file, llama-server or cache flags changed", outcome)
         if outcome.lazy:
-            self.waiting[profile.id] = Waiting(server, usable, outcome)
+            await self._forget(profile.id)  # an earlier server's (it crashed)
+            if usable:
+                self.waiting[profile.id] = Waiting(server, usable, outcome, _client(server))
             outcome.pending = len(usable)
             return
         if not usable:
@@ -228,20 +232,23 @@ class KvKeep:
             log.warning("restoring %s's prompt cache failed: %s", profile.id, _say(error))
 
     async def _restore_matching(self, waiting: Waiting, prompt: str | dict, least: int) -> None:
-        outcome = waiting.outcome
-        async with _client(waiting.server) as http:
-            # Outside the lock: requests tokenize their prompts side by side.
-            wanted = array("i", await kvprompt.tokens_of(http, prompt))
-            async with waiting.lock:
-                entry = await self._best_match(waiting, wanted, max(1, least))
-                slot = _idle_slot(await _slots(http)) if entry else None
-                if entry is None or slot is None:
-                    return  # nothing matches, or every slot is busy: forwarded as usual
-                waiting.entries.remove(entry)
-                outcome.pending = len(waiting.entries)
-                seconds = outcome.seconds_saved
-                if await self._put_back(http, entry, slot, outcome):
-                    self._restored(entry.profile, entry.tokens, outcome.seconds_saved - seconds)
+        outcome, http = waiting.outcome, waiting.http
+        # Outside the lock: requests tokenize their prompts side by side.
+        wanted = array("i", await kvprompt.tokens_of(http, prompt))
+        async with waiting.lock:
+            entry = await self._best_match(waiting, wanted, max(1, least))
+            slot = _idle_slot(await _slots(http)) if entry else None
+            if entry is None or slot is None:
+                return  # nothing matches, or every slot is busy: forwarded as usual
+            waiting.entries.remove(entry)
+            outcome.pending = len(waiting.entries)
+            seconds = outcome.seconds_saved
+            if await self._put_back(http, entry, slot, outcome):
+                self._restored(entry.profile, entry.tokens, outcome.seconds_saved - seconds)
+
+    async def _forget(self, profile_id: str) -> None:
+        if waiting := self.waiting.pop(profile_id, None):
+            await waiting.http.aclose()
 
     async def _best_match(self, waiting: Waiting, wanted: array, least: int) -> Entry | None:
         """The waiting file sharing the longest prefix (at least `least` tokens) with
