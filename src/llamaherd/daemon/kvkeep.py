@@ -28,11 +28,10 @@ from llamaherd.daemon import kvprompt, kvstore
 from llamaherd.daemon.events import EventBus
 from llamaherd.daemon.kvstore import Entry
 from llamaherd.runtime import Server, auth_headers
+from llamaherd.runtime.argv import SLOT_SAVE_FLAG
 from llamaherd.runtime.server_metrics import parse_metrics
 
 log = logging.getLogger(__name__)
-
-SLOT_SAVE_FLAG = "--slot-save-path"
 
 
 @dataclass
@@ -77,12 +76,11 @@ class KvKeep:
         return (profile.kv_restore or settings.kv_restore) == "lazy"
 
     def enabled(self, profile: Profile, settings: ServerSettings) -> bool:
-        """Kept unless the profile opts out or the budget is 0. Native only: a container
-        would need the directory mounted; a profile naming its own save path keeps it."""
+        """Kept unless the profile opts out or the budget is 0 (a container gets the
+        directory mounted: runtime/docker.py); a profile naming its own save path keeps it."""
         return (
             profile.kv_keep
             and settings.kv_keep_budget_mb > 0
-            and profile.runtime != "docker"
             and SLOT_SAVE_FLAG not in profile.args
         )
 

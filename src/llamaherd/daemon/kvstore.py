@@ -58,6 +58,8 @@ def identity(profile: Profile, llama_server: Path) -> str:
         "cache_type_v": profile.cache_type_v,
         "args": profile.args,
     }
+    if profile.runtime == "docker":  # the image's llama.cpp, not the host's binary
+        parts["runtime"] = "docker"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
