@@ -3,7 +3,8 @@
 It records every call (one JSON line per call in $FAKE_DOCKER_STATE/calls.jsonl) and acts
 as docker would for what herd uses:
 
-- `run [--rm] --name N -p HOST:PORT:CPORT -v SRC:DST:ro [--gpus G] [-e K[=V]] IMAGE ARGS...`
+- `run [--rm] --name N -p HOST:PORT:CPORT -v SRC:DST:ro [-v DIR:DIR] [--gpus G] [-e K[=V]]
+  IMAGE ARGS...`
   stays attached and runs the *real* llama-server ($FAKE_DOCKER_LLAMA_SERVER) with the
   container's view translated to the host's (mounted paths, published port), so herd
   talks to a real server; a name already in use is refused like docker (exit 125);
@@ -85,8 +86,9 @@ def run(args: list[str]) -> int:
     # Translate the container's view to the host's: mounts and the published port.
     mounts = {}
     for volume in options["volumes"]:
-        source, target, mode = volume.split(":")
-        assert mode == "ro", "herd mounts models read-only"
+        source, target, *mode = volume.split(":")
+        # Models read-only; kept prompt caches read-write, at their own path.
+        assert mode == ["ro"] or (not mode and source == target), volume
         mounts[target] = source
     host, public, private = options["ports"][0].split(":")
     translated = []

@@ -9,7 +9,8 @@ chosen instant, a hang).
 
 Each server answers `/health` (503 while loading, as llama-server does), the OpenAI chat
 and completion paths (streamed or not, `tokens_per_second`), `GET /slots` (`Knobs.slots`)
-and echoes any other path (`POST /slots/{id}` after `slot_action_delay`).
+`POST /tokenize` and `POST /slots/{id}?action=restore` (`Knobs.prompt_tokens`), and echoes
+any other path (`POST /slots/{id}` after `slot_action_delay`).
 `fake.generating` counts requests being generated right now, so a test sees the upstream
 being cancelled when a client leaves.
 """
@@ -47,6 +48,7 @@ class Knobs:
     load_log: tuple[str, ...] = ()  # lines logged while loading (e.g. buffer sizes)
     slots: tuple[dict, ...] = ()  # what GET /slots answers (the prompt cache per slot)
     slot_action_delay: float = 0.0  # seconds POST /slots/{id} (save, restore) takes
+    prompt_tokens: tuple[int, ...] = ()  # what /tokenize answers, and a restore restores
 
 
 class FakeServer:
@@ -191,8 +193,12 @@ class FakeServer:
                 return await self._complete(request, data)
             if request.path == "/slots":
                 return web.json_response(list(self.knobs.slots))
+            if request.path == "/tokenize":
+                return web.json_response({"tokens": list(self.knobs.prompt_tokens)})
             if request.path.startswith("/slots/"):  # a slot save or restore on a slow disk
                 await asyncio.sleep(self.knobs.slot_action_delay)
+                if request.query.get("action") == "restore":
+                    return web.json_response({"n_restored": len(self.knobs.prompt_tokens)})
             return web.json_response(
                 {"path": request.path, "method": request.method, "model": self.profile.id}
             )

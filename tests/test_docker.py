@@ -23,6 +23,8 @@ from inprocess import herd
 
 from llamaherd import doctor
 from llamaherd.config import parse_config
+from llamaherd.daemon.events import EventBus
+from llamaherd.daemon.kvkeep import KvKeep
 from llamaherd.daemon.supervisor import State, Supervisor
 from llamaherd.llamacpp import cmake, image
 from llamaherd.runtime import auth_headers, compose, process
@@ -113,6 +115,21 @@ def test_profile_runtime_overrides_the_file_and_gpus_default_to_all(tmp_path: Pa
     assert "/x:/model:ro" in argv and "/model/m.gguf" in argv  # a file outside models_dir
     config.docker.gpus = False
     assert "--gpus" not in run_argv(config.docker, config.models_dir, other, 1)
+
+
+def test_a_kept_prompt_cache_folder_is_mounted_at_the_same_path(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    kv = KvKeep(Path("llama-server"), tmp_path / "state", EventBus())
+    dense = config.models["dense"]
+    argv = run_argv(config.docker, config.models_dir, kv.launched(dense, config.server), 41000)
+    root = tmp_path / "state" / "kv"
+    assert f"-v {root}:{root} " in shlex.join(argv)  # read-write: llama-server writes there
+    server = argv[argv.index(config.docker.image) + 1 :]
+    assert server[server.index("--slot-save-path") + 1] == f"{root}/"
+    # A profile that keeps nothing mounts nothing more than its models.
+    opted_out = dense.model_copy(update={"kv_keep": False})
+    plain = run_argv(config.docker, config.models_dir, kv.launched(opted_out, config.server), 1)
+    assert [w for w in plain if w == "-v"] == ["-v"]
 
 
 # -- lifecycle, with the fake CLI and the real llama-server ----------------------------------

@@ -124,6 +124,8 @@ class Profile(_Strict):
     kv_keep: bool = Field(True, examples=[False])
     """Save its prompt cache when it is swapped out and restore it when it starts again
     (docs/kv-keep.md); false: every start begins with an empty cache."""
+    kv_restore: Literal["start", "lazy"] | None = Field(None, examples=["lazy"])
+    """When its saved prompt caches go back; unset: `[server] kv_restore`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -201,8 +203,11 @@ class ServerSettings(_Strict):
     kv_keep_min_tokens: NonNegativeInt = Field(1024, examples=[1024])
     """A slot is saved when a model stops only if it holds at least this many tokens."""
     kv_keep_save_timeout: PositiveFloat = Field(10.0, examples=[10])
-    """Seconds saving (at a stop) or restoring (at a start) may take; then herd gives up
-    and the swap goes on without the cache."""
+    """Seconds saving (at a stop) or restoring (at a start, or before a request) may take;
+    then herd gives up and the swap or request goes on without the cache."""
+    kv_restore: Literal["start", "lazy"] = Field("start", examples=["lazy"])
+    """`start`: a model's saved prompt caches are restored before it is declared ready;
+    `lazy`: only when a request's prompt shares at least kv_keep_min_tokens with one."""
 
     @property
     def public_url(self) -> str:

@@ -252,6 +252,9 @@ class Gateway:
                 if request.entry:
                     request.entry.model = model.id
                     request.entry.wait_s = time.monotonic() - request.received
+                await self.supervisor.kv.before_request(
+                    model.profile, model.server, request.target, request.body, self.settings
+                )
                 url = model.server.url + request.target
                 headers = request.headers + list(auth_headers(model.server.api_key).items())
                 try:

@@ -18,6 +18,9 @@ import json
 import logging
 import os
 import secrets
+import struct
+import sys
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +32,12 @@ log = logging.getLogger(__name__)
 
 KV_DIR = "kv"
 HASH_CHUNK = 1 << 22
+# llama_state_seq_save_file's header (llama.cpp src/llama-context.cpp, include/llama.h):
+# magic 'ggsq', version, then the slot's packed tokens as a u32 count and int32s.
+SEQ_MAGIC, SEQ_VERSION = 0x67677371, 4
+# llama-server packs a slot's tokens (tools/server/server-common.cpp, serialize) behind a
+# marker (LLAMA_TOKEN_NULL) and its own version, then as a u32 count and int32s.
+PACKED_MARKER, PACKED_VERSION = -1, 1
 
 
 def kv_dir(state_dir: Path) -> Path:
@@ -49,6 +58,8 @@ def identity(profile: Profile, llama_server: Path) -> str:
         "cache_type_v": profile.cache_type_v,
         "args": profile.args,
     }
+    if profile.runtime == "docker":  # the image's llama.cpp, not the host's binary
+        parts["runtime"] = "docker"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -140,6 +151,29 @@ def intact(root: Path, entry: Entry) -> str | None:
     except OSError as error:
         return f"unreadable: {error.strerror or error}"
     return None
+
+
+def saved_tokens(path: Path) -> array:
+    """The tokens a slot file holds, read from its header without loading the state
+    (llama.cpp b11434's format). ValueError when it is not such a file."""
+    with path.open("rb") as file:
+        header = file.read(12)
+        if len(header) != 12:
+            raise ValueError("the file is shorter than its header")
+        magic, version, count = struct.unpack("<3I", header)
+        if (magic, version) != (SEQ_MAGIC, SEQ_VERSION):
+            raise ValueError(f"not a llama.cpp slot file of version {SEQ_VERSION}")
+        words = array("i")
+        words.frombytes(file.read(4 * count))
+    if len(words) != count:
+        raise ValueError(f"its header promises {count} tokens, the file is shorter")
+    if sys.byteorder == "big":  # llama.cpp writes them as the (little-endian) host has them
+        words.byteswap()
+    if not words or words[0] != PACKED_MARKER:
+        return words  # a plain token list, as older llama-servers wrote
+    if len(words) < 3 or words[1] != PACKED_VERSION or len(words) < 3 + words[2]:
+        raise ValueError("llama-server's packing of its tokens is not the one herd reads")
+    return words[3 : 3 + words[2]]
 
 
 def remove_orphans(root: Path) -> None:

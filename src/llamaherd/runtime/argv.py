@@ -16,6 +16,9 @@ from pathlib import Path
 from llamaherd.config import Profile
 
 ArgValue = bool | int | float | str | Sequence[int | float | str] | None
+# Where llama-server writes and reads slot files: herd adds it for kept prompt caches
+# (daemon/kvkeep.py), and the docker runtime mounts it.
+SLOT_SAVE_FLAG = "--slot-save-path"
 
 
 # Profile key (dotted inside a table) -> llama-server's spellings of its flag; argv uses

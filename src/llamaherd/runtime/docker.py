@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llamaherd.config import DockerSettings, Profile
 from llamaherd.runtime import SERVER_KEY_ENV, new_server_key, process
-from llamaherd.runtime.argv import server_argv
+from llamaherd.runtime.argv import SLOT_SAVE_FLAG, server_argv
 
 CONTAINER_PORT = 8080  # llama-server's port inside the container; published on loopback
 MODELS_MOUNT = "/models"
@@ -44,6 +44,16 @@ def model_mount(profile: Profile, models_dir: Path) -> tuple[Path, str, str]:
         return folder, MODEL_MOUNT, f"{MODEL_MOUNT}/{profile.file.name}"
 
 
+def slot_save_mount(profile: Profile) -> list[str]:
+    """The `--slot-save-path` folder (herd's kept prompt caches, docs/kv-keep.md) mounted
+    read-write at the same path, so the path in the flag means the same inside."""
+    args = profile.args
+    if SLOT_SAVE_FLAG not in args[:-1]:
+        return []
+    folder = args[args.index(SLOT_SAVE_FLAG) + 1].rstrip("/") or "/"
+    return ["-v", f"{folder}:{folder}"]
+
+
 def gpu_option(settings: DockerSettings, profile: Profile) -> list[str]:
     """`--gpus` for the container. The value is parsed as CSV by docker, so a device list
     needs its own quotes: --gpus '"device=0,1"'."""
@@ -61,6 +71,7 @@ def run_argv(
     host_dir, mount, model = model_mount(profile, models_dir)
     argv = [docker, "run", "--rm", "--name", container_name(profile)]
     argv += ["-p", f"127.0.0.1:{port}:{CONTAINER_PORT}", "-v", f"{host_dir}:{mount}:ro"]
+    argv += slot_save_mount(profile)
     argv += gpu_option(settings, profile)
     # By name only: docker copies each value from its own environment (container_env),
     # so no value shows in `ps`, the log's first line or /status.

@@ -78,7 +78,7 @@ class KvFile(Answer):
 
 
 class KvRestore(Answer):
-    """What a profile's last start restored."""
+    """What a profile's last start restored (lazy: what requests restored since)."""
 
     at: float
     tokens: int
@@ -88,6 +88,10 @@ class KvRestore(Answer):
     error: str | None = None
     seconds_saved: float = 0.0
     """The restored tokens at the prompt speed their server had when it saved them."""
+    lazy: bool = False
+    """kv_restore = "lazy": the start restored nothing; requests whose prompt matches do."""
+    pending: int = 0
+    """Lazy: saved files that no request has matched yet."""
 
 
 class KvCache(Answer):
