@@ -31,8 +31,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from gateway import run_and_print, stop_daemon
@@ -110,7 +111,7 @@ class HealthProbe(threading.Thread):
         }
 
 
-def probing(url: str, work) -> tuple[dict, object]:
+def probing(url: str, work: Callable[[], Coroutine[Any, Any, Any]]) -> tuple[dict, Any]:
     """Run `work()` (a coroutine function) while probing /health; (probe summary, result)."""
     probe = HealthProbe(url)
     probe.start()

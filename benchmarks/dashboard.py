@@ -33,8 +33,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from gateway import (  # benchmarks/ is on sys.path
@@ -50,6 +51,11 @@ from rich.table import Table
 
 from llamaherd.errors import HerdError
 from llamaherd.tui.app import DashboardApp
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
+
+Say = Callable[[str], None]
 
 TARGET_CPU_PERCENT = 3.0
 SIZE = (160, 50)
@@ -115,7 +121,7 @@ def streaming(url: str, tokens: int) -> Iterator[dict]:
 # --- the dashboard ---------------------------------------------------------------------
 
 
-async def wait_for(condition, timeout: float = 60.0) -> None:  # noqa: ANN001
+async def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -140,7 +146,7 @@ async def measure_phase(app: DashboardApp, seconds: float, warmup: float) -> dic
     }
 
 
-async def measure_log(app: DashboardApp, pilot, lines: int, repeats: int) -> dict:  # noqa: ANN001
+async def measure_log(app: DashboardApp, pilot: Pilot, lines: int, repeats: int) -> dict:
     """Append `lines` log lines in one call and repaint the pane's tail; median of repeats.
 
     `append` is the write alone; `append_and_paint` also waits for Textual to process the
@@ -173,7 +179,7 @@ async def measure_log(app: DashboardApp, pilot, lines: int, repeats: int) -> dic
     }
 
 
-async def measure_dashboard(herd: Herd, args: argparse.Namespace, say) -> dict:  # noqa: ANN001
+async def measure_dashboard(herd: Herd, args: argparse.Namespace, say: Say) -> dict:
     app = DashboardApp(herd.config.server.api_url, interval=1.0)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(lambda: "ready" in str(app.query_one("#header").render()))
@@ -193,7 +199,7 @@ async def measure_dashboard(herd: Herd, args: argparse.Namespace, say) -> dict: 
 # --- report ----------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, say) -> dict:  # noqa: ANN001
+def run(args: argparse.Namespace, say: Say) -> dict:
     """Start the daemon, measure the dashboard against it, return the figures."""
     if args.fake_gpus:
         os.environ["HERD_FAKE_GPUS"] = str(args.fake_gpus)  # the daemon inherits it

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from gateway import MODELS, binary_and_models, run_and_print, stop_daemon
@@ -74,7 +75,8 @@ def first_token(config: Config, model: str, prompt: str) -> tuple[float, dict]:
     }
     url = f"{config.server.public_url}/v1/completions"
     began = time.perf_counter()
-    ttft, timings = None, {}
+    ttft: float | None = None
+    timings: dict = {}
     with httpx.stream("POST", url, json=request, timeout=600) as answer:
         if answer.status_code != 200:
             raise HerdError(f"{model} answered {answer.status_code}: {answer.read().decode()}")
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
             os.environ.pop(name, None)
         config = write_config(base, args.ctx, args.model, args.restore)
         try:
-            report = {"keep": swap_back(config, "keep", prefix)}
+            report: dict[str, Any] = {"keep": swap_back(config, "keep", prefix)}
             report["drop"] = swap_back(config, "drop", prefix)
         finally:
             stop_daemon(DaemonClient(config.server.api_url))

@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llamaherd.gguf import check, synth
 from llamaherd.gguf import header as gguf_header
@@ -89,8 +90,8 @@ class Case:
             flash_attn=self.flash_attn,
         )
 
-    def placement(self) -> gguf_plan.Placement:
-        return gguf_plan.Placement(self.ngl or 0, (), self.n_cpu_moe)
+    def placement(self) -> gguf_plan.LayerPlacement:
+        return gguf_plan.LayerPlacement(self.ngl or 0, (), self.n_cpu_moe)
 
     def flags(self) -> list[str]:
         out = ["-c", str(self.ctx), "-fa", self.flash_attn]
@@ -207,7 +208,7 @@ def main() -> None:
     if not binary.exists():
         sys.exit("no llama-server: run `herd build` first")
     models_dir = args.models or Path(tempfile.mkdtemp(prefix="herd-planner-"))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in GPU_CASES if args.gpu else CASES:
         if args.flash_attn:  # e.g. a CUDA build without FlashAttention kernels
             case = dataclasses.replace(case, flash_attn=args.flash_attn)
