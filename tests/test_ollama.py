@@ -64,7 +64,9 @@ def test_chat_and_generate_streamed_and_not(herd: Config, client: ollama.Client)
     assert answer.done and answer.message.role == "assistant" and answer.message.content
     assert answer.eval_count == 4 and answer.done_reason == "length"
     assert answer.prompt_eval_count and answer.total_duration and answer.eval_duration
-    chunks = list(client.chat("dense", messages=HI, stream=True, options={"num_predict": 5}))
+    chunks = list(
+        client.chat("dense", messages=HI, stream=True, options={"num_predict": 5, "temperature": 0})
+    )
     assert [c.done for c in chunks][-1] is True and not any(c.done for c in chunks[:-1])
     assert "".join(c.message.content or "" for c in chunks[:-1])
     assert chunks[-1].eval_count == 5
