@@ -51,7 +51,6 @@ DEFAULT_MAX_TOKENS = 4096
 # A base model does not reason, and greedy text that misses every stop string tends to
 # loop: EvalPlus's own limit (DecoderBase.max_new_tokens) ends such an answer sooner.
 COMPLETION_MAX_TOKENS = 768
-MODES = ("chat", "completion")
 # Arguments that give llama-server a chat template the GGUF lacks.
 TEMPLATE_ARGS = ("--chat-template", "--chat-template-file")
 DATA_ENV = "HUMANEVAL_OVERRIDE_PATH"  # evalplus's own variable for a local copy
