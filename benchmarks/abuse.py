@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway import run_and_print, stop_daemon
+from gateway import private_dirs, run_and_print, stop_daemon
 from rich.console import Console
 
 from llamaherd import demo
@@ -53,12 +50,7 @@ HUGE_PHASE_S = 3.0
 @contextlib.contextmanager
 def private_daemon() -> Iterator[Config]:
     """A daemon on free loopback ports with a private state dir; stopped after."""
-    with tempfile.TemporaryDirectory(prefix="herd-abuse-") as temp:
-        base = Path(temp)
-        os.environ["HERD_STATE_DIR"] = str(base / "state")
-        os.environ["HERD_CONFIG_DIR"] = str(base / "config")
-        for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
-            os.environ.pop(name, None)
+    with private_dirs("herd-abuse-") as base:
         models = base / "models"
         models.mkdir()
         demo.write_dense_model(models / "dense.gguf")

@@ -150,8 +150,11 @@ class Throughput:
 # --- the daemon ------------------------------------------------------------------------
 
 
-def write_config(directory: Path, *, streams: int, threads: int, model: str) -> Config:
-    """A herd.toml with one dense profile on free ports, parallel enough for all streams.
+def write_config(
+    directory: Path, *, streams: int, threads: int, model: str, ctx: int | None = None
+) -> Config:
+    """A herd.toml with one dense profile on free ports, parallel enough for all streams
+    (and a context of 512 tokens each, unless `ctx` says otherwise).
 
     `parallel` = number of streams, so llama-server decodes them together instead of
     queueing some: otherwise the measurement would be of llama-server's queue. `threads`
@@ -171,7 +174,7 @@ def write_config(directory: Path, *, streams: int, threads: int, model: str) -> 
         "stop_timeout = 5\n"
         f"\n[models.{PROFILE}]\n"
         'file = "dense.gguf"\n'
-        f"ctx = {512 * streams}\n"
+        f"ctx = {ctx or 512 * streams}\n"
         f"parallel = {streams}\n" + (f"threads = {threads}\n" if threads else "")
     )
     return load_config(path)
@@ -193,19 +196,16 @@ def binary_and_models(directory: Path, model: str) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def running_herd(streams: int, threads: int = 1, model: str = "generated") -> Iterator[Herd]:
+def running_herd(
+    streams: int, threads: int = 1, model: str = "generated", ctx: int | None = None
+) -> Iterator[Herd]:
     """Start a private daemon with the dense model running; always shut it down after.
 
     The state dir is a fresh temp dir (HERD_STATE_DIR), and HERD_URL/HERD_API_KEY are
     cleared, so the benchmark never touches a daemon the user runs.
     """
-    with tempfile.TemporaryDirectory(prefix="herd-bench-") as temp:
-        base = Path(temp)
-        os.environ["HERD_STATE_DIR"] = str(base / "state")
-        os.environ["HERD_CONFIG_DIR"] = str(base / "config")
-        for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
-            os.environ.pop(name, None)
-        config = write_config(base, streams=streams, threads=threads, model=model)
+    with private_dirs("herd-bench-") as base:
+        config = write_config(base, streams=streams, threads=threads, model=model, ctx=ctx)
         client = DaemonClient(config.server.api_url)
         try:
             answer = control.up(config, PROFILE)
@@ -222,6 +222,20 @@ def running_herd(streams: int, threads: int = 1, model: str = "generated") -> It
             )
         finally:
             stop_daemon(client)
+
+
+@contextlib.contextmanager
+def private_dirs(prefix: str) -> Iterator[Path]:
+    """A temp dir whose state/ and config/ herd uses from now on (HERD_STATE_DIR and
+    HERD_CONFIG_DIR, which a daemon started here inherits); HERD_URL, HERD_CONFIG and
+    HERD_API_KEY cleared, so a benchmark never touches a daemon the user runs."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as temp:
+        base = Path(temp)
+        os.environ["HERD_STATE_DIR"] = str(base / "state")
+        os.environ["HERD_CONFIG_DIR"] = str(base / "config")
+        for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
+            os.environ.pop(name, None)
+        yield base
 
 
 def stop_daemon(client: DaemonClient) -> None:

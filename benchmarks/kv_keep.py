@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway import MODELS, binary_and_models, run_and_print, stop_daemon
+from gateway import MODELS, binary_and_models, private_dirs, run_and_print, stop_daemon
 from rich.console import Console
 from rich.table import Table
 
@@ -110,12 +108,7 @@ def swap_back(config: Config, model: str, prefix: str) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     prefix = " ".join(f"w{i}" for i in range(args.words))
-    with tempfile.TemporaryDirectory(prefix="herd-kv-") as temp:
-        base = Path(temp)
-        os.environ["HERD_STATE_DIR"] = str(base / "state")
-        os.environ["HERD_CONFIG_DIR"] = str(base / "config")
-        for name in ("HERD_CONFIG", "HERD_URL", "HERD_API_KEY"):
-            os.environ.pop(name, None)
+    with private_dirs("herd-kv-") as base:
         config = write_config(base, args.ctx, args.model, args.restore)
         try:
             report: dict[str, Any] = {"keep": swap_back(config, "keep", prefix)}

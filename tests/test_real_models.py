@@ -45,6 +45,11 @@ args = ["-t", "1"]
 [models.smollm2-1t.bench]
 max_tokens = 384
 
+[models.gemma-1t]  # a base model: herd bench humaneval asks it by completion
+file = "{GEMMA}"
+ctx = {CTX}
+args = ["-t", "1"]
+
 [models.smollm2-buffers]
 file = "{SMOLLM2}"
 ctx = {CTX}
@@ -193,6 +198,44 @@ def test_humaneval_scores_smollm2_through_the_gateway(
     assert 0 < run["base_pass"] < 1  # pass@1 as a fraction: neither none nor all
     assert run["results"]["base_passed"] == round(run["base_pass"] * 24)
     assert run["results"]["statuses"]["HumanEval/23"]["base"] == "pass"
+
+
+def test_humaneval_asks_gemma_by_completion_and_scores_prompt_plus_completion(
+    real_herd: Config,
+    humaneval_data: Path,  # noqa: F811
+) -> None:
+    """Gemma 3 270M has no chat template: the run picks completion mode by itself, sends
+    each task's prompt raw and scores the prompt with the model's continuation. Three
+    tasks it answers briefly (greedy, measured: 24-62 tokens before a stop string)."""
+    config = ["--config", str(real_herd.path)]
+    env = {"HUMANEVAL_OVERRIDE_PATH": str(humaneval_data)}
+    entry_points = {
+        "HumanEval/0": "has_close_elements",
+        "HumanEval/2": "truncate_number",
+        "HumanEval/3": "below_zero",
+    }
+    tasks = list(entry_points)
+    picked = [arg for task in tasks for arg in ("--task", task)]
+    result = run_herd(
+        *config, "bench", "humaneval", "gemma-1t", *picked, "--json", timeout=900, **env
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)
+    assert run["status"] == "done" and run["settings"]["mode"] == "completion"
+    assert set(run["results"]["statuses"]) == set(tasks)
+    assert run["results"]["base_passed"] == round(run["base_pass"] * 3)
+    lines = Path(run["results"]["samples"]).read_text().splitlines()
+    samples = sorted((json.loads(line) for line in lines), key=lambda s: tasks.index(s["task_id"]))
+    for sample in samples:
+        # The program scored is the task's own signature and docstring, then the answer
+        # (the model's text, which on its own is a function body and no program).
+        solution, answer = sample["solution"], sample["answer"]
+        assert f"def {entry_points[sample['task_id']]}(" not in answer
+        assert solution.index(f"def {entry_points[sample['task_id']]}(") < solution.index(
+            answer.strip().splitlines()[0].strip()
+        )
+    # EvalPlus's stop strings end the answers, long before the 768-token limit.
+    assert [s["finish_reason"] for s in samples] == ["stop"] * 3
 
 
 def test_demo_answers_with_smollm2_and_switches_to_gemma(

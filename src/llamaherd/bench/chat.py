@@ -1,4 +1,5 @@
-"""One streamed chat completion, timed: the request every benchmark is made of.
+"""One streamed chat completion (or a raw-prompt completion, for base models), timed: the
+request every benchmark is made of.
 
 Streaming is used even where only the answer matters (HumanEval+), so there is one code
 path: the client clocks each token as it arrives (TTFT, inter-token latency), and
@@ -59,16 +60,41 @@ async def stream_chat(
     extra: dict[str, Any] | None = None,
 ) -> Reply:
     """Greedy (temperature 0) streamed chat completion; HerdError on any failure."""
-    body: dict[str, Any] = {
+    body = _greedy(target, max_tokens, extra, messages=messages)
+    return await _stream(http, target, "/chat/completions", body)
+
+
+async def stream_completion(
+    http: httpx.AsyncClient,
+    target: Target,
+    prompt: str,
+    *,
+    max_tokens: int,
+    stop: list[str],
+    extra: dict[str, Any] | None = None,
+) -> Reply:
+    """Greedy streamed /v1/completions of `prompt` as it is (no chat template), ending at
+    any of `stop`; HerdError on any failure."""
+    body = _greedy(target, max_tokens, extra, prompt=prompt, stop=stop)
+    return await _stream(http, target, "/completions", body)
+
+
+def _greedy(
+    target: Target, max_tokens: int, extra: dict[str, Any] | None, **fields: Any
+) -> dict[str, Any]:
+    return {
         "model": target.model,
-        "messages": messages,
+        **fields,
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
         **(extra or {}),
     }
-    url = f"{target.base_url}/chat/completions"
+
+
+async def _stream(http: httpx.AsyncClient, target: Target, path: str, body: dict) -> Reply:
+    url = f"{target.base_url}{path}"
     request = http.build_request("POST", url, json=body, headers=target.headers)
     reply = Reply()
     content: list[str] = []
@@ -95,7 +121,8 @@ async def stream_chat(
                     raise HerdError(f"{url}: {chunk['error']}")
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
-                    piece = delta.get("content") or ""
+                    # A completion chunk carries its text in `text`, a chat one in `delta`.
+                    piece = delta.get("content") or choice.get("text") or ""
                     thought = delta.get("reasoning_content") or ""
                     if piece or thought:
                         reply.token_times.append(now)

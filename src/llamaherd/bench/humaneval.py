@@ -3,9 +3,12 @@
 The steps are EvalPlus's own, so scores compare with its leaderboard: the same
 instruction and system prompt as `evalplus.codegen --backend openai`, greedy decoding,
 code extracted with `evalplus.sanitize`, then `evalplus.evaluate.check_correctness` on the
-base and the plus tests. What herd adds: the requests go through the gateway with the
-profile's bench settings, samples are written as they arrive (an interrupted run resumes
-where it stopped), any subset of tasks can be scored, and results land in the store.
+base and the plus tests. A base model (a GGUF without a chat template) is asked as
+EvalPlus asks one: the task's prompt sent raw to /v1/completions, cut at its base-model
+stop strings, and prompt + completion scored. What herd adds: the requests go through
+the gateway with the profile's bench settings, samples are written as they arrive (an
+interrupted run resumes where it stopped), any subset of tasks can be scored, and results
+land in the store.
 
 evalplus is the `llamaherd[bench]` extra; it is imported only here, when a run starts.
 """
@@ -29,9 +32,10 @@ import httpx
 
 from llamaherd import paths
 from llamaherd.bench import claude_code
-from llamaherd.bench.chat import Reply, stream_chat
+from llamaherd.bench.chat import Reply, stream_chat, stream_completion
 from llamaherd.bench.target import Target
 from llamaherd.errors import ConfigError, HerdError, UsageError
+from llamaherd.gguf import header as gguf_header
 from llamaherd.store import Run, Store
 
 # EvalPlus keeps these inside `run_codegen` and `openai_request.make_request`, not as
@@ -44,6 +48,11 @@ SYSTEM_PROMPT = "You are a helpful assistant good at coding."
 # The original setup's: evalplus's own 768 (DecoderBase.max_new_tokens) cuts reasoning
 # models off mid-thought, and a cut-off answer fails its tests.
 DEFAULT_MAX_TOKENS = 4096
+# A base model does not reason, and greedy text that misses every stop string tends to
+# loop: EvalPlus's own limit (DecoderBase.max_new_tokens) ends such an answer sooner.
+COMPLETION_MAX_TOKENS = 768
+# Arguments that give llama-server a chat template the GGUF lacks.
+TEMPLATE_ARGS = ("--chat-template", "--chat-template-file")
 DATA_ENV = "HUMANEVAL_OVERRIDE_PATH"  # evalplus's own variable for a local copy
 TASKS_IN_FULL_SET = 164
 
@@ -57,6 +66,9 @@ class HumanEvalSettings:
     parallel: int = 1
     max_tokens: int | None = None
     """Overrides the profile's bench.max_tokens for this run."""
+    mode: str | None = None
+    """"chat" or "completion"; None: completion for a profile whose GGUF has no chat
+    template (choose_mode), chat otherwise."""
 
 
 @dataclass
@@ -137,6 +149,36 @@ def messages_for(problem: dict[str, Any], target: Target) -> list[dict[str, str]
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def choose_mode(target: Target, forced: str | None) -> str:
+    """How to ask: `forced` if given, else completion for a herd profile that serves its
+    GGUF without a chat template (the check `herd add` warns with), else chat."""
+    if forced == "completion" and target.claude_code:
+        raise UsageError("--mode completion: Claude Code answers chat only")
+    if forced:
+        return forced
+    profile = target.profile
+    if profile is None or any(arg in TEMPLATE_ARGS for arg in profile.args):
+        return "chat"
+    try:
+        info = gguf_header.read(profile.file)
+    except UsageError:  # not on disk: starting it fails first, with the reason
+        return "chat"
+    return "chat" if info.chat_template else "completion"
+
+
+def completion_prompt(problem: dict[str, Any]) -> str:
+    """The task's prompt as EvalPlus sends it to a base model (codegen.py)."""
+    return problem["prompt"].strip() + "\n"
+
+
+def completion_stops() -> list[str]:
+    """EvalPlus's stop strings for a base model on HumanEval: the end-of-text markers,
+    then any new top-level statement (the function is finished)."""
+    from evalplus.provider.utility import EOS, extra_eos_for_direct_completion
+
+    return EOS + extra_eos_for_direct_completion("humaneval")
+
+
 def request_extra(target: Target) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if target.bench.reasoning:
@@ -146,11 +188,14 @@ def request_extra(target: Target) -> dict[str, Any]:
     return extra
 
 
-def extract(answer: str, problem: dict[str, Any]) -> str:
+def extract(answer: str, problem: dict[str, Any], mode: str = "chat") -> str:
     """The program in a model's answer, as EvalPlus extracts it (longest valid code, the
-    entry point and what it depends on)."""
+    entry point and what it depends on). A completion continues the prompt: the two
+    together are the program (with tabs as EvalPlus's base-model providers write them)."""
     from evalplus.sanitize import sanitize
 
+    if mode == "completion":
+        answer = completion_prompt(problem) + answer.replace("\t", "    ")
     return sanitize(answer, entrypoint=problem["entry_point"])
 
 
@@ -251,21 +296,25 @@ def run(
     before any request. `progress(phase, done, total)` reports "generate" and "evaluate".
     """
     problems = select(dataset, settings)
-    max_tokens = settings.max_tokens or target.bench.max_tokens or DEFAULT_MAX_TOKENS
+    env = environment()  # first: the mode reads the GGUF the profile serves
+    mode = choose_mode(target, settings.mode)
+    chat = mode == "chat"
+    default_tokens = DEFAULT_MAX_TOKENS if chat else COMPLETION_MAX_TOKENS
+    max_tokens = settings.max_tokens or target.bench.max_tokens or default_tokens
     recorded = {
         "dataset": dataset.name,
         "dataset_hash": dataset.hash,
         "mini": settings.mini,
         "tasks": list(problems),
+        "mode": mode,
         "max_tokens": max_tokens,
-        "system_prompt": target.bench.system_prompt or SYSTEM_PROMPT,
-        "request": request_extra(target),
+        "system_prompt": (target.bench.system_prompt or SYSTEM_PROMPT) if chat else None,
+        "request": request_extra(target) if chat else {"stop": completion_stops()},
         "greedy": True,
     }
     key = hashlib.sha256(
         json.dumps([target.model, target.endpoint, recorded], sort_keys=True).encode()
     ).hexdigest()[:16]
-    env = environment()
     previous = store.unfinished("humaneval", key)
     if previous:
         run_id = previous.id
@@ -288,7 +337,9 @@ def run(
         todo = [t for t in problems if t not in done]
         progress("generate", len(problems) - len(todo), len(problems))
         asyncio.run(
-            _generate(target, problems, todo, samples, max_tokens, settings.parallel, progress)
+            _generate(
+                target, problems, todo, samples, max_tokens, mode, settings.parallel, progress
+            )
         )
         solutions = {t: s["solution"] for t, s in _read_samples(samples).items()}
         counter = _Counter(progress, "evaluate", len(problems))
@@ -351,14 +402,20 @@ async def _generate(
     todo: list[str],
     samples: Path,
     max_tokens: int,
+    mode: str,
     parallel: int,
     progress: Callable[[str, int, int], None],
 ) -> None:
     gate = asyncio.Semaphore(parallel)
     done = len(problems) - len(todo)
     extra = request_extra(target)
+    stops = completion_stops()
 
-    async def ask(http: httpx.AsyncClient, messages: list[dict[str, str]]) -> Reply:
+    async def ask(http: httpx.AsyncClient, problem: dict[str, Any]) -> Reply:
+        if mode == "completion":
+            prompt = completion_prompt(problem)
+            return await stream_completion(http, target, prompt, max_tokens=max_tokens, stop=stops)
+        messages = messages_for(problem, target)
         if target.claude_code:
             return await claude_code.ask(target, messages, max_tokens=max_tokens)
         return await stream_chat(http, target, messages, max_tokens=max_tokens, extra=extra)
@@ -369,10 +426,10 @@ async def _generate(
             nonlocal done
             problem = problems[task_id]
             async with gate:
-                reply = await ask(http, messages_for(problem, target))
+                reply = await ask(http, problem)
             sample = {
                 "task_id": task_id,
-                "solution": extract(reply.content, problem),
+                "solution": extract(reply.content, problem, mode),
                 "answer": reply.content,
                 "reasoning": reply.reasoning,
                 "finish_reason": reply.finish_reason,

@@ -183,9 +183,11 @@ def quality_table(runs: list[Run]) -> Table:
         "published scores. cut off: answers that reached max tokens.",
     )
     for run in sorted(runs, key=lambda r: -(r.plus_pass or 0)):
+        # A base model asked by raw completion: say so beside its name.
+        completion = run.settings.get("mode") == "completion"
         table.rows.append(
             [
-                _name(run),
+                f"{_name(run)}, completion" if completion else _name(run),
                 _pct(run.base_pass),
                 _pct(run.plus_pass),
                 _tasks(run),

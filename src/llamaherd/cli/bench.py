@@ -226,6 +226,13 @@ def bench_speed(
 @click.option(
     "--max-tokens", type=click.IntRange(1), help="Tokens per answer, instead of bench.max_tokens."
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["chat", "completion"]),
+    help="chat: EvalPlus's instruction through the chat template; completion: the task's "
+    "prompt raw to /v1/completions, as EvalPlus asks base models. Default: completion "
+    "for a GGUF without a chat template, chat otherwise.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def bench_humaneval(
@@ -242,6 +249,7 @@ def bench_humaneval(
     tasks: tuple[str, ...],
     parallel: int,
     max_tokens: int | None,
+    mode: str | None,
     as_json: bool,
 ) -> None:
     """Score the profiles IDS (or --local, or the running one) on EvalPlus HumanEval+:
@@ -256,7 +264,7 @@ def bench_humaneval(
     if parallel > cores:
         raise UsageError(f"--parallel {parallel}: at most {cores} (the CPU cores here)")
     settings = humaneval.HumanEvalSettings(
-        mini=mini, tasks=tasks, limit=limit, parallel=parallel, max_tokens=max_tokens
+        mini=mini, tasks=tasks, limit=limit, parallel=parallel, max_tokens=max_tokens, mode=mode
     )
     claude_model = None
     if via:
